@@ -64,3 +64,17 @@ def test_assets_check_command_succeeds(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("OK") == 2 and "FAIL" not in proc.stdout
+
+
+def test_assets_check_exits_1_when_an_asset_fails(capsys, monkeypatch):
+    from dataclasses import replace
+
+    from genrep.core import assets
+
+    def broken_loader():
+        raise RuntimeError("weights corrupt")
+
+    monkeypatch.setitem(assets.ASSETS, "broken", replace(assets.ASSETS["hsk-zh-en"], name="broken", loader=broken_loader))
+    code, out, _ = run_cli(capsys, "assets", "check", "broken", "hsk-zh-en")
+    assert code == 1
+    assert "FAIL" in out and "weights corrupt" in out and "OK" in out
