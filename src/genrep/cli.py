@@ -14,6 +14,7 @@ import click
 
 from genrep import __version__
 from genrep.core.errors import UserError
+from genrep.rae.cli import rae as rae_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,11 +25,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """genrep: RAE + DiT^DH, LCO-EMB and DITING as usable software."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-
-
-@cli.group()
-def rae() -> None:
-    """RAE + DiT^DH: diffusion in a frozen representation encoder's latent."""
 
 
 @cli.group()
@@ -104,6 +100,9 @@ def demo(out: Path, config_path: Path | None, profile: str | None, overrides: tu
     cfg = load_config(DemoConfig, config_path, overrides, flags=flags)
     md, html = run_demo(cfg, out)
     click.echo(f"wrote {html} and {md}")
+
+
+cli.add_command(rae_group)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,8 +18,8 @@ import torch
 from genrep.core import assets
 from genrep.core.images import figure_png, image_grid, png_bytes
 from genrep.core.report import Report
-from genrep.core.runtime import environment, seed_everything
 from genrep.core.rundir import RunDir
+from genrep.core.runtime import environment, seed_everything
 
 
 @dataclass

@@ -147,3 +147,24 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k  # bitwise
+
+
+def test_several_named_optimizers_and_schedulers(tmp_path):
+    g, g_opt, g_sched, _ = _objects(0)
+    d, d_opt, d_sched, _ = _objects(1)
+    for _ in range(2):
+        _step(g, g_opt, g_sched, EMA(g))
+        _step(d, d_opt, d_sched, EMA(d))
+    model = torch.nn.ModuleDict({"g": g, "d": d})
+    save_checkpoint(tmp_path / "gd.safetensors", step=2, model=model, optimizer={"g": g_opt, "d": d_opt},
+                    scheduler={"g": g_sched, "d": d_sched})
+    g2, g2_opt, g2_sched, _ = _objects(5)
+    d2, d2_opt, d2_sched, _ = _objects(6)
+    load_checkpoint(tmp_path / "gd.safetensors", model=torch.nn.ModuleDict({"g": g2, "d": d2}),
+                    optimizer={"g": g2_opt, "d": d2_opt}, scheduler={"g": g2_sched, "d": d2_sched})
+    for a, b in ((g_opt, g2_opt), (d_opt, d2_opt)):
+        sa, sb = a.state_dict()["state"], b.state_dict()["state"]
+        assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    assert d2_sched.last_epoch == 2
+    with pytest.raises(UserError, match="no state for optimizer 'main'"):
+        load_checkpoint(tmp_path / "gd.safetensors", optimizer=g2_opt)

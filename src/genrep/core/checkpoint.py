@@ -2,7 +2,7 @@
 
 A checkpoint holds the model, and optionally the optimizer, the EMA model, the LR scheduler and
 every random number generator (torch CPU, CUDA, NumPy, Python). Tensors are stored as
-safetensors entries under prefixes (``model.``, ``ema.``, ``optim.state.<i>.<name>``, ``rng.``);
+safetensors entries under prefixes (``model.``, ``ema.``, ``optim.<optimizer>.<i>.<name>``, ``rng.``);
 everything else (optimizer hyper-parameters, scheduler state, step, user extras) is JSON in the
 safetensors metadata. Writes are atomic (temporary file + rename), so a process killed at any
 moment leaves either the previous checkpoint set or the new one, never a torn file. Restoring
@@ -35,25 +35,34 @@ def _plain(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}{k}": v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
 
 
-def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def _split_optimizer(state: dict, name: str) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
     for idx, entry in state["state"].items():
         scalars = {}
-        for name, value in entry.items():
+        for key, value in entry.items():
             if torch.is_tensor(value):
-                tensors[f"optim.state.{idx}.{name}"] = value.detach().to("cpu").contiguous().clone()
+                tensors[f"optim.{name}.{idx}.{key}"] = value.detach().to("cpu").contiguous().clone()
             else:
-                scalars[name] = value
+                scalars[key] = value
         meta["state"][str(idx)] = scalars
     return tensors, meta
 
 
-def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict, name: str) -> dict:
     state: dict[int, dict[str, Any]] = {int(i): dict(s) for i, s in meta["state"].items()}
+    prefix = f"optim.{name}."
     for key, value in tensors.items():
-        _, _, idx, name = key.split(".", 3)
-        state.setdefault(int(idx), {})[name] = value
+        if key.startswith(prefix):
+            idx, pname = key[len(prefix):].split(".", 1)
+            state.setdefault(int(idx), {})[pname] = value
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _named(obj: Any) -> dict[str, Any]:
+    """A single optimizer / scheduler is stored under the name "main"; a dict keeps its names."""
+    if obj is None:
+        return {}
+    return dict(obj) if isinstance(obj, dict) else {"main": obj}
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -88,26 +97,32 @@ def save_checkpoint(
     *,
     step: int,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer] | None = None,
     ema: Any | None = None,
     scheduler: Any | None = None,
     extra: dict | None = None,
     save_rng: bool = True,
 ) -> Path:
-    """Write one checkpoint file atomically. ``ema`` is anything with ``state_dict()``."""
+    """Write one checkpoint file atomically.
+
+    ``optimizer`` and ``scheduler`` may be single objects or dicts of named ones (e.g. a
+    generator's and a discriminator's); ``ema`` is anything with ``state_dict()``.
+    """
     path = Path(path)
     tensors = _plain(model.state_dict(), "model.")
     meta: dict[str, Any] = {"step": step, "extra": extra or {}}
     if optimizer is not None:
-        t, m = _split_optimizer(optimizer.state_dict())
-        tensors.update(t)
-        meta["optimizer"] = m
+        meta["optimizer"] = {}
+        for name, opt in _named(optimizer).items():
+            t, m = _split_optimizer(opt.state_dict(), name)
+            tensors.update(t)
+            meta["optimizer"][name] = m
     if ema is not None:
         ema_sd = ema.state_dict()
         tensors.update(_plain(ema_sd["model"], "ema."))
         meta["ema"] = {k: v for k, v in ema_sd.items() if k != "model"}
     if scheduler is not None:
-        meta["scheduler"] = scheduler.state_dict()
+        meta["scheduler"] = {name: sch.state_dict() for name, sch in _named(scheduler).items()}
     if save_rng:
         t, m = rng_state()
         tensors.update(t)
@@ -130,7 +145,7 @@ def load_checkpoint(
     path: str | Path,
     *,
     model: torch.nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer] | None = None,
     ema: Any | None = None,
     scheduler: Any | None = None,
     restore_rng: bool = True,
@@ -151,16 +166,17 @@ def load_checkpoint(
         raise UserError(f"{path}: not a genrep checkpoint ({type(err).__name__})") from None
     if model is not None:
         model.load_state_dict(groups["model"])
-    if optimizer is not None:
-        if "optimizer" not in meta:
-            raise UserError(f"{path}: checkpoint has no optimizer state")
-        optimizer.load_state_dict(_join_optimizer(groups["optim"], meta["optimizer"]))
+    for name, opt in _named(optimizer).items():
+        if name not in meta.get("optimizer", {}):
+            raise UserError(f"{path}: checkpoint has no state for optimizer '{name}'")
+        opt.load_state_dict(_join_optimizer(groups["optim"], meta["optimizer"][name], name))
     if ema is not None:
         if "ema" not in meta:
             raise UserError(f"{path}: checkpoint has no EMA state")
         ema.load_state_dict({"model": groups["ema"], **meta["ema"]})
-    if scheduler is not None and "scheduler" in meta:
-        scheduler.load_state_dict(meta["scheduler"])
+    for name, sch in _named(scheduler).items():
+        if name in meta.get("scheduler", {}):
+            sch.load_state_dict(meta["scheduler"][name])
     if restore_rng and "rng" in meta:
         set_rng_state(groups["rng"], meta["rng"])
     return meta

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
@@ -15,6 +16,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """A CPU generator for one training step, derived from (seed, rank, step).
+
+    Drawing a step's batch and noise from it makes a resumed run repeat the interrupted one
+    exactly, whatever the global RNG state, and gives every DDP rank different draws.
+    """
+    digest = hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -123,7 +123,6 @@ def resolve_lm_path(name_or_path: str) -> str:
 def load_causal_lm(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """``(tokenizer, model)`` for a bundled name, a local directory or a hub id; model in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     path = resolve_lm_path(name_or_path)

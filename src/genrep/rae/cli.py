@@ -1,0 +1,102 @@
+"""``genrep rae ...``: stage-1 commands (cache-latents, train-decoder, reconstruct)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+OUT = click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
+CONFIG = click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+                      help="YAML file with the command's config fields.")
+SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+
+
+def _flags(**kwargs) -> dict:
+    """CLI flags that were given (None means 'not given', so the config file or default stands)."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+@click.group()
+def rae() -> None:
+    """RAE + DiT^DH: diffusion in a frozen representation encoder's latent."""
+
+
+@rae.command("cache-latents")
+@click.option("--encoder", default="effnet-lite0", show_default=True,
+              help="effnet-lite0 | dinov2-reg-s|b|l | siglip2-b | mae-b")
+@click.option("--source", default=None, help="Hub id or local directory of the encoder weights (HF encoders).")
+@click.option("--encoder-size", "input_size", type=int, default=None, help="Encoder input resolution.")
+@click.option("--layer", default=None, help="effnet-lite0 only: block16 (320 ch, default) or head (1280 ch).")
+@click.option("--dataset", default="fashion-mnist", show_default=True, help="fashion-mnist or an image-folder path.")
+@click.option("--split", default="train", show_default=True)
+@click.option("--image-size", type=int, default=28, show_default=True, help="Resolution of the target images.")
+@click.option("--limit", type=int, default=None, help="Encode only the first N images.")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--shard-size", type=int, default=10000, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@OUT
+def cache_latents_cmd(encoder, source, input_size, layer, dataset, split, image_size, limit, batch_size, shard_size, device, out):
+    """Encode a data set once with the frozen encoder (resumable: finished shards are kept)."""
+    from genrep.core.distributed import init_distributed
+    from genrep.core.errors import UserError
+    from genrep.core.runtime import pick_device
+    from genrep.rae.encoders import build_encoder
+    from genrep.rae.latents import cache_latents
+
+    for name, value in (("limit", limit), ("batch-size", batch_size), ("shard-size", shard_size), ("image-size", image_size)):
+        if value is not None and value <= 0:
+            raise UserError(f"cache-latents: --{name} must be positive, got {value}")
+    init_distributed()
+    options = _flags(layer=layer)
+    enc = build_encoder(encoder, source=source, input_size=input_size, **options)
+    meta = cache_latents(enc, dataset, out, split=split, image_size=image_size, limit=limit,
+                         batch_size=batch_size, shard_size=shard_size, device=pick_device(device))
+    if meta:
+        click.echo(f"cached {meta['num_items']} latents of shape {tuple(meta['latent_shape'])} "
+                   f"({meta['num_skipped']} unreadable images skipped) in {out}")
+
+
+@rae.command("train-decoder")
+@click.option("--latents", type=click.Path(path_type=Path), default=None, help="Latent cache directory.")
+@click.option("--decoder", default=None, help="tiny | S | B | L | XL (default tiny).")
+@click.option("--max-steps", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--noise-tau", type=float, default=None, help="Noise augmentation tau (default 0.8; 0 = off).")
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@CONFIG
+@SET
+@OUT
+def train_decoder_cmd(latents, decoder, max_steps, batch_size, noise_tau, resume, config_path, overrides, out):
+    """Train the ViT decoder on cached latents (noise-augmented, EMA, checkpoints)."""
+    from genrep.core.config import load_config
+    from genrep.rae.train_decoder import TrainDecoderConfig, train_decoder
+
+    flags = _flags(latents=str(latents) if latents else None, decoder=decoder, max_steps=max_steps,
+                   batch_size=batch_size, noise_tau=noise_tau)
+    cfg = load_config(TrainDecoderConfig, config_path, overrides, flags=flags)
+    m = train_decoder(cfg, out, resume=resume)
+    final = m.get("final", {})
+    click.echo(f"trained {cfg.decoder} decoder for {cfg.max_steps} steps; final loss {final.get('loss', float('nan')):.4f}; "
+               f"model in {Path(out) / 'model'}")
+
+
+@rae.command("reconstruct")
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="RAE directory (or a train-decoder --out).")
+@click.option("--dataset", default=None, help="fashion-mnist (default) or an image-folder path.")
+@click.option("--split", default=None)
+@click.option("--limit", type=int, default=None)
+@click.option("--latent-noise", type=float, default=None, help="Fixed sigma of noise added to the latent.")
+@CONFIG
+@SET
+@OUT
+def reconstruct_cmd(model, dataset, split, limit, latent_noise, config_path, overrides, out):
+    """Reconstruct held-out images: PSNR, SSIM, rfd_effnet (and rFID when available), a grid."""
+    from genrep.core.config import load_config
+    from genrep.rae.reconstruct import ReconstructConfig, reconstruct
+
+    flags = _flags(model=str(model) if model else None, dataset=dataset, split=split, limit=limit, latent_noise=latent_noise)
+    cfg = load_config(ReconstructConfig, config_path, overrides, flags=flags)
+    m = reconstruct(cfg, out)
+    click.echo(f"psnr {m['psnr']:.2f} dB  ssim {m['ssim']:.4f}  rfd_effnet {m['rfd_effnet']:.3f}  "
+               f"rfid {m['rfid'] if m['rfid'] is not None else 'unavailable'}  ({m['num_images']} images)")

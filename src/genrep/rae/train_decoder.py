@@ -1,0 +1,242 @@
+"""Stage-1 training: the RAE's ViT decoder on a frozen encoder's latents (PAPERS.md s1).
+
+Loss ``L = L1 + w_p * perceptual + w_g * lambda * GAN`` (paper: w_p = 1 with LPIPS, w_g = 0.75,
+lambda the adaptive weight from the decoder's last layer, capped at 1e4). The latent is
+noise-augmented during training (``sigma ~ |N(0, tau^2)|``, tau = 0.8). AdamW with betas
+(0.9, 0.95), linear warmup then cosine decay to ``final_lr``, an EMA of the decoder, gradient
+clipping, DDP under torchrun, checkpoints every ``checkpoint_every`` steps and ``--resume``.
+
+Latents come from a cache (``genrep rae cache-latents``) or, with ``on_the_fly``, from running
+the frozen encoder on each batch; both draw the same indices, so they train the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+
+from genrep.core.checkpoint import Checkpointer
+from genrep.core.distributed import init_distributed
+from genrep.core.ema import EMA
+from genrep.core.errors import UserError
+from genrep.core.lr_schedule import warmup_cosine
+from genrep.core.progress import progress_bar
+from genrep.core.rundir import RunDir
+from genrep.core.runtime import pick_device, seed_everything, step_generator
+from genrep.rae.autoencoder import RAE
+from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder, num_params
+from genrep.rae.encoders import build_encoder
+from genrep.rae.gan import FeatureDiscriminator, adaptive_weight, gan_schedule, hinge_d_loss, nonsaturating_g_loss
+from genrep.rae.latents import CachedLatents, load_cache
+from genrep.rae.losses import build_perceptual_loss, l1_loss
+from genrep.rae.noise import add_latent_noise
+
+
+@dataclass
+class TrainDecoderConfig:
+    """``genrep rae train-decoder`` (configs/rae/train_decoder.yaml)."""
+
+    latents: Optional[Path] = None  # a cache from cache-latents
+    decoder: str = "tiny"  # tiny | S | B | L | XL
+    patch: Optional[int] = None  # default: image_size // grid
+    max_steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-4
+    final_lr: float = 2e-5
+    warmup_steps: int = 100
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9978
+    noise_tau: float = 0.8
+    noise_dist: Literal["abs-normal", "uniform"] = "abs-normal"
+    perceptual: Literal["auto", "lpips", "effnet", "none"] = "auto"
+    perceptual_weight: float = 1.0
+    gan: bool = False
+    gan_weight: float = 0.75
+    disc_start_epoch: float = 6.0
+    gan_start_epoch: float = 8.0
+    disc_lr: float = 2e-4
+    on_the_fly: bool = False  # encode each batch instead of reading the cache (benchmarks)
+    log_every: int = 25
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+
+def _check(cfg: TrainDecoderConfig) -> None:
+    if cfg.latents is None:
+        raise UserError("train-decoder: --latents DIR is required (a cache from 'genrep rae cache-latents')")
+    if cfg.decoder not in DECODER_SIZES:
+        raise UserError(f"train-decoder: unknown decoder size '{cfg.decoder}' (sizes: {', '.join(DECODER_SIZES)})")
+    for name in ("max_steps", "batch_size", "log_every", "checkpoint_every"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"train-decoder: {name} must be positive, got {getattr(cfg, name)}")
+    if cfg.noise_tau < 0:
+        raise UserError(f"train-decoder: noise_tau must be >= 0, got {cfg.noise_tau}")
+
+
+def build_decoder(cache: CachedLatents, size: str, patch: int | None) -> ViTDecoder:
+    c, g, _ = cache.meta["latent_shape"]
+    image_size = cache.meta["image_size"]
+    if patch is None:
+        if image_size % g:
+            raise UserError(f"image size {image_size} is not a multiple of the latent grid {g}; pass --patch")
+        patch = image_size // g
+    elif patch * g != image_size:
+        raise UserError(f"patch {patch} x grid {g} = {patch * g} != cached image size {image_size}")
+    return ViTDecoder(DecoderConfig(latent_channels=c, grid=g, patch=patch, size=size))
+
+
+def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False) -> dict:
+    """Train; writes config.yaml, checkpoints/, train_log.jsonl, model/ (the RAE) and metrics.json."""
+    _check(cfg)
+    info = init_distributed()
+    device = pick_device(cfg.device)
+    run = RunDir(out)
+    if info.is_main:
+        run.write_config(cfg)
+    seed_everything(cfg.seed + info.rank)
+
+    cache = load_cache(cfg.latents)
+    encoder = build_encoder(**cache.meta["encoder"])
+    decoder = build_decoder(cache, cfg.decoder, cfg.patch).to(device)
+    rae = RAE(encoder, cache.stats, decoder).to(device)
+    ema = EMA(decoder, cfg.ema_decay)
+    model = decoder
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(decoder, device_ids=[device.index] if device.type == "cuda" else None)
+
+    opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=True)
+    sched = warmup_cosine(opt, cfg.warmup_steps, cfg.max_steps, cfg.final_lr / cfg.lr)
+    perceptual = None
+    if cfg.perceptual != "none" and cfg.perceptual_weight > 0:
+        perceptual = build_perceptual_loss(cfg.perceptual).to(device)
+
+    disc = d_opt = None
+    if cfg.gan:
+        disc = FeatureDiscriminator().to(device)
+        d_opt = torch.optim.AdamW(disc.trainable_parameters(), lr=cfg.disc_lr, betas=cfg.betas, fused=True)
+
+    modules = torch.nn.ModuleDict({"decoder": decoder, **({"disc": disc} if disc is not None else {})})
+    optimizers = {"decoder": opt, **({"disc": d_opt} if d_opt is not None else {})}
+    ckpt = Checkpointer(run.checkpoints, keep_last=cfg.keep_checkpoints)
+    start = 0
+    if resume:
+        meta = ckpt.resume(model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})
+        if meta is not None:
+            start = meta["step"]
+    log_path = run / "train_log.jsonl"
+    if info.is_main:
+        _truncate_log(log_path, start)
+
+    n = len(cache)
+    world_batch = cfg.batch_size * info.world_size
+    trainable = num_params(decoder)
+    flops_fb = 3 * decoder.flops_per_image()  # forward + backward ~ 3x forward
+    t0, seen, last = time.perf_counter(), 0, {}
+    with progress_bar(cfg.max_steps - start, f"train decoder {cfg.decoder}", disable=not info.is_main) as bar:
+        for step in range(start, cfg.max_steps):
+            gen = step_generator(cfg.seed, info.rank, step)
+            idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+            target = cache.target(idx).to(device)
+            if cfg.on_the_fly:
+                z = encoder.encode(target)
+            else:
+                z = cache.latents[idx].to(device)
+            z = add_latent_noise(z, cfg.noise_tau, cfg.noise_dist, generator=gen)
+            recon = model(z) * rae.pixel_std + rae.pixel_mean
+            rec_l1 = l1_loss(recon, target)
+            loss = rec_l1
+            logs = {"l1": rec_l1.item()}
+            if perceptual is not None:
+                p_loss = perceptual(recon, target)
+                loss = loss + cfg.perceptual_weight * p_loss
+                logs[perceptual.name] = p_loss.item()
+            epoch = step * world_batch / n
+            train_d, use_g = gan_schedule(epoch, cfg.disc_start_epoch, cfg.gan_start_epoch) if disc else (False, False)
+            if use_g:
+                g_loss = nonsaturating_g_loss(disc(recon))
+                lam = adaptive_weight(loss, g_loss, decoder.last_layer)
+                loss = loss + cfg.gan_weight * lam * g_loss
+                logs.update(g_loss=g_loss.item(), gan_lambda=float(lam))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(decoder.parameters(), cfg.grad_clip))
+            if not torch.isfinite(loss):
+                raise UserError(f"train-decoder: loss became {loss.item()} at step {step}; last good checkpoint: {ckpt.latest()}")
+            opt.step()
+            sched.step()
+            ema.update(decoder)
+            if train_d:  # after the decoder step: the D update must not touch the graph G used
+                d_loss = hinge_d_loss(disc(target), disc(recon.detach()))
+                d_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_opt.step()
+                logs["d_loss"] = d_loss.item()
+            seen += cfg.batch_size
+            bar.advance()
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
+                elapsed = time.perf_counter() - t0
+                last = {"step": step + 1, "epoch": round(epoch, 4), "loss": loss.item(), **logs,
+                        "lr": sched.get_last_lr()[0], "images_per_s": seen * info.world_size / elapsed,
+                        "gflops_per_s": seen * flops_fb / elapsed / 1e9}
+                bar.status(f"loss {last['loss']:.4f}")
+                if info.is_main:
+                    with log_path.open("a") as f:
+                        f.write(json.dumps(last) + "\n")
+            if (step + 1) % cfg.checkpoint_every == 0 and info.is_main:
+                ckpt.save(step + 1, model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})
+
+    metrics = {"steps": cfg.max_steps, "decoder": cfg.decoder, "decoder_params": trainable,
+               "latent_shape": cache.meta["latent_shape"], "image_size": decoder.cfg.image_size,
+               "perceptual": perceptual.name if perceptual is not None else "none",
+               "final": last}
+    if info.is_main:
+        if cfg.max_steps % cfg.checkpoint_every:
+            ckpt.save(cfg.max_steps, model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})
+        rae.save_pretrained(run / "model", decoder_state=ema.module.state_dict())
+        _plot_loss(run, log_path)
+        run.write_metrics(metrics)
+    return metrics
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """On resume keep only log lines up to the checkpoint's step (the rest will be redone)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _plot_loss(run: RunDir, log_path: Path) -> None:
+    if not log_path.exists():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genrep.core.images import figure_png
+    from genrep.core.rundir import atomic_write_bytes
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([r["step"] for r in rows], [r["l1"] for r in rows], label="L1")
+    for key in ("effnet-perceptual", "lpips"):
+        if key in rows[0]:
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=key)
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("decoder training loss")
+    atomic_write_bytes(run.figures / "loss.png", figure_png(fig))

@@ -1,0 +1,125 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genrep.cli import main
+from genrep.core.errors import UserError
+from genrep.rae.autoencoder import RAE
+from genrep.rae.encoders import build_encoder
+from genrep.rae.latents import cache_latents, load_cache
+from genrep.rae.reconstruct import ReconstructConfig, reconstruct
+from genrep.rae.train_decoder import TrainDecoderConfig, train_decoder
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("latents")
+    cache_latents(build_encoder("effnet-lite0"), "fashion-mnist", out, split="train", image_size=28,
+                  limit=256, batch_size=64, shard_size=100)
+    return out
+
+
+def test_cache_holds_latents_targets_and_exact_stats(cache_dir):
+    cache = load_cache(cache_dir)
+    assert cache.meta["num_items"] == 256 and cache.meta["num_shards"] == 3
+    assert cache.latents.shape == (256, 320, 4, 4) and cache.images.shape == (256, 28, 28, 3)
+    assert torch.allclose(cache.stats.mean, cache.latents.double().mean(0).float(), atol=1e-5)
+    assert torch.allclose(cache.stats.var, cache.latents.double().var(0, unbiased=False).float(), atol=1e-4)
+    assert cache.meta["encoder"]["name"] == "effnet-lite0"
+
+
+def test_cache_resumes_by_skipping_finished_shards(cache_dir):
+    before = (cache_dir / "shard-00001.safetensors").stat().st_mtime_ns
+    (cache_dir / "shard-00002.safetensors").unlink()  # as if the job died before the last shard
+    cache_latents(build_encoder("effnet-lite0"), "fashion-mnist", cache_dir, split="train", image_size=28,
+                  limit=256, batch_size=64, shard_size=100)
+    assert (cache_dir / "shard-00001.safetensors").stat().st_mtime_ns == before
+    assert load_cache(cache_dir).latents.shape[0] == 256
+
+
+def _cfg(cache_dir, **kw):
+    base = dict(latents=cache_dir, decoder="tiny", max_steps=40, batch_size=16, lr=1e-3, warmup_steps=5,
+                perceptual="none", log_every=5, checkpoint_every=10, device="cpu")
+    base.update(kw)
+    return TrainDecoderConfig(**base)
+
+
+def test_short_training_lowers_the_loss_and_saves_a_loadable_rae(cache_dir, tmp_path):
+    m = train_decoder(_cfg(cache_dir, noise_tau=0.0), tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["l1"] < 0.85 * log[0]["l1"]
+    assert m["final"]["step"] == 40 and (tmp_path / "run" / "figures" / "loss.png").exists()
+    rae = RAE.from_pretrained(tmp_path / "run" / "model")
+    x = load_cache(cache_dir).target(torch.arange(4))
+    assert rae(x).shape == (4, 3, 28, 28)
+    assert (tmp_path / "run" / "config.yaml").exists() and json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 40
+
+
+def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path, monkeypatch):
+    train_decoder(_cfg(cache_dir, max_steps=20), tmp_path / "full")
+
+    import genrep.rae.train_decoder as td
+
+    calls = {"n": 0}
+    real_noise = td.add_latent_noise
+
+    def crash_at_step_13(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt("simulated crash")
+        return real_noise(*args, **kwargs)
+
+    monkeypatch.setattr(td, "add_latent_noise", crash_at_step_13)
+    with pytest.raises(KeyboardInterrupt):
+        train_decoder(_cfg(cache_dir, max_steps=20), tmp_path / "parts")
+    monkeypatch.setattr(td, "add_latent_noise", real_noise)
+    assert [s for s, _ in td.Checkpointer(tmp_path / "parts" / "checkpoints").all()] == [10]
+    train_decoder(_cfg(cache_dir, max_steps=20), tmp_path / "parts", resume=True)
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "step-00000020.safetensors"))
+    b = load_file(str(tmp_path / "parts" / "checkpoints" / "step-00000020.safetensors"))
+    keys = [k for k in a if not k.startswith("rng.")]
+    assert keys and all(torch.equal(a[k], b[k]) for k in keys)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "parts" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20]  # no duplicated log lines after the resume
+
+
+def test_reconstruct_writes_the_metric_contract(cache_dir, tmp_path):
+    train_decoder(_cfg(cache_dir, max_steps=10), tmp_path / "run")
+    m = reconstruct(ReconstructConfig(model=tmp_path / "run", limit=32, batch_size=16, device="cpu"), tmp_path / "eval")
+    assert {"psnr", "ssim", "rfd_effnet"} <= set(m) and m["num_images"] == 32
+    assert m["rfid"] is None and m["rfid_status"].startswith("unavailable")
+    assert (tmp_path / "eval" / "figures" / "reconstructions.png").exists()
+
+
+def test_cli_contract_and_user_errors(cache_dir, tmp_path, capsys):
+    main(["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "tiny", "--max-steps", "4",
+          "--out", str(tmp_path / "cli"), "--noise-tau", "0.8", "--set", "perceptual=none", "--set", "batch_size=8"])
+    assert (tmp_path / "cli" / "model" / "rae_config.json").exists()
+    for argv, msg in [
+        (["rae", "train-decoder", "--latents", str(tmp_path / "nope"), "--out", str(tmp_path / "x")], "not a latent cache"),
+        (["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "huge", "--out", str(tmp_path / "x")], "unknown decoder size 'huge'"),
+        (["rae", "reconstruct", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "y")], "no RAE found"),
+        (["rae", "cache-latents", "--encoder", "dino", "--out", str(tmp_path / "z")], "unknown encoder 'dino'"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and msg in err and err.count("\n") == 1, err
+
+
+def test_bad_config_values_are_rejected(cache_dir):
+    with pytest.raises(UserError, match="max_steps must be positive"):
+        train_decoder(_cfg(cache_dir, max_steps=0), "/tmp/never")
+
+
+def test_gan_and_perceptual_terms_run_and_are_logged(cache_dir, tmp_path):
+    cfg = _cfg(cache_dir, max_steps=2, batch_size=2, log_every=1, checkpoint_every=2, perceptual="effnet",
+               gan=True, disc_start_epoch=0.0, gan_start_epoch=0.0)
+    train_decoder(cfg, tmp_path / "gan")
+    last = json.loads((tmp_path / "gan" / "train_log.jsonl").read_text().splitlines()[-1])
+    assert {"effnet-perceptual", "g_loss", "gan_lambda", "d_loss"} <= set(last)
+    assert 0 <= last["gan_lambda"] <= 1e4
+    ck = load_file(str(tmp_path / "gan" / "checkpoints" / "step-00000002.safetensors"))
+    assert any(k.startswith("model.disc.heads") for k in ck) and any(k.startswith("optim.disc.") for k in ck)
