@@ -8,7 +8,7 @@ import yaml
 def test_demo_writes_a_report_with_pictures(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "genrep", "demo", "--out", str(out), "--set", "lms=[smollm2-135m]",
+        [sys.executable, "-m", "genrep", "demo", "--out", str(out), "--profile", "smoke", "--set", "lms=[smollm2-135m]",
          "--set", "max_new_tokens=8"],
         capture_output=True, text=True, timeout=600,
     )
@@ -19,9 +19,10 @@ def test_demo_writes_a_report_with_pictures(tmp_path):
     assert metrics["signature"]["genrep"] and "demo" in metrics["signature"]["command"]
     assert metrics["lm_replies"]["smollm2-135m"]
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["lms"] == ["smollm2-135m"] and cfg["profile"] == "fast"
+    assert cfg["lms"] == ["smollm2-135m"] and cfg["profile"] == "smoke"
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2
     md = (out / "report.md").read_text()
     assert "## Bundled assets" in md and "figures/fashion_mnist.png" in md
     assert (out / "figures" / "fashion_mnist.png").stat().st_size > 1000
+    assert set(metrics["rae"]) >= {"psnr", "ssim", "rfd_effnet"} and "figures/rae_reconstructions.png" in md

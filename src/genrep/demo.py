@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from genrep.core import assets
+from genrep.core.errors import AssetError
 from genrep.core.images import figure_png, image_grid, png_bytes
 from genrep.core.report import Report
 from genrep.core.rundir import RunDir
@@ -26,7 +27,7 @@ from genrep.core.runtime import environment, seed_everything
 class DemoConfig:
     """What ``genrep demo`` runs (``configs/demo.yaml``)."""
 
-    profile: Literal["fast", "full"] = "fast"
+    profile: Literal["fast", "full", "smoke"] = "fast"  # smoke: seconds, for tests
     seed: int = 0
     lms: list[str] = field(default_factory=lambda: ["smollm2-135m", "gemma3-270m"])
     max_new_tokens: int = 24
@@ -124,7 +125,9 @@ def _lm_section(report: Report, lms: list[str], max_new_tokens: int) -> dict[str
 
 def system_sections() -> list:
     """The demo sections that systems contribute, in report order."""
-    return []
+    from genrep.rae.demo import add_demo_section as rae_section
+
+    return [rae_section]
 
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> tuple[Path, Path]:
@@ -151,7 +154,11 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> tuple[Path, Path]:
     if lms:
         metrics["lm_replies"] = _lm_section(report, lms, cfg.max_new_tokens)
     for add_section in system_sections():
-        metrics.update(add_section(report, cfg, run) or {})
+        try:
+            metrics.update(add_section(report, cfg, run) or {})
+        except AssetError as err:  # a missing bundled asset skips that system, it does not end the demo
+            report.section(f"{add_section.__module__}: skipped").text(str(err))
+            metrics.setdefault("skipped", []).append(f"{add_section.__module__}: {err}")
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     run.write_metrics(metrics)
     return report.write(run.path)

@@ -168,3 +168,18 @@ def test_several_named_optimizers_and_schedulers(tmp_path):
     assert d2_sched.last_epoch == 2
     with pytest.raises(UserError, match="no state for optimizer 'main'"):
         load_checkpoint(tmp_path / "gd.safetensors", optimizer=g2_opt)
+
+
+def test_ema_warmup_ramps_the_decay():
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = EMA(model, decay=0.99, warmup=True)
+    assert ema.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        ema.module.weight.fill_(0.0)
+    ema.update(model)
+    assert float(ema.module.weight) == pytest.approx(0.9)
+    for _ in range(2000):
+        ema.update(model)
+    assert ema.current_decay() == 0.99
+    assert EMA(model, 0.99).current_decay() == 0.99

@@ -53,6 +53,7 @@ class TrainDecoderConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9978
+    ema_warmup: bool = True  # d_t = min(decay, (1+t)/(10+t)); matters only for short runs
     noise_tau: float = 0.8
     noise_dist: Literal["abs-normal", "uniform"] = "abs-normal"
     perceptual: Literal["auto", "lpips", "effnet", "none"] = "auto"
@@ -108,7 +109,7 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
     encoder = build_encoder(**cache.meta["encoder"])
     decoder = build_decoder(cache, cfg.decoder, cfg.patch).to(device)
     rae = RAE(encoder, cache.stats, decoder).to(device)
-    ema = EMA(decoder, cfg.ema_decay)
+    ema = EMA(decoder, cfg.ema_decay, warmup=cfg.ema_warmup)
     model = decoder
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(decoder, device_ids=[device.index] if device.type == "cuda" else None)
