@@ -123,3 +123,33 @@ def test_gan_and_perceptual_terms_run_and_are_logged(cache_dir, tmp_path):
     assert 0 <= last["gan_lambda"] <= 1e4
     ck = load_file(str(tmp_path / "gan" / "checkpoints" / "step-00000002.safetensors"))
     assert any(k.startswith("model.disc.heads") for k in ck) and any(k.startswith("optim.disc.") for k in ck)
+
+
+def _torchrun(*args, timeout=300):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GENREP_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_latent_stats_merge_exactly_across_two_gloo_ranks(tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).parent / "scripts_stats_ddp.py"
+    proc = _torchrun(str(script), str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["count"] == 37 and r["err_mean"] < 1e-12 and r["err_var"] < 1e-12
+
+
+def test_train_decoder_runs_data_parallel_under_torchrun(cache_dir, tmp_path):
+    proc = _torchrun("-m", "genrep", "rae", "train-decoder", "--latents", str(cache_dir), "--max-steps", "4",
+                     "--batch-size", "8", "--set", "perceptual=none", "--set", "log_every=2", "--set", "device=cpu",
+                     "--out", str(tmp_path / "ddp"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]  # rank 0 writes the log once, not once per rank
+    assert (tmp_path / "ddp" / "model" / "rae.safetensors").exists()
