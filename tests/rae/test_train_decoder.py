@@ -94,6 +94,10 @@ def test_reconstruct_writes_the_metric_contract(cache_dir, tmp_path):
 
 
 def test_cli_contract_and_user_errors(cache_dir, tmp_path, capsys):
+    main(["rae", "cache-latents", "--encoder", "effnet-lite0", "--dataset", "fashion-mnist", "--limit", "8",
+          "--out", str(tmp_path / "c")])
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["num_items"] == 8
+    assert "effnet-lite0" in (tmp_path / "c" / "config.yaml").read_text()
     main(["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "tiny", "--max-steps", "4",
           "--out", str(tmp_path / "cli"), "--noise-tau", "0.8", "--set", "perceptual=none", "--set", "batch_size=8"])
     assert (tmp_path / "cli" / "model" / "rae_config.json").exists()

@@ -38,8 +38,11 @@ def rae() -> None:
 @OUT
 def cache_latents_cmd(encoder, source, input_size, layer, dataset, split, image_size, limit, batch_size, shard_size, device, out):
     """Encode a data set once with the frozen encoder (resumable: finished shards are kept)."""
+    import time
+
     from genrep.core.distributed import init_distributed
     from genrep.core.errors import UserError
+    from genrep.core.rundir import RunDir
     from genrep.core.runtime import pick_device
     from genrep.rae.encoders import build_encoder
     from genrep.rae.latents import cache_latents
@@ -47,12 +50,21 @@ def cache_latents_cmd(encoder, source, input_size, layer, dataset, split, image_
     for name, value in (("limit", limit), ("batch-size", batch_size), ("shard-size", shard_size), ("image-size", image_size)):
         if value is not None and value <= 0:
             raise UserError(f"cache-latents: --{name} must be positive, got {value}")
-    init_distributed()
+    info = init_distributed()
     options = _flags(layer=layer)
     enc = build_encoder(encoder, source=source, input_size=input_size, **options)
+    run = RunDir(out)
+    if info.is_main:
+        run.write_config({"encoder": enc.spec(), "dataset": dataset, "split": split, "image_size": image_size,
+                          "limit": limit, "batch_size": batch_size, "shard_size": shard_size, "device": device})
+    start = time.perf_counter()
     meta = cache_latents(enc, dataset, out, split=split, image_size=image_size, limit=limit,
                          batch_size=batch_size, shard_size=shard_size, device=pick_device(device))
-    if meta:
+    seconds = time.perf_counter() - start
+    if info.is_main:
+        run.write_metrics({"num_items": meta["num_items"], "num_skipped": meta["num_skipped"],
+                           "latent_shape": meta["latent_shape"], "seconds": round(seconds, 2),
+                           "images_per_s": meta["num_items"] / max(seconds, 1e-9)})
         click.echo(f"cached {meta['num_items']} latents of shape {tuple(meta['latent_shape'])} "
                    f"({meta['num_skipped']} unreadable images skipped) in {out}")
 
