@@ -3,6 +3,7 @@ from pathlib import Path
 from genrep.core.config import load_config
 from genrep.demo import DemoConfig
 from genrep.rae.train_decoder import TrainDecoderConfig
+from genrep.rae.train_dit import TrainDiTConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -10,3 +11,4 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_shipped_configs_load_into_their_dataclasses():
     assert load_config(DemoConfig, CONFIGS / "demo.yaml") == DemoConfig()
     assert load_config(TrainDecoderConfig, CONFIGS / "rae" / "train_decoder.yaml") == TrainDecoderConfig()
+    assert load_config(TrainDiTConfig, CONFIGS / "rae" / "train_dit.yaml") == TrainDiTConfig()

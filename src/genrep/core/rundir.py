@@ -72,6 +72,15 @@ def signature(command: str | None = None) -> dict[str, Any]:
     }
 
 
+def truncate_log(path: str | Path, step: int) -> None:
+    """On resume keep only the JSON-lines log records up to ``step`` (the rest will be redone)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
 class RunDir:
     """An output directory of one command run."""
 

@@ -26,7 +26,7 @@ from genrep.core.ema import EMA
 from genrep.core.errors import UserError
 from genrep.core.lr_schedule import warmup_cosine
 from genrep.core.progress import progress_bar
-from genrep.core.rundir import RunDir
+from genrep.core.rundir import RunDir, truncate_log
 from genrep.core.runtime import pick_device, seed_everything, step_generator
 from genrep.rae.autoencoder import RAE
 from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder, num_params
@@ -135,7 +135,7 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
             start = meta["step"]
     log_path = run / "train_log.jsonl"
     if info.is_main:
-        _truncate_log(log_path, start)
+        truncate_log(log_path, start)
 
     n = len(cache)
     world_batch = cfg.batch_size * info.world_size
@@ -207,14 +207,6 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
         _plot_loss(run, log_path)
         run.write_metrics(metrics)
     return metrics
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """On resume keep only log lines up to the checkpoint's step (the rest will be redone)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _plot_loss(run: RunDir, log_path: Path) -> None:

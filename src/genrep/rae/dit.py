@@ -1,0 +1,388 @@
+"""Stage-2 denoisers of RAE: a LightningDiT backbone and DiT^DH (PAPERS.md s1).
+
+The network predicts the flow-matching velocity ``v = eps - x`` of a noisy latent
+``x_t = (1 - t) x + t eps`` (t = 1 is pure noise), given the class label.
+
+DiT (LightningDiT flavour, as in the RAE reference code): latent [B, C, h, w] -> ``patch x patch``
+patches, linearly embedded to the width -> fixed 2D sin-cos positions added -> blocks with
+adaLN-Zero conditioning on ``c = t_emb + y_emb``, RMSNorm, multi-head attention with 2D RoPE on
+q and k (optionally RMS-normalised), SwiGLU MLP -> adaLN-modulated RMSNorm -> a linear layer
+predicts ``patch x patch x C`` values per token -> unpatchify.
+
+DiT^DH ("DiT with a wide DDT head"): the same backbone without its final layer; its output
+tokens ``z`` condition a shallow, wide head, exactly as in the reference ``DiTwDDTHead``:
+
+- the head's *input* is a fresh linear embedding of the noisy latent patches ``x_t`` (no
+  absolute positions; RoPE in the head's attention gives it the geometry);
+- its *conditioning* is per token: ``c_tok = Linear(SiLU(z + t_emb))`` (the backbone's time
+  embedding broadcast to every token, added to ``z``, projected to the head width); the class
+  enters only through ``z``;
+- head blocks and the head's final layer take their shift/scale/gate from ``c_tok`` per token
+  (adaLN-Zero with per-token modulation).
+
+Choices, each documented where it happens:
+
+- time embedding: DiT's sinusoidal frequency embedding of ``1000 t`` (256 frequencies) -> MLP;
+  the reference uses random Gaussian Fourier features of ``t`` instead (same role, fixed here so
+  that no random buffer has to be saved);
+- modulated norms are RMSNorm *without* affine (scale comes from adaLN; the reference keeps a
+  learnable gain, 2 x width parameters per block); the q/k norms are RMSNorm with a gain;
+- SwiGLU hidden width ``int(2/3 * int(mlp_ratio * width))`` (truncation, no rounding to a
+  multiple; the reference rule): 3072 at width 1152, 5461 at 2048, 682 at 256;
+- ``qk_norm`` defaults to True (LightningDiT); the RAE reference configs train with it off.
+
+Sizes are data (``DIT_PRESETS``): S/B/L/XL backbones and DiT^DH-S/XL as in the paper,
+``dit-tiny`` (256/4/4) and ``ditdh-tiny`` (+ head 512/2/8) for laptops.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genrep.core.errors import UserError
+from genrep.rae.decoder import sincos_2d
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    in_channels: int  # latent channels C
+    grid: int  # latent tokens per side (h = w)
+    num_classes: int
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float = 4.0  # SwiGLU hidden = int(2/3 * int(mlp_ratio * width))
+    patch: int = 1  # patch size on the latent grid (paper: 1)
+    head_width: int = 0  # DDT head width (0 = plain DiT, no head)
+    head_depth: int = 0
+    head_heads: int = 0
+    qk_norm: bool = True
+    rope: bool = True  # 2D RoPE on q, k (absolute sin-cos positions are always added to the input)
+    class_dropout: float = 0.1  # label dropout for CFG; index num_classes is the null class
+    learn_sigma: bool = False  # 2C outputs (checkpoint compatibility); forward returns the first C
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise UserError(f"DiT config: {msg}")
+
+        need(self.grid % self.patch == 0, f"grid {self.grid} is not divisible by patch {self.patch}")
+        need(self.width % 4 == 0, f"width {self.width} must be divisible by 4 (2D sin-cos positions)")
+        need(self.width % self.heads == 0, f"width {self.width} is not divisible by heads {self.heads}")
+        need(0.0 <= self.class_dropout <= 1.0, f"class_dropout must be in [0, 1], got {self.class_dropout}")
+        has_head = (self.head_width > 0, self.head_depth > 0, self.head_heads > 0)
+        need(len(set(has_head)) == 1, "head_width, head_depth and head_heads must be all positive or all 0")
+        widths = [(self.width, self.heads)] + ([(self.head_width, self.head_heads)] if self.has_head else [])
+        for w, h in widths:
+            need(w % h == 0, f"width {w} is not divisible by heads {h}")
+            need(not self.rope or (w // h) % 4 == 0, f"RoPE needs a head dim divisible by 4, got {w // h}")
+
+    @property
+    def has_head(self) -> bool:
+        return self.head_width > 0
+
+    @property
+    def tokens(self) -> int:
+        return (self.grid // self.patch) ** 2
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * (2 if self.learn_sigma else 1)
+
+
+DIT_PRESETS: dict[str, dict] = {
+    "dit-tiny": dict(width=256, depth=4, heads=4),  # laptop size (head dim 64)
+    "dit-S": dict(width=384, depth=12, heads=6),
+    "dit-B": dict(width=768, depth=12, heads=12),
+    "dit-L": dict(width=1024, depth=24, heads=16),
+    "dit-XL": dict(width=1152, depth=28, heads=16),
+    "ditdh-tiny": dict(width=256, depth=4, heads=4, head_width=512, head_depth=2, head_heads=8),  # laptop size
+    "ditdh-S": dict(width=384, depth=12, heads=6, head_width=2048, head_depth=2, head_heads=16),
+    "ditdh-XL": dict(width=1152, depth=28, heads=16, head_width=2048, head_depth=2, head_heads=16),  # 839M (paper)
+}
+
+
+def dit_config(name: str, in_channels: int, grid: int, num_classes: int, **overrides) -> DiTConfig:
+    """A named size (``DIT_PRESETS``) for a latent of ``in_channels x grid x grid``."""
+    if name not in DIT_PRESETS:
+        raise UserError(f"unknown DiT preset '{name}' (presets: {', '.join(DIT_PRESETS)})")
+    known = {f.name for f in fields(DiTConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UserError(f"unknown DiT config field(s) {', '.join(unknown)} (fields: {', '.join(sorted(known))})")
+    kwargs = {**DIT_PRESETS[name], **overrides}
+    return DiTConfig(in_channels=in_channels, grid=grid, num_classes=num_classes, **kwargs)
+
+
+def swiglu_hidden(width: int, mlp_ratio: float) -> int:
+    """SwiGLU hidden width: 2/3 of the plain MLP's, truncated (reference rule)."""
+    return int(2 / 3 * int(width * mlp_ratio))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2D rotary position embedding
+
+
+def rope_2d_angles(rows: Tensor, cols: Tensor, head_dim: int, theta: float = 10000.0) -> Tensor:
+    """Rotation angles [N, head_dim/2] for tokens at (rows[i], cols[i]).
+
+    The head dim is split in half: the first half is rotated by the row, the second by the
+    column (EVA / LightningDiT). Each half is ``head_dim/4`` adjacent pairs with frequencies
+    ``theta^(-2k / (head_dim/2))``."""
+    quarter = head_dim // 4
+    freqs = theta ** (-torch.arange(quarter, dtype=torch.float64) * 2 / (head_dim // 2))
+    angles = torch.cat([rows.double()[:, None] * freqs, cols.double()[:, None] * freqs], dim=1)
+    return angles.float()
+
+
+def apply_rope(x: Tensor, angles: Tensor) -> Tensor:
+    """Rotate adjacent pairs ``(x[2i], x[2i+1])`` of ``x [..., N, head_dim]`` by ``angles [N, head_dim/2]``."""
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+def grid_angles(side: int, head_dim: int) -> Tensor:
+    """RoPE angles for a row-major ``side x side`` token grid."""
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    return rope_2d_angles(rows.reshape(-1), cols.reshape(-1), head_dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedders
+
+
+class TimestepEmbedder(nn.Module):
+    """Flow time t in [0, 1] -> width: DiT's sinusoidal frequency embedding of ``1000 t`` -> MLP."""
+
+    def __init__(self, width: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: Tensor) -> Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = 1000 * t.float()[:, None] * freqs  # DiT's scale: t in [0, 1] -> [0, 1000]
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class label -> width; row ``num_classes`` is the null class used for classifier-free guidance."""
+
+    def __init__(self, num_classes: int, width: int, dropout: float):
+        super().__init__()
+        self.num_classes, self.dropout = num_classes, dropout
+        self.table = nn.Embedding(num_classes + 1, width)
+
+    def drop(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Replace each label by the null class with probability ``dropout`` (reproducible with ``generator``)."""
+        dropped = torch.rand(y.shape, generator=generator, device=y.device) < self.dropout
+        return torch.where(dropped, torch.full_like(y, self.num_classes), y)
+
+    def forward(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if self.training and self.dropout > 0:
+            y = self.drop(y, generator)
+        return self.table(y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    """RMSNorm without affine: the adaLN scale/shift that follows plays that role."""
+    return F.rms_norm(x, (x.shape[-1],), eps=1e-6)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale) + shift
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with optional q/k RMSNorm and 2D RoPE on q and k."""
+
+    def __init__(self, width: int, heads: int, qk_norm: bool):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.q_norm = nn.RMSNorm(width // heads, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(width // heads, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, angles: Tensor | None) -> Tensor:
+        b, n, w = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if angles is not None:
+            q, k = apply_rope(q, angles), apply_rope(k, angles)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, w))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.w12 = nn.Linear(width, 2 * hidden)
+        self.w3 = nn.Linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(a) * b)
+
+
+class Block(nn.Module):
+    """adaLN-Zero block: x + gate * Attn(modulate(RMSNorm(x))), then the same with the SwiGLU MLP.
+
+    ``c`` is [B, width] (one conditioning per sample, the backbone) or [B, N, width] (one per
+    token, the DDT head)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool):
+        super().__init__()
+        self.attn = Attention(width, heads, qk_norm)
+        self.mlp = SwiGLU(width, swiglu_hidden(width, mlp_ratio))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+
+    def forward(self, x: Tensor, c: Tensor, angles: Tensor | None) -> Tensor:
+        mod = self.adaLN(c if c.dim() == 3 else c[:, None])
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
+        x = x + gate1 * self.attn(modulate(rms_norm(x), shift1, scale1), angles)
+        return x + gate2 * self.mlp(modulate(rms_norm(x), shift2, scale2))
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated RMSNorm (shift, scale; no gate) -> linear to ``patch x patch x C_out``."""
+
+    def __init__(self, width: int, out_dim: int):
+        super().__init__()
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.linear = nn.Linear(width, out_dim)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        shift, scale = self.adaLN(c if c.dim() == 3 else c[:, None]).chunk(2, dim=-1)
+        return self.linear(modulate(rms_norm(x), shift, scale))
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+class DiT(nn.Module):
+    """LightningDiT (``head_width == 0``) or DiT^DH (backbone + wide DDT head) velocity predictor."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        side, patch_dim = cfg.grid // cfg.patch, cfg.patch**2 * cfg.in_channels
+        self.x_embed = nn.Linear(patch_dim, cfg.width)  # patch embedding (a linear layer on flattened patches)
+        self.register_buffer("pos_embed", sincos_2d(cfg.width, side)[None], persistent=False)  # fixed, not trained
+        self.t_embed = TimestepEmbedder(cfg.width)
+        self.y_embed = LabelEmbedder(cfg.num_classes, cfg.width, cfg.class_dropout)
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.depth))
+        angles = grid_angles(side, cfg.width // cfg.heads) if cfg.rope else None
+        self.register_buffer("rope_angles", angles, persistent=False)
+        out_dim = cfg.patch**2 * cfg.out_channels
+        if cfg.has_head:
+            self.head_x_embed = nn.Linear(patch_dim, cfg.head_width)  # the head re-embeds the noisy latent
+            self.head_cond = nn.Linear(cfg.width, cfg.head_width)  # c_tok = Linear(SiLU(z + t_emb))
+            self.head_blocks = nn.ModuleList(
+                Block(cfg.head_width, cfg.head_heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.head_depth)
+            )
+            head_angles = grid_angles(side, cfg.head_width // cfg.head_heads) if cfg.rope else None
+            self.register_buffer("head_rope_angles", head_angles, persistent=False)
+            self.final_layer = FinalLayer(cfg.head_width, out_dim)
+        else:
+            self.final_layer = FinalLayer(cfg.width, out_dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():  # xavier-uniform linear weights, zero biases (DiT)
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.y_embed.table.weight, std=0.02)  # label table N(0, 0.02) (DiT)
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)  # timestep MLP N(0, 0.02) (DiT)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        for block in [*self.blocks, *getattr(self, "head_blocks", [])]:
+            nn.init.zeros_(block.adaLN[-1].weight)  # adaLN-Zero: gates start at 0, every block is the identity
+            nn.init.zeros_(block.adaLN[-1].bias)
+        nn.init.zeros_(self.final_layer.adaLN[-1].weight)  # final modulation starts at shift 0, scale 1
+        nn.init.zeros_(self.final_layer.adaLN[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)  # zero output layer: the model predicts 0 at init
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    def patchify(self, x: Tensor) -> Tensor:
+        """[B, C, h, w] -> [B, (h/p)(w/p), p*p*C], row-major tokens, each patch flattened as (p, p, C)."""
+        b, c, h, w = x.shape
+        p = self.cfg.patch
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+    def unpatchify(self, tokens: Tensor) -> Tensor:
+        """Inverse of :meth:`patchify` for ``C_out`` channels."""
+        b, p, c, side = tokens.shape[0], self.cfg.patch, self.cfg.out_channels, self.cfg.grid // self.cfg.patch
+        x = tokens.reshape(b, side, side, p, p, c).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(b, c, side * p, side * p)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Noisy latent [B, C, h, w], time t [B] in [0, 1] (1 = noise), labels y [B] (``num_classes`` =
+        null) -> velocity [B, C, h, w]. In training mode labels are dropped to the null class with
+        probability ``class_dropout``, drawn from ``generator``."""
+        cfg = self.cfg
+        expected = (cfg.in_channels, cfg.grid, cfg.grid)
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"DiT expects latents of shape {expected}, got {tuple(x.shape[1:])}")
+        patches = self.patchify(x)
+        t_emb = self.t_embed(t)
+        c = t_emb + self.y_embed(y, generator)
+        z = self.x_embed(patches) + self.pos_embed
+        for block in self.blocks:
+            z = block(z, c, self.rope_angles)
+        if cfg.has_head:
+            # DDT head: input = the noisy latent re-embedded; per-token condition = backbone output + time
+            c_tok = self.head_cond(F.silu(z + t_emb[:, None]))
+            h = self.head_x_embed(patches)
+            for block in self.head_blocks:
+                h = block(h, c_tok, self.head_rope_angles)
+            out = self.final_layer(h, c_tok)
+        else:
+            out = self.final_layer(z, c)
+        return self.unpatchify(out)[:, : cfg.in_channels]
+
+    def forward_with_cfg(self, x: Tensor, t: Tensor, y: Tensor, scale: float) -> Tensor:
+        """Classifier-free guidance ``v_u + scale (v_c - v_u)``, conditional and null passes batched
+        together (call in eval mode, or labels are also dropped at random)."""
+        null = torch.full_like(y, self.cfg.num_classes)
+        v_c, v_u = self.forward(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+        return v_u + scale * (v_c - v_u)
+
+    def flops_per_sample(self) -> float:
+        """Forward FLOPs (2 x multiply-accumulates) of the matmuls for one sample, attention scores
+        (q k^T and attn v) included; per-sample conditioning (time MLP, backbone adaLN) counted once."""
+        cfg = self.cfg
+        n, patch_dim, out_dim = cfg.tokens, cfg.patch**2 * cfg.in_channels, cfg.patch**2 * cfg.out_channels
+
+        def block(w: int, per_token_cond: bool) -> int:
+            hidden = swiglu_hidden(w, cfg.mlp_ratio)
+            body = n * (4 * w * w + 3 * w * hidden) + 2 * n * n * w  # qkv + proj, SwiGLU, scores + attn.v
+            return body + (n if per_token_cond else 1) * 6 * w * w  # adaLN modulation
+
+        macs = n * patch_dim * cfg.width + 256 * cfg.width + cfg.width**2  # patch embed, time MLP
+        macs += cfg.depth * block(cfg.width, False)
+        if cfg.has_head:
+            hw = cfg.head_width
+            macs += n * (patch_dim * hw + cfg.width * hw)  # head input embedding, c_tok projection
+            macs += cfg.head_depth * block(hw, True)
+            macs += n * (2 * hw * hw + hw * out_dim)  # per-token final modulation + output linear
+        else:
+            macs += 2 * cfg.width**2 + n * cfg.width * out_dim
+        return float(2 * macs)
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

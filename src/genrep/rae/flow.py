@@ -1,0 +1,260 @@
+"""Flow matching in the RAE latent: the maths of stage 2 (PAPERS.md s1, "Stage 2").
+
+Pure functions, separate from the network (as DiT keeps its diffusion maths apart). Conventions:
+
+- Interpolant ``x_t = (1 - t) x + t eps``: ``t = 0`` is data, ``t = 1`` is pure noise.
+- The network predicts the velocity ``v = d x_t / dt = eps - x``; the loss is the MSE to it.
+- Training times ``t ~ logit-normal(0, 1)``, i.e. ``sigmoid(N(0, 1))``.
+- Dimension-dependent schedule shift: ``alpha = sqrt(m / n)``, ``m = C*h*w`` of the latent,
+  ``n = 4096``; *every* time, the training draws and the sampler grid alike, is mapped
+  ``t' = alpha t / (1 + (alpha - 1) t)``. The model only ever sees shifted times.
+- Sampling integrates the ODE ``dx/dt = v`` from ``t = 1`` (noise) down to ``t_end`` (Euler, 50 steps,
+  or Heun), optionally with classifier-free guidance in a guidance interval or with AutoGuidance
+  (``v = v_guide + s (v_main - v_guide)``, s = 1.42 at 256px).
+
+Reference code (bytetriper/RAE, ``stage2/transport``) facts that these functions reproduce:
+
+- The shift is applied after drawing ``t`` in training and to the uniform sampling grid alike.
+- Its ODE grid is ``shift(1 - linspace(0, 0.999, num_steps))``: ``num_steps`` *points* (so
+  ``num_steps - 1`` steps), stopping at ``shift(1e-3)`` (0.0069 for alpha = 6.93), not at 0. The same
+  grid is ``time_grid(num_steps - 1, alpha, t_end=shift_time(1e-3, alpha))``.
+- Its logit-normal draw is truncated to ``t <= 0.999`` before the shift, which removes a mass of
+  ~3e-12 of N(0, 1); :func:`sample_logit_normal` does not truncate.
+- The guidance interval is tested as ``t_min <= t <= t_max`` on the shifted time the model receives,
+  default (0, 1), i.e. always on. The released AutoGuidance configs (256px s = 1.42, 512px s = 1.5)
+  keep that default, so AutoGuidance runs at every step there.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+# --- schedule shift -----------------------------------------------------------------------------
+
+
+def shift_alpha(latent_shape: tuple[int, int, int], base_dim: int = 4096) -> float:
+    """Shift factor ``alpha = sqrt(m / n)``, ``m = C*h*w`` of the actual latent, ``n = base_dim``.
+
+    PAPERS.md s1: 768x16x16 (DINOv2-B, 256px) gives sqrt(196608 / 4096) = 6.93; 320x4x4 gives 1.12.
+    """
+    if len(latent_shape) != 3:
+        raise ValueError(f"latent_shape must be (C, h, w), got {tuple(latent_shape)}")
+    c, h, w = (int(s) for s in latent_shape)
+    return math.sqrt(c * h * w / base_dim)
+
+
+def shift_time(t: Tensor, alpha: float) -> Tensor:
+    """Shifted time ``t' = alpha t / (1 + (alpha - 1) t)`` (PAPERS.md s1).
+
+    Keeps 0 and 1 fixed, is increasing, and for ``alpha > 1`` moves every time towards the noise end
+    (``t' >= t``). ``alpha = 1`` is the identity.
+    """
+    return alpha * t / (1 + (alpha - 1) * t)
+
+
+def unshift_time(t_shifted: Tensor, alpha: float) -> Tensor:
+    """Inverse of :func:`shift_time`: ``t = t' / (alpha - (alpha - 1) t')``."""
+    return t_shifted / (alpha - (alpha - 1) * t_shifted)
+
+
+# --- interpolant and training objective -----------------------------------------------------------
+
+
+def _per_sample(t: Tensor, x: Tensor) -> Tensor:
+    """``t`` of shape [B] (or a scalar) viewed as [B, 1, ..., 1] to broadcast against ``x``."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return t if t.dim() == 0 else t.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def interpolate(x: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """Linear interpolant ``x_t = (1 - t) x + t eps`` (PAPERS.md s1), ``t`` of shape [B]; t = 1 is noise."""
+    t = _per_sample(t, x)
+    return (1 - t) * x + t * noise
+
+
+def velocity_target(x: Tensor, noise: Tensor) -> Tensor:
+    """Regression target ``v = d x_t / dt = eps - x`` (PAPERS.md s1)."""
+    return noise - x
+
+
+def sample_logit_normal(batch: int, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None,
+                        device=None) -> Tensor:
+    """``t = sigmoid(z)``, ``z ~ N(mean, std^2)``, shape [batch] (PAPERS.md s1: logit-normal(0, 1))."""
+    if device is None and generator is not None:
+        device = generator.device
+    z = torch.randn(batch, generator=generator, device=device)
+    return torch.sigmoid(z * std + mean)
+
+
+def training_times(batch: int, alpha: float, generator: torch.Generator | None = None, device=None) -> Tensor:
+    """Training times: logit-normal(0, 1) draws mapped through :func:`shift_time` with ``alpha``."""
+    return shift_time(sample_logit_normal(batch, generator=generator, device=device), alpha)
+
+
+def flow_matching_loss(model_fn: Callable[[Tensor, Tensor, Tensor], Tensor], x: Tensor, y: Tensor, alpha: float,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """Flow-matching loss ``E_{t, eps} || v_hat(x_t, t, y) - (eps - x) ||^2``, averaged over all elements.
+
+    ``t`` comes from :func:`training_times` (shifted logit-normal) and ``eps ~ N(0, I)``, both drawn with
+    ``generator`` (on its device) and moved to ``x``'s device. ``model_fn(x_t, t, y)`` returns the velocity.
+    """
+    device = generator.device if generator is not None else x.device
+    t = training_times(x.shape[0], alpha, generator=generator, device=device).to(x.device, x.dtype)
+    noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    v_hat = model_fn(interpolate(x, noise, t), t, y)
+    return torch.mean((v_hat - velocity_target(x, noise)) ** 2)
+
+
+# --- sampling -----------------------------------------------------------------------------------------
+
+
+def time_grid(steps: int, alpha: float, t_end: float = 0.0) -> Tensor:
+    """``steps + 1`` times from 1 down to ``t_end``: uniform, then shifted with :func:`shift_time`.
+
+    The uniform grid runs from 1 to ``unshift_time(t_end)`` so that, after the shift, the grid ends
+    exactly at ``t_end`` (a time in the shifted scale the model sees). The default ``t_end = 0`` integrates
+    all the way to data. The reference stops at ``shift_time(1e-3, alpha)`` instead, with
+    ``num_steps - 1`` steps (module docstring). float64, so that both endpoints are exact.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0.0 <= t_end < 1.0:
+        raise ValueError(f"t_end must be in [0, 1), got {t_end}")
+    u_end = unshift_time(t_end, alpha)
+    grid = shift_time(torch.linspace(1.0, u_end, steps + 1, dtype=torch.float64), alpha)
+    grid[0], grid[-1] = 1.0, t_end
+    return grid
+
+
+def _times(t: float, x: Tensor) -> Tensor:
+    return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+
+
+@torch.no_grad()
+def euler_sample(velocity_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor, grid: Tensor) -> Tensor:
+    """Euler for ``dx/dt = v`` from ``grid[0] = 1`` (``x = noise``) to ``grid[-1]``.
+
+    ``x_{k+1} = x_k + (t_{k+1} - t_k) v(x_k, t_k)``, with ``t_{k+1} < t_k``; ``velocity_fn(x, t)`` gets
+    ``t`` as a [B] tensor. One evaluation per step.
+    """
+    x = noise
+    ts = [float(t) for t in grid]
+    for t_cur, t_next in zip(ts[:-1], ts[1:]):
+        x = x + (t_next - t_cur) * velocity_fn(x, _times(t_cur, x))
+    return x
+
+
+@torch.no_grad()
+def heun_sample(velocity_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor, grid: Tensor) -> Tensor:
+    """Heun (2nd order) for ``dx/dt = v`` from ``grid[0] = 1`` (noise) to ``grid[-1]``.
+
+    Predictor ``x~ = x_k + h v(x_k, t_k)``, corrector ``x_{k+1} = x_k + h (v(x_k, t_k) + v(x~, t_{k+1})) / 2``,
+    ``h = t_{k+1} - t_k``. As in EDM (Karras et al. 2022), a step that ends at exactly ``t = 0`` is a plain
+    Euler step: the velocity at ``t = 0`` is never evaluated (it is singular for a point-mass data
+    distribution and barely trained). With ``t_end > 0`` every step is a Heun step
+    (2 evaluations each); the global error stays O(h^2) either way.
+    """
+    x = noise
+    ts = [float(t) for t in grid]
+    for t_cur, t_next in zip(ts[:-1], ts[1:]):
+        h = t_next - t_cur
+        v_cur = velocity_fn(x, _times(t_cur, x))
+        x_pred = x + h * v_cur
+        if t_next == 0.0:
+            x = x_pred
+        else:
+            x = x + h * 0.5 * (v_cur + velocity_fn(x_pred, _times(t_next, x)))
+    return x
+
+
+# --- guidance -----------------------------------------------------------------------------------------
+
+
+def cfg_velocity(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance ``v = v_u + s (v_c - v_u)``; s = 1 gives ``v_c`` and s = 0 ``v_u`` exactly."""
+    return torch.lerp(v_uncond, v_cond, scale)
+
+
+def guidance_active(t: Tensor | float, interval: tuple[float, float]) -> bool | Tensor:
+    """Whether guidance applies at ``t``: ``lo <= t <= hi`` (guidance interval, Kynkaanniemi et al. 2024).
+
+    ``t`` is the shifted flow time the model receives, with ``t = 1`` pure noise and ``t = 0`` data
+    (the reference's convention and test). A float gives a bool, a tensor a bool tensor of its shape.
+    """
+    lo, hi = interval
+    if not lo <= hi:
+        raise ValueError(f"guidance interval must be (lo, hi) with lo <= hi, got {interval}")
+    if isinstance(t, Tensor):
+        return (t >= lo) & (t <= hi)
+    return lo <= t <= hi
+
+
+def autoguidance_velocity(v_main: Tensor, v_guide: Tensor, scale: float) -> Tensor:
+    """AutoGuidance ``v = v_guide + s (v_main - v_guide)`` (PAPERS.md s1: s = 1.42 at 256px,
+    guide = a smaller/earlier model, DiT^DH-S); s = 1 gives ``v_main`` exactly."""
+    return torch.lerp(v_guide, v_main, scale)
+
+
+def make_guided_velocity(model: Callable[[Tensor, Tensor, Tensor], Tensor], y: Tensor, *, guidance: str = "none",
+                         scale: float = 1.0, interval: tuple[float, float] = (0.0, 1.0),
+                         guide_model: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
+                         null_class: int | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """The ``velocity_fn(x, t)`` for :func:`euler_sample` / :func:`heun_sample`; ``model(x, t, y)``, t of shape [B].
+
+    - ``"none"``: ``model(x, t, y)``.
+    - ``"cfg"``: conditional and unconditional (label ``null_class``) predictions from *one* call on the
+      doubled batch, combined with :func:`cfg_velocity` where ``t`` is in ``interval``; the conditional
+      prediction elsewhere.
+    - ``"autoguidance"``: :func:`autoguidance_velocity` of ``model`` and ``guide_model`` (both
+      class-conditional, same ``x, t, y``) where ``t`` is in ``interval``; ``model`` elsewhere. The
+      reference's AutoGuidance configs use the default interval (0, 1), i.e. guidance at every step.
+
+    The extra forward pass is skipped when no sample of the batch is inside the interval, or when
+    ``scale == 1`` (guidance is then the identity); the result is the same.
+    """
+    if guidance not in ("none", "cfg", "autoguidance"):
+        raise ValueError(f"unknown guidance '{guidance}' (none, cfg, autoguidance)")
+    if guidance == "cfg" and null_class is None:
+        raise ValueError("cfg needs null_class, the label of the unconditional (dropped) class")
+    if guidance == "autoguidance" and guide_model is None:
+        raise ValueError("autoguidance needs guide_model")
+
+    def plain(x: Tensor, t: Tensor) -> Tensor:
+        return model(x, t, y)
+
+    if guidance == "none" or scale == 1.0:
+        return plain
+
+    def guided(x: Tensor, t: Tensor) -> Tensor:
+        active = guidance_active(t, interval)
+        if not bool(active.any()):
+            return model(x, t, y)
+        if guidance == "cfg":
+            y_null = torch.full_like(y, null_class)
+            v_cond, v_uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, y_null])).chunk(2)
+            v_guided = cfg_velocity(v_cond, v_uncond, scale)
+        else:
+            v_cond = model(x, t, y)
+            v_guided = autoguidance_velocity(v_cond, guide_model(x, t, y), scale)
+        return torch.where(active.reshape(-1, *([1] * (v_cond.dim() - 1))), v_guided, v_cond)
+
+    return guided
+
+
+def class_balanced_labels(n: int, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` labels in shuffled order where every class appears ``floor(n/K)`` or ``ceil(n/K)`` times.
+
+    ADM-style class-balanced sampling for FID (PAPERS.md s1). The ``n mod K`` extra labels go to distinct,
+    randomly chosen classes (the reference requires ``K | n`` and draws any remainder with replacement).
+    """
+    if n < 0 or num_classes < 1:
+        raise ValueError(f"need n >= 0 and num_classes >= 1, got n={n}, num_classes={num_classes}")
+    device = generator.device if generator is not None else None
+    base = torch.arange(num_classes, device=device).repeat(n // num_classes)
+    extra = torch.randperm(num_classes, generator=generator, device=device)[: n % num_classes]
+    labels = torch.cat([base, extra])
+    return labels[torch.randperm(n, generator=generator, device=device)]

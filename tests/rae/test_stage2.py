@@ -1,0 +1,99 @@
+"""The stage-2 pipeline end to end on a tiny RAE: train-dit, resume, NaN stop, sample, eval."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genrep.cli import main
+from genrep.core.errors import UserError
+from genrep.rae.encoders import build_encoder
+from genrep.rae.latents import cache_latents
+from genrep.rae.train_decoder import TrainDecoderConfig, train_decoder
+from genrep.rae.train_dit import TrainDiTConfig, train_dit
+
+
+@pytest.fixture(scope="module")
+def rae_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("stage2")
+    cache_latents(build_encoder("effnet-lite0"), "fashion-mnist", base / "latents", limit=120, batch_size=60)
+    train_decoder(TrainDecoderConfig(latents=base / "latents", max_steps=3, batch_size=8, perceptual="none",
+                                     log_every=1, checkpoint_every=3, device="cpu"), base / "rae")
+    return base / "rae"
+
+
+def _cfg(rae_run, **kw):
+    base = dict(rae=rae_run, model="dit-tiny", max_steps=12, batch_size=8, log_every=2, checkpoint_every=6, device="cpu")
+    base.update(kw)
+    return TrainDiTConfig(**base)
+
+
+def test_train_dit_uses_the_shift_and_writes_a_model(rae_run, tmp_path):
+    m = train_dit(_cfg(rae_run, model="ditdh-tiny"), tmp_path / "dit")
+    assert m["shift_alpha"] == pytest.approx((320 * 16 / 4096) ** 0.5)
+    assert (tmp_path / "dit" / "model" / "dit.safetensors").exists()
+    assert m["final"]["step"] == 12 and np.isfinite(m["final"]["loss"])
+    m_off = train_dit(_cfg(rae_run, shift=False, max_steps=2), tmp_path / "noshift")
+    assert m_off["shift_alpha"] == 1.0
+
+
+def test_train_dit_resume_equals_uninterrupted(rae_run, tmp_path, monkeypatch):
+    train_dit(_cfg(rae_run), tmp_path / "full")
+    import genrep.rae.train_dit as td
+
+    real = td.flow_matching_loss
+    calls = {"n": 0}
+
+    def crash(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(td, "flow_matching_loss", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_dit(_cfg(rae_run), tmp_path / "parts")
+    monkeypatch.setattr(td, "flow_matching_loss", real)
+    train_dit(_cfg(rae_run), tmp_path / "parts", resume=True)
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "step-00000012.safetensors"))
+    b = load_file(str(tmp_path / "parts" / "checkpoints" / "step-00000012.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("rng."))
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(rae_run, tmp_path, monkeypatch):
+    import genrep.rae.train_dit as td
+
+    real = td.flow_matching_loss
+    calls = {"n": 0}
+
+    def nan_after_7(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] > 7 else loss
+
+    monkeypatch.setattr(td, "flow_matching_loss", nan_after_7)
+    with pytest.raises(UserError, match=r"loss became nan at step 7 .*step-00000006"):
+        train_dit(_cfg(rae_run), tmp_path / "nan")
+    assert [p.name for p in (tmp_path / "nan" / "checkpoints").iterdir()] == ["step-00000006.safetensors"]
+
+
+def test_sample_and_eval_commands(rae_run, tmp_path, capsys):
+    train_dit(_cfg(rae_run, max_steps=4), tmp_path / "dit")
+    main(["rae", "sample", "--dit", str(tmp_path / "dit"), "--num", "20", "--steps", "3", "--guidance", "cfg",
+          "--scale", "1.5", "--set", "per_class=2", "--out", str(tmp_path / "samples")])
+    data = np.load(tmp_path / "samples" / "samples.npz")
+    assert data["arr_0"].shape == (20, 28, 28, 3) and data["arr_0"].dtype == np.uint8
+    assert np.bincount(data["labels"], minlength=10).tolist() == [2] * 10
+    assert (tmp_path / "samples" / "figures" / "grid.png").exists()
+    main(["rae", "sample", "--dit", str(tmp_path / "dit"), "--num", "10", "--steps", "2", "--sampler", "heun",
+          "--guidance", "autoguidance", "--set", f"guide={tmp_path / 'dit'}", "--out", str(tmp_path / "ag")])
+    main(["rae", "eval", "--samples", str(tmp_path / "samples"), "--set", "real_limit=20",
+          "--set", "classifier_train=60", "--out", str(tmp_path / "eval")])
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"fd_effnet", "precision", "recall", "class_accuracy", "classifier_real_accuracy"} <= set(m)
+    assert 0 <= m["class_accuracy"] <= 1 and m["fid"] is None
+    with pytest.raises(SystemExit) as e:
+        main(["rae", "sample", "--dit", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "no trained DiT found" in capsys.readouterr().err
