@@ -77,7 +77,7 @@ def main() -> None:
                       f"{r['gflops_per_s']:.1f} | {r['gflops_per_s'] / peak:.0%} |" for r in rows)
     samp_rows = "\n".join(f"| {s} | {v:.1f} |" for s, v in samp.items())
     md = f"""
-## RAE stage 2 (`python bench/rae_stage2.py`)
+## RAE stage 2 (`python bench/rae_stage2.py{' --quick' if args.quick else ''}`)
 
 Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} ({env['torch_threads']} threads), CPU only.
 fp32 matmul peak measured in the same run: **{peak:.0f} GFLOP/s**.

@@ -97,3 +97,18 @@ def test_sample_and_eval_commands(rae_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["rae", "sample", "--dit", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and "no trained DiT found" in capsys.readouterr().err
+
+
+def test_train_dit_runs_data_parallel_under_torchrun(rae_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GENREP_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "genrep",
+           "rae", "train-dit", "--rae", str(rae_run), "--model", "dit-tiny", "--max-steps", "2", "--batch-size", "4",
+           "--set", "log_every=1", "--set", "device=cpu", "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2] and (tmp_path / "ddp" / "model" / "dit.safetensors").exists()
