@@ -235,5 +235,13 @@ def _deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
+def require_positive(cfg: Any, names: Iterable[str], command: str) -> None:
+    """One-line ConfigError for the first of ``names`` whose value is not > 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{command}: {name} must be positive, got {value}")
+
+
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)

@@ -17,6 +17,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
+from genrep.core.config import require_positive
 from genrep.core.errors import UserError
 from genrep.core.images import image_grid, png_bytes
 from genrep.core.rundir import RunDir, atomic_write_bytes
@@ -66,8 +67,7 @@ def generate(model, rae: RAE, labels: torch.Tensor, alpha: float, cfg: SampleCon
 def sample(cfg: SampleConfig, out: str | Path) -> dict:
     if cfg.dit is None:
         raise UserError("sample: --dit DIR is required")
-    if cfg.num <= 0 or cfg.steps <= 0:
-        raise UserError(f"sample: num and steps must be positive (got {cfg.num}, {cfg.steps})")
+    require_positive(cfg, ("num", "steps", "batch_size", "per_class"), "sample")
     if cfg.guidance == "autoguidance" and cfg.guide is None:
         raise UserError("sample: --guidance autoguidance needs a guide model (--set guide=DIR)")
     run = RunDir(out)

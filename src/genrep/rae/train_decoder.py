@@ -21,6 +21,7 @@ from typing import Literal, Optional
 import torch
 
 from genrep.core.checkpoint import Checkpointer
+from genrep.core.config import require_positive
 from genrep.core.distributed import init_distributed
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
@@ -76,9 +77,7 @@ def _check(cfg: TrainDecoderConfig) -> None:
         raise UserError("train-decoder: --latents DIR is required (a cache from 'genrep rae cache-latents')")
     if cfg.decoder not in DECODER_SIZES:
         raise UserError(f"train-decoder: unknown decoder size '{cfg.decoder}' (sizes: {', '.join(DECODER_SIZES)})")
-    for name in ("max_steps", "batch_size", "log_every", "checkpoint_every"):
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"train-decoder: {name} must be positive, got {getattr(cfg, name)}")
+    require_positive(cfg, ("max_steps", "batch_size", "log_every", "checkpoint_every"), "train-decoder")
     if cfg.noise_tau < 0:
         raise UserError(f"train-decoder: noise_tau must be >= 0, got {cfg.noise_tau}")
 

@@ -20,6 +20,7 @@ from typing import Literal, Optional
 import torch
 
 from genrep.core.checkpoint import Checkpointer
+from genrep.core.config import require_positive
 from genrep.core.distributed import init_distributed
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
@@ -105,9 +106,7 @@ def load_dit(directory: str | Path) -> tuple[DiT, dict]:
 def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dict:
     if cfg.rae is None:
         raise UserError("train-dit: --rae DIR is required (a trained RAE or train-decoder --out)")
-    for name in ("max_steps", "batch_size", "log_every", "checkpoint_every"):
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"train-dit: {name} must be positive, got {getattr(cfg, name)}")
+    require_positive(cfg, ("max_steps", "batch_size", "log_every", "checkpoint_every"), "train-dit")
     info = init_distributed()
     device = pick_device(cfg.device)
     run = RunDir(out)
