@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genrep.core.errors import UserError
-from genrep.rae.decoder import sincos_2d
+from genrep.rae.decoder import num_params, sincos_2d  # noqa: F401  (num_params re-exported)
 
 
 @dataclass(frozen=True)
@@ -383,6 +383,3 @@ class DiT(nn.Module):
             macs += 2 * cfg.width**2 + n * cfg.width * out_dim
         return float(2 * macs)
 
-
-def num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -21,10 +21,8 @@ from genrep.core.errors import UserError
 from genrep.rae.diffaug import DEFAULT_POLICY, diff_augment
 from genrep.rae.losses import (
     PYRAMID_STRIDES,
-    PerceptualLoss,
     effnet_pyramid,
     effnet_stage_ends,
-    l1_loss,
     resize_short_side,
 )
 
@@ -126,37 +124,3 @@ def gan_schedule(epoch: float, disc_start: float, gan_start: float) -> tuple[boo
 def discriminator_loss(disc: FeatureDiscriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """The D step: hinge loss on real images and detached reconstructions (augmented separately)."""
     return hinge_d_loss(disc(real), disc(fake.detach()))
-
-
-def decoder_loss(
-    recon: torch.Tensor,
-    target: torch.Tensor,
-    perceptual: PerceptualLoss,
-    *,
-    discriminator: FeatureDiscriminator | None = None,
-    last_layer: torch.Tensor | None = None,
-    use_gan: bool = False,
-    perceptual_weight: float = 1.0,
-    gan_weight: float = 0.75,
-    max_weight: float = 1e4,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The RAE decoder objective L = L1 + w_p * perceptual + gan_weight * lambda * L_G.
-
-    Returns (loss, detached terms for logging). With ``use_gan`` it needs the discriminator and the
-    decoder's ``last_layer`` weight. Keep D in train mode here too (DiffAug applies to the G step as
-    in the reference code); the G step leaves gradients on D's heads, so zero those before the D step.
-    Call ``backward()`` on this loss before ``step()`` of D's optimiser: the D step updates the head
-    weights in place, which this graph saved (autograd would raise "modified by an inplace operation").
-    """
-    l1 = l1_loss(recon, target)
-    perc = perceptual(recon, target)
-    rec = l1 + perceptual_weight * perc
-    logs = {"l1": l1.detach(), "perceptual": perc.detach()}
-    if not use_gan:
-        return rec, logs
-    if discriminator is None or last_layer is None:
-        raise ValueError("decoder_loss(use_gan=True) needs discriminator and last_layer")
-    g = nonsaturating_g_loss(discriminator(recon))
-    lam = adaptive_weight(rec, g, last_layer, max_weight=max_weight)
-    logs.update(g=g.detach(), adaptive_weight=lam)
-    return rec + gan_weight * lam * g, logs

@@ -151,13 +151,6 @@ def load_cache(directory: str | Path) -> CachedLatents:
     )
 
 
-def latent_stats_of(latents: torch.Tensor) -> LatentStats:
-    """Statistics of an in-memory batch of latents (tests, small data)."""
-    running = RunningStats(tuple(latents.shape[1:]))
-    running.update(latents)
-    return running.result()
-
-
 def as_numpy_images(images: torch.Tensor) -> np.ndarray:
     """float [B, 3, S, S] in [0, 1] -> uint8 [B, S, S, 3]."""
     return (images.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -77,10 +77,6 @@ class LatentStats(torch.nn.Module):
         self.register_buffer("mean", mean.float().clone())
         self.register_buffer("var", var.float().clone())
 
-    @classmethod
-    def identity(cls, shape: tuple[int, ...]) -> "LatentStats":
-        return cls(torch.zeros(shape), torch.ones(shape) - EPS)
-
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         """``(z - mean) / sqrt(var + eps)``"""
         return (z - self.mean) / torch.sqrt(self.var + self.eps)

@@ -32,7 +32,7 @@ from genrep.core.runtime import pick_device, seed_everything, step_generator
 from genrep.rae.autoencoder import RAE
 from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder, num_params
 from genrep.rae.encoders import build_encoder
-from genrep.rae.gan import FeatureDiscriminator, adaptive_weight, gan_schedule, hinge_d_loss, nonsaturating_g_loss
+from genrep.rae.gan import FeatureDiscriminator, adaptive_weight, discriminator_loss, gan_schedule, nonsaturating_g_loss
 from genrep.rae.latents import CachedLatents, load_cache
 from genrep.rae.losses import build_perceptual_loss, l1_loss
 from genrep.rae.noise import add_latent_noise
@@ -176,7 +176,7 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
             sched.step()
             ema.update(decoder)
             if train_d:  # after the decoder step: the D update must not touch the graph G used
-                d_loss = hinge_d_loss(disc(target), disc(recon.detach()))
+                d_loss = discriminator_loss(disc, target, recon)
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_opt.step()
