@@ -3,7 +3,8 @@
 In one process: the fp32 matmul peak; the flow-matching training step (forward + backward +
 AdamW) of dit-S, ditdh-tiny and ditdh-S on the bundled encoder's latent (320 x 4 x 4, patch 1),
 samples/s and achieved GFLOP/s as a share of the peak (FLOPs = 3 x forward matmul FLOPs);
-peak resident memory; sampling (Euler) latents/s against the number of steps.
+peak resident memory; sampling (Euler) latents/s against the number of steps; the training step
+with ``torch.compile`` (inductor) against eager, same model, batch and process.
 
 usage: python bench/rae_stage2.py [--quick] [--no-write]
 """
@@ -14,6 +15,7 @@ import argparse
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -22,11 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rae_stage1 import matmul_peak, timeit, write_section  # noqa: E402
 
 
-def train_step(name: str, batch: int, min_time: float) -> dict:
+def train_step(name: str, batch: int, min_time: float, compile: bool = False) -> dict:
     from genrep.rae.dit import DiT, dit_config
     from genrep.rae.flow import flow_matching_loss, shift_alpha
 
-    model = DiT(dit_config(name, in_channels=320, grid=4, num_classes=10))
+    torch.manual_seed(0)
+    base = DiT(dit_config(name, in_channels=320, grid=4, num_classes=10))
+    model = torch.compile(base) if compile else base
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.95), weight_decay=0.0)
     x, y = torch.randn(batch, 320, 4, 4), torch.randint(0, 10, (batch,))
     alpha = shift_alpha((320, 4, 4))
@@ -38,10 +42,31 @@ def train_step(name: str, batch: int, min_time: float) -> dict:
         loss.backward()
         opt.step()
 
+    if compile:
+        start = time.perf_counter()
+        step()  # compilation happens here
+        compile_s = time.perf_counter() - start
     t = timeit(step, min_time)
-    params = sum(p.numel() for p in model.parameters())
-    return {"model": name, "params_M": params / 1e6, "batch": batch, "samples_per_s": batch / t,
-            "gflops_per_s": 3 * model.flops_per_sample() * batch / t / 1e9}
+    params = sum(p.numel() for p in base.parameters())
+    row = {"model": name, "params_M": params / 1e6, "batch": batch, "samples_per_s": batch / t,
+           "gflops_per_s": 3 * base.flops_per_sample() * batch / t / 1e9}
+    if compile:
+        row["compile_s"] = compile_s
+    return row
+
+
+def compile_rows(names: tuple[str, ...], batch: int, min_time: float) -> list[dict] | str:
+    """Eager against torch.compile for each model, or why compile could not run."""
+    rows = []
+    for name in names:
+        eager = train_step(name, batch, min_time)
+        try:
+            compiled = train_step(name, batch, min_time, compile=True)
+        except Exception as e:  # no compiler, unsupported op, ...
+            return f"torch.compile failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        rows.append({"model": name, "eager": eager["samples_per_s"], "compiled": compiled["samples_per_s"],
+                     "compile_s": compiled["compile_s"]})
+    return rows
 
 
 def sampling(name: str, steps: int, batch: int, min_time: float) -> float:
@@ -73,6 +98,13 @@ def main() -> None:
     rows = [train_step(n, 64, t) for n in ("ditdh-tiny", "dit-S", "ditdh-S")]
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     samp = {steps: sampling("ditdh-tiny", steps, 64, t) for steps in (10, 25, 50)}
+    comp = compile_rows(("ditdh-tiny", "dit-S"), 64, t)
+    if isinstance(comp, str):
+        comp_md = comp
+    else:
+        comp_md = ("| model | eager samples/s | compiled samples/s | speed-up | compile time (s) |\n|---|---|---|---|---|\n"
+                   + "\n".join(f"| {r['model']} | {r['eager']:.0f} | {r['compiled']:.0f} | {r['compiled'] / r['eager']:.2f}x | "
+                                f"{r['compile_s']:.0f} |" for r in comp))
     table = "\n".join(f"| {r['model']} | {r['params_M']:.1f} | {r['batch']} | {r['samples_per_s']:.0f} | "
                       f"{r['gflops_per_s']:.1f} | {r['gflops_per_s'] / peak:.0%} |" for r in rows)
     samp_rows = "\n".join(f"| {s} | {v:.1f} |" for s, v in samp.items())
@@ -97,7 +129,10 @@ Sampling latents with ditdh-tiny, Euler, batch 64 (decoder not included):
 |---|---|
 {samp_rows}
 
-torch.compile was not measured.
+Training step with `torch.compile` (default inductor mode) against eager, batch 64, fp32, same process
+(measured after the peak-memory reading above):
+
+{comp_md}
 """
     print(md)
     if not args.no_write:

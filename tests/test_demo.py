@@ -26,3 +26,4 @@ def test_demo_writes_a_report_with_pictures(tmp_path):
     assert "## Bundled assets" in md and "figures/fashion_mnist.png" in md
     assert (out / "figures" / "fashion_mnist.png").stat().st_size > 1000
     assert set(metrics["rae"]) >= {"psnr", "ssim", "rfd_effnet"} and "figures/rae_reconstructions.png" in md
+    assert {"fd_effnet", "class_accuracy", "dit_steps"} <= set(metrics["rae"]) and "figures/rae_generated.png" in md

@@ -112,3 +112,70 @@ def test_train_dit_runs_data_parallel_under_torchrun(rae_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2] and (tmp_path / "ddp" / "model" / "dit.safetensors").exists()
+
+
+def test_two_process_train_dit_step_equals_one_process_on_the_concatenated_batch(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("scripts_dit_ddp_step.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tmp_path / "r.json")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["moved"] > 1e-4  # the steps changed the weights (clipped), and both runs agree
+    assert r["param_err"] < 1e-6 and r["ema_err"] < 1e-6
+    assert min(r["norms"]) > 0.05 and r["norm_rel_err"] < 1e-5  # gradients averaged (not summed) over ranks
+
+
+def test_sample_with_another_stage1_decoder(rae_run, tmp_path):
+    from genrep.rae.autoencoder import RAE
+    from genrep.rae.sample import swap_decoder
+
+    train_dit(_cfg(rae_run, max_steps=2), tmp_path / "dit")
+    args = ["rae", "sample", "--dit", str(tmp_path / "dit"), "--num", "10", "--steps", "2"]
+    main([*args, "--out", str(tmp_path / "own")])
+    main([*args, "--set", f"rae={rae_run}", "--out", str(tmp_path / "swapped")])
+    a, b = (np.load(tmp_path / d / "samples.npz")["arr_0"] for d in ("own", "swapped"))
+    assert np.array_equal(a, b)  # the same decoder behind the same statistics decodes identically
+
+    trained, other = RAE.from_pretrained(rae_run / "model"), RAE.from_pretrained(rae_run / "model")
+    other.stats.mean.add_(1.0)
+    assert torch.equal(swap_decoder(trained, other, "x").stats.mean, trained.stats.mean)  # the DiT's statistics
+    other.encoder.input_size = 64
+    with pytest.raises(UserError, match="encoder .* differs"):
+        swap_decoder(trained, other, "x")
+
+
+def test_eval_caches_the_real_features(tmp_path, monkeypatch):
+    import genrep.rae.evaluate as ev
+
+    monkeypatch.setenv("GENREP_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "s.npz", arr_0=rng.integers(0, 255, (10, 28, 28, 3), dtype=np.uint8), labels=np.arange(10))
+    cfg = ev.EvalConfig(samples=tmp_path / "s.npz", real_limit=20, classifier_train=30, device="cpu")
+    first = ev.evaluate(cfg, tmp_path / "e1")
+    assert len(list((tmp_path / "cache" / "rae_eval").glob("real_*.npz"))) == 2  # test split and training split
+
+    def no_images(*a, **k):
+        raise AssertionError("real images were loaded again")
+
+    monkeypatch.setattr(ev, "_real_images", no_images)
+    second = ev.evaluate(cfg, tmp_path / "e2")
+    assert second["fd_effnet"] == first["fd_effnet"] and second["class_accuracy"] == first["class_accuracy"]
+    with pytest.raises(AssertionError, match="loaded again"):
+        ev.evaluate(ev.EvalConfig(samples=tmp_path / "s.npz", real_limit=21, classifier_train=30, device="cpu"), tmp_path / "e3")
+
+
+def test_train_dit_writes_periodic_sample_grids_and_evaluations(rae_run, tmp_path):
+    m = train_dit(_cfg(rae_run, max_steps=4, sample_every=2, eval_every=2, eval_num=20, eval_steps=2, eval_real=20),
+                  tmp_path / "dit")
+    figs = sorted(p.name for p in (tmp_path / "dit" / "figures").glob("samples-step-*.png"))
+    assert figs == ["samples-step-00000002.png", "samples-step-00000004.png"]
+    rows = [json.loads(line) for line in (tmp_path / "dit" / "eval_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["fd_effnet"]) for r in rows)
+    assert m["eval"]["step"] == 4 and 0 <= m["eval"]["class_accuracy"] <= 1

@@ -6,6 +6,10 @@
 - ``class_accuracy``: the share of generated images that a classifier trained on real encoder
   features (multinomial logistic regression on the same pooled features) assigns to the class
   they were generated for; ``classifier_real_accuracy`` is that classifier on real test images.
+
+Features of the real images are the same for every evaluation against a data set, so they are
+cached (``$GENREP_CACHE/rae_eval/``, keyed by data set, split, resolution, count and feature space);
+``--set cache_real=false`` recomputes them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class EvalConfig:
     real_limit: int = 1000  # real images for FD / precision / recall
     classifier_train: int = 2000  # real training images for the class-accuracy classifier
     k: int = 3
+    cache_real: bool = True  # reuse the features of the real images across evaluations
     device: str = "auto"
 
 
@@ -74,6 +79,32 @@ def fit_linear_classifier(features: np.ndarray, labels: np.ndarray, num_classes:
     return clf
 
 
+def _real_features(features: "M.EffNetFeatures", dataset: str, split: str, size: int, limit: int,
+                   use_cache: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of the first ``limit`` real images, from the cache when it has them."""
+    import hashlib
+    import json
+
+    from genrep.core.cache import cache_dir
+    from genrep.core.rundir import atomic_write_bytes
+
+    key = json.dumps({"dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset, "split": split,
+                      "size": size, "limit": limit, "features": features.signature}, sort_keys=True)
+    path = cache_dir("rae_eval") / f"real_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if use_cache and path.is_file():
+        with np.load(path) as data:
+            return data["features"], data["labels"]
+    images, labels = _real_images(dataset, split, size, limit)
+    feats = features(images)
+    if use_cache:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, features=feats, labels=labels, key=np.array(key))
+        atomic_write_bytes(path, buf.getvalue())
+    return feats, labels
+
+
 def evaluate(cfg: EvalConfig, out: str | Path) -> dict:
     if cfg.samples is None:
         raise UserError("eval: --samples DIR is required (the --out of 'genrep rae sample')")
@@ -84,30 +115,38 @@ def evaluate(cfg: EvalConfig, out: str | Path) -> dict:
     run = RunDir(out)
     run.write_config(cfg)
     data = np.load(path)
-    fake, fake_labels = data["arr_0"], data["labels"] if "labels" in data else None
+    metrics = score_images(data["arr_0"], data["labels"] if "labels" in data else None, cfg)
+    run.write_metrics(metrics)
+    return metrics
+
+
+def score_images(fake: np.ndarray, fake_labels: np.ndarray | None, cfg: EvalConfig,
+                 features: "M.EffNetFeatures | None" = None) -> dict:
+    """The metrics of :func:`evaluate` for uint8 images ``[N, H, W, 3]`` (and their class labels)."""
     size = fake.shape[1]
-    features = M.EffNetFeatures(device=pick_device(cfg.device))
-    real, real_labels = _real_images(cfg.dataset, cfg.split, size, cfg.real_limit)
-    real_f, fake_f = features(real), features(fake)
+    features = features or M.EffNetFeatures(device=pick_device(cfg.device))
+    real_f, real_labels = _real_features(features, cfg.dataset, cfg.split, size, cfg.real_limit, cfg.cache_real)
+    fake_f = features(fake)
     mu_r, cov_r = M.gaussian_stats(real_f)
     mu_f, cov_f = M.gaussian_stats(fake_f)
     metrics: dict = {
         "fd_effnet": M.frechet_distance(mu_r, cov_r, mu_f, cov_f, method="eigh"),
         **{k: v for k, v in M.precision_recall_knn(real_f, fake_f, k=cfg.k).items() if k in ("precision", "recall")},
         "num_fake": int(len(fake)),
-        "num_real": int(len(real)),
+        "num_real": int(len(real_f)),
     }
-    fid = M.fid_inception(real, fake)
+    reason = M.fid_unavailable_reason()
+    fid = {"fid": None, "status": reason} if reason else \
+        M.fid_inception(_real_images(cfg.dataset, cfg.split, size, cfg.real_limit)[0], fake)
     metrics.update(fid=fid.get("fid"), fid_status=fid.get("status", "ok"))
     if fake_labels is not None:
-        train_imgs, train_labels = _real_images(cfg.dataset, "train", size, cfg.classifier_train)
+        train_f, train_labels = _real_features(features, cfg.dataset, "train", size, cfg.classifier_train, cfg.cache_real)
         k = int(max(train_labels.max(), fake_labels.max())) + 1
-        clf = fit_linear_classifier(features(train_imgs), train_labels, k)
+        clf = fit_linear_classifier(train_f, train_labels, k)
         with torch.no_grad():
             pred_fake = clf(torch.from_numpy(fake_f).float()).argmax(1).numpy()
             pred_real = clf(torch.from_numpy(real_f).float()).argmax(1).numpy()
         metrics["class_accuracy"] = float((pred_fake == fake_labels).mean())
         metrics["classifier_real_accuracy"] = float((pred_real == real_labels).mean())
     metrics["feature_space"] = M.metric_signature()
-    run.write_metrics(metrics)
     return metrics

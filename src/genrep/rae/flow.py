@@ -96,15 +96,21 @@ def training_times(batch: int, alpha: float, generator: torch.Generator | None =
 
 
 def flow_matching_loss(model_fn: Callable[[Tensor, Tensor, Tensor], Tensor], x: Tensor, y: Tensor, alpha: float,
-                       generator: torch.Generator | None = None) -> Tensor:
+                       generator: torch.Generator | None = None, t: Tensor | None = None,
+                       noise: Tensor | None = None) -> Tensor:
     """Flow-matching loss ``E_{t, eps} || v_hat(x_t, t, y) - (eps - x) ||^2``, averaged over all elements.
 
     ``t`` comes from :func:`training_times` (shifted logit-normal) and ``eps ~ N(0, I)``, both drawn with
-    ``generator`` (on its device) and moved to ``x``'s device. ``model_fn(x_t, t, y)`` returns the velocity.
+    ``generator`` (on its device) and moved to ``x``'s device, unless given. ``model_fn(x_t, t, y)``
+    returns the velocity.
     """
     device = generator.device if generator is not None else x.device
-    t = training_times(x.shape[0], alpha, generator=generator, device=device).to(x.device, x.dtype)
-    noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    if t is None:
+        t = training_times(x.shape[0], alpha, generator=generator, device=device)
+    t = t.to(x.device, x.dtype)
+    if noise is None:
+        noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+    noise = noise.to(x.device, x.dtype)
     v_hat = model_fn(interpolate(x, noise, t), t, y)
     return torch.mean((v_hat - velocity_target(x, noise)) ** 2)
 

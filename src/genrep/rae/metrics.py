@@ -366,6 +366,18 @@ class _UInt8Images(torch.utils.data.Dataset):
         return (x * 255.0).round().to(torch.uint8)
 
 
+def fid_unavailable_reason() -> str | None:
+    """``None`` when :func:`fid_inception` can run offline, else why not ("unavailable: ...")."""
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        return "unavailable: torch-fidelity is not installed (pip install torch-fidelity)"
+    if _inception_weights_on_disk() is None:
+        where = Path(torch.hub.get_dir()) / "checkpoints"
+        return f"unavailable: Inception weights {INCEPTION_WEIGHT_FILES[0]} not found in {where}"
+    return None
+
+
 def fid_inception(real_images: Tensor | np.ndarray, fake_images: Tensor | np.ndarray) -> dict[str, Any]:
     """Standard FID (torch-fidelity's Inception-v3, pool3 2048-d), only if it can run offline.
 
@@ -374,17 +386,12 @@ def fid_inception(real_images: Tensor | np.ndarray, fake_images: Tensor | np.nda
     ``{"fid": float, "status": "ok", "weights": path}``, else ``{"fid": None, "status":
     "unavailable: <reason>"}``; it never downloads. Image layouts as for :class:`EffNetFeatures`.
     """
-    try:
-        import torch_fidelity
-    except ImportError:
-        return {"fid": None, "status": "unavailable: torch-fidelity is not installed (pip install torch-fidelity)"}
+    reason = fid_unavailable_reason()
+    if reason is not None:
+        return {"fid": None, "status": reason}
+    import torch_fidelity
+
     weights = _inception_weights_on_disk()
-    if weights is None:
-        where = Path(torch.hub.get_dir()) / "checkpoints"
-        return {
-            "fid": None,
-            "status": f"unavailable: Inception weights {INCEPTION_WEIGHT_FILES[0]} not found in {where}",
-        }
     result = torch_fidelity.calculate_metrics(
         input1=_UInt8Images(real_images),
         input2=_UInt8Images(fake_images),

@@ -41,6 +41,7 @@ class SampleConfig:
     scale: float = 1.0
     interval: tuple[float, float] = (0.0, 1.0)
     guide: Optional[Path] = None  # the guide DiT for autoguidance (smaller or earlier)
+    rae: Optional[Path] = None  # decode with this stage-1 decoder instead of the DiT's (same encoder)
     batch_size: int = 100
     per_class: int = 10  # images per class row in the grid
     seed: int = 0
@@ -64,6 +65,29 @@ def generate(model, rae: RAE, labels: torch.Tensor, alpha: float, cfg: SampleCon
     return torch.cat(out)
 
 
+def class_grid_png(arr: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int) -> bytes:
+    """A PNG grid of uint8 images ``[N, H, W, 3]``: one row per class, ``per_class`` columns (white padding)."""
+    rows = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)[:per_class]
+        if len(idx):
+            rows.append(np.concatenate([arr[idx], np.full((per_class - len(idx), *arr.shape[1:]), 255, np.uint8)]))
+    return png_bytes(image_grid(np.concatenate(rows), nrow=per_class), scale=3 if arr.shape[1] <= 64 else 1)
+
+
+def swap_decoder(trained: RAE, other: RAE, where) -> RAE:
+    """``other``'s decoder behind ``trained``'s latent statistics.
+
+    The DiT generates latents normalised with the statistics of the RAE it was trained on; any decoder
+    of the same encoder (e.g. a plain or a noise-augmented one) decodes them after de-normalising with
+    those statistics.
+    """
+    if other.encoder.spec() != trained.encoder.spec():
+        raise UserError(f"{where}: its encoder {other.encoder.spec()} differs from the DiT's {trained.encoder.spec()}")
+    other.stats = trained.stats
+    return other
+
+
 def sample(cfg: SampleConfig, out: str | Path) -> dict:
     if cfg.dit is None:
         raise UserError("sample: --dit DIR is required")
@@ -76,7 +100,10 @@ def sample(cfg: SampleConfig, out: str | Path) -> dict:
     model, meta = load_dit(cfg.dit)
     model = model.to(device)
     guide = load_dit(cfg.guide)[0].to(device) if cfg.guide is not None else None
-    rae = RAE.from_pretrained(resolve_model_dir(Path(meta["rae"]))).to(device)
+    rae = RAE.from_pretrained(resolve_model_dir(Path(meta["rae"])))
+    if cfg.rae is not None:
+        rae = swap_decoder(rae, RAE.from_pretrained(resolve_model_dir(cfg.rae)), cfg.rae)
+    rae = rae.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     labels = class_balanced_labels(cfg.num, model.cfg.num_classes, generator=gen)
     start = time.perf_counter()
@@ -85,13 +112,7 @@ def sample(cfg: SampleConfig, out: str | Path) -> dict:
     arr = as_numpy_images(images)
     buf = run / "samples.npz"
     np.savez(buf, arr_0=arr, labels=labels.numpy())
-    rows = []
-    for c in range(model.cfg.num_classes):
-        idx = np.flatnonzero(labels.numpy() == c)[: cfg.per_class]
-        if len(idx):
-            rows.append(np.concatenate([arr[idx], np.full((cfg.per_class - len(idx), *arr.shape[1:]), 255, np.uint8)]))
-    atomic_write_bytes(run.figures / "grid.png", png_bytes(image_grid(np.concatenate(rows), nrow=cfg.per_class),
-                                                          scale=3 if arr.shape[1] <= 64 else 1))
+    atomic_write_bytes(run.figures / "grid.png", class_grid_png(arr, labels.numpy(), model.cfg.num_classes, cfg.per_class))
     metrics = {"num": int(len(arr)), "steps": cfg.steps, "sampler": cfg.sampler, "guidance": cfg.guidance,
                "scale": cfg.scale, "seconds": round(seconds, 2), "images_per_s": len(arr) / max(seconds, 1e-9),
                "class_names": meta.get("class_names")}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -43,6 +43,7 @@ class TrainDiTConfig:
     rae: Optional[Path] = None  # an RAE directory (or a train-decoder --out)
     latents: Optional[Path] = None  # latent cache; default: the one the RAE's decoder was trained on
     model: str = "ditdh-tiny"
+    model_args: dict[str, int] = field(default_factory=dict)  # DiTConfig fields over the preset (width, depth, ...)
     max_steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-4
@@ -58,6 +59,11 @@ class TrainDiTConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     log_every: int = 25
     checkpoint_every: int = 500
+    sample_every: int = 0  # a grid of EMA samples (figures/samples-step-N.png) every N steps; 0: only at the end
+    eval_every: int = 0  # fd_effnet / class_accuracy of eval_num EMA samples every N steps (eval_log.jsonl); 0: off
+    eval_num: int = 200
+    eval_real: int = 1000  # real test images (and 2x training images for the class-accuracy classifier)
+    eval_steps: int = 50  # Euler steps for periodic samples and evaluations
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "auto"
@@ -103,6 +109,69 @@ def load_dit(directory: str | Path) -> tuple[DiT, dict]:
     return model.eval(), meta
 
 
+class _Monitor:
+    """Periodic EMA sample grids and evaluations during training (main process only)."""
+
+    def __init__(self, cfg: TrainDiTConfig, run: RunDir, rae, alpha: float, cache_meta: dict, num_classes: int, device):
+        self.cfg, self.run, self.rae, self.alpha, self.device = cfg, run, rae, alpha, device
+        self.meta, self.num_classes, self.features = cache_meta, num_classes, None
+
+    def _generate(self, model, num: int, seed: int):
+        from genrep.rae.flow import class_balanced_labels
+        from genrep.rae.latents import as_numpy_images
+        from genrep.rae.sample import SampleConfig, generate
+
+        gen = torch.Generator().manual_seed(seed)
+        labels = class_balanced_labels(num, self.num_classes, generator=gen)
+        was_training = model.training
+        model.eval()
+        images = generate(model, self.rae.to(self.device), labels, self.alpha,
+                          SampleConfig(steps=self.cfg.eval_steps, batch_size=100), generator=gen, device=self.device)
+        model.train(was_training)
+        return as_numpy_images(images), labels.numpy()
+
+    def grid(self, model, step: int) -> None:
+        from genrep.core.rundir import atomic_write_bytes
+        from genrep.rae.sample import class_grid_png
+
+        arr, labels = self._generate(model, 8 * self.num_classes, self.cfg.seed)  # same noise at every step
+        atomic_write_bytes(self.run.figures / f"samples-step-{step:08d}.png", class_grid_png(arr, labels, self.num_classes, 8))
+
+    def evaluate(self, model, step: int) -> dict:
+        from genrep.rae.evaluate import EvalConfig, score_images
+        from genrep.rae.metrics import EffNetFeatures
+
+        dataset = self.meta.get("dataset", "fashion-mnist")
+        arr, labels = self._generate(model, self.cfg.eval_num, self.cfg.seed + 1)
+        self.features = self.features or EffNetFeatures(device=self.device)
+        m = score_images(arr, labels, EvalConfig(dataset=dataset, real_limit=self.cfg.eval_real,
+                                                          classifier_train=2 * self.cfg.eval_real), self.features)
+        row = {"step": step, **{k: m[k] for k in ("fd_effnet", "precision", "recall", "class_accuracy") if k in m}}
+        with (self.run / "eval_log.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+
+def train_step(net, model: DiT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, alpha: float,
+               gen: torch.Generator | None, grad_clip: float = 1.0, precision: str = "fp32",
+               t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """One optimisation step: flow-matching loss on ``(x, y)``, backward (DDP averages the gradients
+    across ranks when ``net`` is wrapped), clip to ``grad_clip``, AdamW step. Returns (loss, grad norm).
+
+    A non-finite loss raises ``FloatingPointError`` before any parameter changes.
+    """
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss = flow_matching_loss(lambda xt, tt, yy: net(xt, tt, yy, generator=gen), x, y, alpha, generator=gen,
+                                  t=t, noise=noise)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss.item()}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)) if grad_clip > 0 else 0.0
+    opt.step()
+    return loss, grad_norm
+
+
 def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dict:
     if cfg.rae is None:
         raise UserError("train-dit: --rae DIR is required (a trained RAE or train-decoder --out)")
@@ -125,7 +194,8 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dic
     labels = cache.labels
     class_names = cache.meta.get("class_names") or [str(i) for i in range(int(labels.max()) + 1)]
     c, g, _ = rae.latent_shape
-    model_cfg = dit_config(cfg.model, in_channels=c, grid=g, num_classes=len(class_names), class_dropout=cfg.class_dropout)
+    model_cfg = dit_config(cfg.model, in_channels=c, grid=g, num_classes=len(class_names), class_dropout=cfg.class_dropout,
+                           **cfg.model_args)
     model = DiT(model_cfg).to(device)
     alpha = shift_alpha(rae.latent_shape, cfg.shift_base) if cfg.shift else 1.0
     ema = EMA(model, cfg.ema_decay, warmup=cfg.ema_warmup)
@@ -144,6 +214,9 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dic
     if info.is_main:
         truncate_log(log_path, start)
 
+    monitor = _Monitor(cfg, run, rae, alpha, cache.meta, len(class_names), device)
+    if info.is_main:
+        truncate_log(run / "eval_log.jsonl", start)
     n, t0, seen, last = len(latents), time.perf_counter(), 0, {}
     flops = 3 * model.flops_per_sample()
     with progress_bar(cfg.max_steps - start, f"train {cfg.model}", disable=not info.is_main) as bar:
@@ -151,15 +224,11 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dic
             gen = step_generator(cfg.seed, info.rank, step)
             idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
             x, y = latents[idx].to(device), labels[idx].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss = flow_matching_loss(lambda xt, t, yy: net(xt, t, yy, generator=gen), x, y, alpha, generator=gen)
-            if not torch.isfinite(loss):
-                raise UserError(f"train-dit: loss became {loss.item()} at step {step} ({cfg.precision}); "
-                                f"stopped; last good checkpoint: {ckpt.latest() or 'none'}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
-            opt.step()
+            try:
+                loss, grad_norm = train_step(net, model, opt, x, y, alpha, gen, cfg.grad_clip, cfg.precision)
+            except FloatingPointError as e:
+                raise UserError(f"train-dit: {e} at step {step} ({cfg.precision}); "
+                                f"stopped; last good checkpoint: {ckpt.latest() or 'none'}") from None
             sched.step()
             ema.update(model)
             seen += cfg.batch_size
@@ -174,6 +243,11 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dic
                         f.write(json.dumps(last) + "\n")
             if (step + 1) % cfg.checkpoint_every == 0 and info.is_main:
                 ckpt.save(step + 1, model=model, optimizer=opt, ema=ema, scheduler=sched)
+            if info.is_main and step + 1 < cfg.max_steps:
+                if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
+                    monitor.grid(ema.module, step + 1)
+                if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+                    monitor.evaluate(ema.module, step + 1)
 
     metrics = {"steps": cfg.max_steps, "model": cfg.model, "params": sum(p.numel() for p in model.parameters()),
                "latent_shape": list(rae.latent_shape), "shift_alpha": alpha, "final": last}
@@ -181,5 +255,8 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dic
         if cfg.max_steps % cfg.checkpoint_every:
             ckpt.save(cfg.max_steps, model=model, optimizer=opt, ema=ema, scheduler=sched)
         save_dit(run / "model", model, ema.module.state_dict(), rae_dir, alpha, list(class_names))
+        monitor.grid(ema.module, cfg.max_steps)
+        if cfg.eval_every:
+            metrics["eval"] = monitor.evaluate(ema.module, cfg.max_steps)
         run.write_metrics(metrics)
     return metrics
