@@ -14,6 +14,7 @@ import click
 
 from genrep import __version__
 from genrep.core.errors import UserError
+from genrep.diting.cli import diting as diting_group
 from genrep.rae.cli import rae as rae_group
 
 
@@ -30,11 +31,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.group()
 def lco() -> None:
     """LCO-EMB: omnimodal embeddings from generative (M)LLMs."""
-
-
-@cli.group()
-def diting() -> None:
-    """DITING: web-novel translation benchmark and AgentEval."""
 
 
 @cli.group(invoke_without_command=True)
@@ -104,6 +100,7 @@ def demo(out: Path, config_path: Path | None, profile: str | None, overrides: tu
 
 
 cli.add_command(rae_group)
+cli.add_command(diting_group)
 
 
 def main(argv: list[str] | None = None) -> None:

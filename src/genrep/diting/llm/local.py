@@ -1,0 +1,134 @@
+"""An in-process backend over a causal LM: the bundled SmolLM2 / Gemma-3 or any transformers model.
+
+This is what lets DITING's judges run offline (badly: the bundled models are tiny, PAPERS.md
+laptop notes) and what tests use for a real model end to end. The model loads on the first
+request. A chat model is prompted through its chat template; a base model without one gets a
+plain ``role: content`` transcript that ends with ``assistant:``, except that a conversation of a
+single user message is passed verbatim, as a text for the base model to continue (few-shot prompts).
+
+Decoding matches the OpenAI parameters: greedy at temperature 0; otherwise temperature and top-p
+sampling from a ``torch.Generator`` seeded with ``sampling.seed``, so a seeded request is
+reproducible and leaves the global RNG alone. ``max_tokens`` and ``stop`` behave as on a server
+(the reply is cut before the first stop string). One generation runs at a time, in a worker
+thread, so the event loop stays free. torch is imported on first use, not with this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from genrep.diting.llm.types import Completion, Sampling
+
+if TYPE_CHECKING:
+    import torch
+
+
+class _SeededSampler:
+    """A logits processor that samples the next token itself (temperature, top-p) with its own generator.
+
+    ``generate`` then runs greedily and simply takes the one token left standing.
+    """
+
+    def __init__(self, temperature: float, top_p: float, seed: int | None):
+        import torch
+
+        self.temperature, self.top_p = temperature, top_p
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            sorted_p = sorted_p * ((sorted_p.cumsum(-1) - sorted_p) < self.top_p)  # the top token always stays
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        token = torch.multinomial(probs, 1, generator=self.generator)
+        return torch.full_like(scores, float("-inf")).scatter(-1, token, 0.0)
+
+
+def transcript(messages: list[dict]) -> str:
+    """The prompt for a model without a chat template (a lone user message is a text to continue)."""
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """``text`` up to the first stop string, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
+
+
+class LocalBackend:
+    """A causal LM in this process, e.g. ``LocalBackend("smollm2-135m")``."""
+
+    def __init__(self, lm_name: str, max_new_tokens_cap: int | None = None):
+        self.model = lm_name
+        self.name = f"local:{lm_name}"
+        self.max_new_tokens_cap = max_new_tokens_cap
+        self._lock = threading.Lock()
+        self._lm: tuple[Any, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({self.model!r})"
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._lm is None:
+            from genrep.core.bundled.lm import load_causal_lm
+
+            self._lm = load_causal_lm(self.model)
+        return self._lm
+
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer has a chat template (loads the model on first use)."""
+        return bool(getattr(self._load()[0], "chat_template", None))
+
+    def _generate(self, messages: list[dict], sampling: Sampling) -> Completion:
+        import torch
+
+        with self._lock:
+            start = time.perf_counter()
+            tok, model = self._load()
+            if getattr(tok, "chat_template", None):
+                prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                ids = tok(prompt, return_tensors="pt", add_special_tokens=False)  # the template has them
+            else:
+                ids = tok(transcript(messages), return_tensors="pt")
+            max_new = sampling.max_tokens
+            if self.max_new_tokens_cap is not None:
+                max_new = min(max_new, self.max_new_tokens_cap)
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # Gemma's pad id is 0
+            kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": False, "pad_token_id": pad}
+            if sampling.temperature > 0:
+                kwargs["logits_processor"] = [_SeededSampler(sampling.temperature, sampling.top_p, sampling.seed)]
+            if sampling.stop:
+                kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
+            with torch.no_grad():
+                out = model.generate(**ids, **kwargs)
+            new = out[0, ids["input_ids"].shape[1]:]
+            text, stopped = cut_at_stop(tok.decode(new, skip_special_tokens=True), sampling.stop)
+            ended = stopped or len(new) < max_new or (len(new) and int(new[-1]) in _eos_ids(model, tok))
+            return Completion(text=text, model=self.model, prompt_tokens=int(ids["input_ids"].shape[1]),
+                              completion_tokens=len(new), cached=False, latency_s=time.perf_counter() - start,
+                              attempts=1, finish_reason="stop" if ended else "length")
+
+    async def complete(self, messages: list[dict], sampling: Sampling) -> Completion:
+        return await asyncio.to_thread(self._generate, messages, sampling)
+
+    async def aclose(self) -> None:
+        """Drop the model (the next request loads it again; a running generation keeps its own reference)."""
+        self._lm = None
+
+
+def _eos_ids(model: Any, tok: Any) -> set[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return ids | ({tok.eos_token_id} if tok.eos_token_id is not None else set())

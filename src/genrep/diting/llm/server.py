@@ -1,0 +1,267 @@
+"""Any backend as an OpenAI-compatible HTTP server (stdlib only): ``GET /v1/models``, ``POST /v1/chat/completions``.
+
+Serving the bundled local model this way lets every OpenAI-compatible tool (and genrep's own
+:class:`~genrep.diting.llm.openai_client.OpenAIBackend`) use it, and gives tests and benchmarks a
+real server to talk to. Requests are handled by ``http.server.ThreadingHTTPServer`` (one thread
+per connection, HTTP/1.1 keep-alive); the backend runs on one asyncio loop in its own thread, so
+concurrent requests reach it concurrently. Non-streaming only. Fields a request leaves out take
+:class:`Sampling`'s defaults (temperature 0, not OpenAI's 1), except that no ``seed`` means
+unseeded. A malformed request gets a 400 with an OpenAI-style error body; a backend failure a
+502. The server listens on loopback unless ``allow_remote=True``, because it has no
+authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from genrep.core.errors import UserError
+from genrep.diting.llm.types import Backend, Completion, LLMError, Sampling
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 16 * 2**20
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _number(req: dict, name: str, default: float, low: float, high: float) -> float:
+    value = req.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise BadRequest(f"'{name}' must be a number in [{low}, {high}]", name)
+    return float(value)
+
+
+def _integer(req: dict, name: str) -> int | None:
+    value = req.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BadRequest(f"'{name}' must be an integer", name)
+    return value
+
+
+def _messages(req: dict) -> list[dict]:
+    messages = req.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list", "messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise BadRequest(f"messages[{i}] must be an object with string 'role' and 'content'", f"messages[{i}]")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _stop(req: dict) -> tuple[str, ...]:
+    stop = req.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return tuple(stop)
+    raise BadRequest("'stop' must be a string or a list of strings", "stop")
+
+
+def parse_request(body: bytes) -> tuple[list[dict], Sampling]:
+    """The messages and sampling of a chat-completions request body; :class:`BadRequest` if malformed."""
+    try:
+        req = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the request body is not JSON") from None
+    if not isinstance(req, dict):
+        raise BadRequest("the request body must be a JSON object")
+    if req.get("stream"):
+        raise BadRequest("streaming is not supported", "stream")
+    max_tokens = _integer(req, "max_tokens")
+    if max_tokens is None:
+        max_tokens = _integer(req, "max_completion_tokens")
+    if max_tokens is not None and max_tokens < 1:
+        raise BadRequest("'max_tokens' must be at least 1", "max_tokens")
+    response_format = req.get("response_format")
+    if response_format is not None and not isinstance(response_format, dict):
+        raise BadRequest("'response_format' must be an object", "response_format")
+    defaults = Sampling()
+    sampling = Sampling(
+        temperature=_number(req, "temperature", defaults.temperature, 0.0, 2.0),
+        top_p=_number(req, "top_p", defaults.top_p, 0.0, 1.0),
+        max_tokens=defaults.max_tokens if max_tokens is None else max_tokens,
+        seed=_integer(req, "seed"),  # no seed asked for: unseeded, as on OpenAI
+        stop=_stop(req),
+        response_format=response_format,
+    )
+    return _messages(req), sampling
+
+
+def completion_body(completion: Completion) -> dict[str, Any]:
+    """A completion as OpenAI's ``chat.completion`` object."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": completion.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
+                     "finish_reason": completion.finish_reason}],
+        "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+                  "total_tokens": completion.prompt_tokens + completion.completion_tokens},
+    }
+
+
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connections
+    disable_nagle_algorithm = True  # headers and body are two writes: Nagle + delayed ACK would add ~40 ms
+    timeout = 120  # an idle keep-alive connection is closed after this many seconds
+    server: _Server
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self) -> str:
+        path = urlsplit(self.path).path.rstrip("/")
+        return path[len("/v1"):] if path.startswith("/v1/") else path
+
+    def do_GET(self) -> None:
+        if self._route() != "/models":
+            return self._send(404, error_body(f"no route GET {self.path}"))
+        model = {"id": self.server.backend.model, "object": "model", "created": 0, "owned_by": "genrep"}
+        self._send(200, {"object": "list", "data": [model]})
+
+    def do_POST(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            return self._send(400, error_body("bad Content-Length header"))
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            return self._send(413, error_body(f"request body over {MAX_BODY_BYTES} bytes"))
+        body = self.rfile.read(length)
+        if self._route() != "/chat/completions":
+            return self._send(404, error_body(f"no route POST {self.path}"))
+        try:
+            messages, sampling = parse_request(body)
+        except BadRequest as err:
+            return self._send(400, error_body(err.message, param=err.param))
+        work = asyncio.run_coroutine_threadsafe(self.server.backend.complete(messages, sampling), self.server.loop)
+        try:
+            completion = work.result()
+        except LLMError as err:
+            return self._send(502, error_body(err.reason, "server_error"))
+        except Exception as err:  # a bug in the backend: report it, keep serving
+            log.exception("backend %s failed", self.server.backend.name)
+            return self._send(500, error_body(f"{type(err).__name__}: {err}", "server_error"))
+        self._send(200, completion_body(completion))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default listen backlog of 5 drops connections from a concurrent client
+
+    def __init__(self, address: tuple[str, int], backend: Backend, loop: asyncio.AbstractEventLoop):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.backend, self.loop = backend, loop
+        super().__init__(address, _Handler)
+
+
+class LLMServer:
+    """``backend`` served on ``host:port`` from background threads; port 0 picks a free port.
+
+    ``with LLMServer(backend) as server: OpenAIBackend(model, server.url)...``. The server owns the
+    backend from then on: :meth:`close` also closes it.
+    """
+
+    def __init__(self, backend: Backend, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False):
+        if not allow_remote and not is_loopback(host):
+            raise UserError(f"refusing to serve on non-loopback host '{host}' (no authentication): "
+                            "pass allow_remote=True")
+        self.backend = backend
+        self._loop = asyncio.new_event_loop()
+        self._httpd = _Server((host, port), backend, self._loop)
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        """The base URL clients use, e.g. ``http://127.0.0.1:54321/v1``."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+
+    def start(self) -> LLMServer:
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._loop.run_forever, name="llm-server-loop", daemon=True),
+                             threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="llm-server-http",
+                                              daemon=True)]
+            for thread in self._threads:
+                thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving, close the backend, stop the loop."""
+        if self._threads:
+            self._httpd.shutdown()
+            asyncio.run_coroutine_threadsafe(self.backend.aclose(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            for thread in self._threads:
+                thread.join()
+            self._threads = []
+        self._httpd.server_close()
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()
+
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl-C stops it)."""
+        while any(t.is_alive() for t in self._threads):
+            for thread in self._threads:
+                thread.join(0.5)
+
+    def __enter__(self) -> LLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(backend: Backend, host: str = "127.0.0.1", port: int = 8000, *, allow_remote: bool = False) -> None:
+    """Serve ``backend`` until interrupted (Ctrl-C)."""
+    server = LLMServer(backend, host, port, allow_remote=allow_remote).start()
+    print(f"serving {backend.name} at {server.url} (Ctrl-C stops)", file=sys.stderr)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

@@ -1,0 +1,65 @@
+"""The vocabulary every LLM backend shares: sampling settings, a completion, a failure, the protocol.
+
+DITING's judges (the AgentEval experts and the single-agent baseline, PAPERS.md section 3) talk
+to a model through a :class:`Backend`: an OpenAI-style chat request in, a :class:`Completion`
+out. Reproducible judging means temperature 0 and a fixed seed, which are the defaults of
+:class:`Sampling`; a request that cannot be answered raises :class:`LLMError` with a short reason
+that ends up next to the item it belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to decode; every field is part of the cache key (see :func:`genrep.diting.llm.cache.cache_key`)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+    response_format: dict[str, Any] | None = None  # OpenAI's, e.g. {"type": "json_schema", "json_schema": {...}}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", tuple(self.stop))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer. ``attempts`` counts the requests it took (0 for a cache hit)."""
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+    latency_s: float
+    attempts: int
+    finish_reason: str = "stop"  # "stop" or "length" (cut by max_tokens)
+
+
+class LLMError(Exception):
+    """A request that failed for good; ``reason`` is short, e.g. ``"HTTP 500 after 5 attempts"``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Anything that answers chat requests: a remote server, a local model, a cache in front of either."""
+
+    name: str  # e.g. "openai:gpt-4o-mini"
+    model: str
+
+    async def complete(self, messages: list[dict], sampling: Sampling) -> Completion: ...
+
+    async def aclose(self) -> None: ...

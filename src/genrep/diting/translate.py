@@ -1,0 +1,192 @@
+"""``genrep diting translate``: run MT systems over a benchmark, resumably.
+
+Each system is ``NAME=BACKEND`` (e.g. ``smol=local:smollm2-135m``, ``v3=deepseek:deepseek-chat``,
+``q=vllm:Qwen/Qwen3-32B@http://gpu01:8000/v1``; see :func:`genrep.diting.llm.make_backend`). Items
+are translated concurrently (bounded), through the persistent LLM cache. Every finished
+translation is appended to ``translations.jsonl`` and flushed at once, so a killed run loses at
+most the requests in flight; a re-run skips the (system, item) pairs already translated and retries
+the ones that failed. A request that fails for good (after the backend's bounded retries) is
+recorded with its reason (``meta.failed``, ``meta.reason``) instead of stopping the run.
+
+Prompts: ``chat`` (instruction-following models) sends the item's DITING instruction with the
+context and the text, asking for the English translation only; ``fewshot`` (base models, e.g. the
+bundled Gemma-3-270M) sends a plain ``Chinese: ... / English: ...`` continuation prompt with two
+fixed examples and stops at the end of the line. ``auto`` picks ``fewshot`` for local models
+without a chat template and ``chat`` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from genrep.core.errors import UserError
+from genrep.core.progress import progress_bar
+from genrep.core.rundir import RunDir
+from genrep.diting.benchmark import load_benchmark
+from genrep.diting.schema import Item, Translation, append_record, read_appended
+
+FEWSHOT = (  # (context, source, translation of the source only)
+    ("三年前，他被逐出了青云宗。", "如今再回来，山门前的石阶已长满青苔。",
+     "Now that he had come back, the stone steps before the sect gate were overgrown with moss."),
+    ("", "他话还没说完，就被师父一巴掌拍在了后脑勺上。", "Before he could finish, his master slapped him on the back of the head."),
+)
+_LABEL = re.compile(r"^\s*(answer|english|translation|译文|英文)\s*[:：]\s*", re.IGNORECASE)
+
+
+@dataclass
+class TranslateConfig:
+    """``genrep diting translate``."""
+
+    bench: str = "starter"  # a bundled benchmark name or an items file (.jsonl / .csv)
+    systems: list[str] = field(default_factory=list)  # NAME=BACKEND
+    dimensions: list[str] = field(default_factory=list)  # empty: all
+    limit: Optional[int] = None  # items per dimension
+    prompt: Literal["auto", "chat", "fewshot"] = "auto"
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 0
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    cache: bool = True
+
+
+def parse_systems(specs: list[str]) -> dict[str, str]:
+    """``["name=backend", ...]`` -> {name: backend}; one-line errors for malformed or repeated names."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, backend = spec.partition("=")
+        if not sep or not name.strip() or not backend.strip():
+            raise UserError(f"--system {spec!r}: expected NAME=BACKEND, e.g. smol=local:smollm2-135m")
+        if name in out:
+            raise UserError(f"--system {spec!r}: system name '{name}' given twice")
+        out[name.strip()] = backend.strip()
+    if not out:
+        raise UserError("translate: give at least one --system NAME=BACKEND")
+    return out
+
+
+def chat_messages(item: Item) -> list[dict]:
+    text = item.instruction.strip() or "请将源语言文本翻译成目标语言文本。 源语言:中文 目标语言:英文。"
+    if item.context:
+        text += f"\n上下文:{item.context}"
+    text += f"\n文本:{item.source_zh}\n\nReply with the English translation of 文本 only, without notes."
+    return [{"role": "system", "content": "You are a professional literary translator of Chinese web novels into English."},
+            {"role": "user", "content": text}]
+
+
+def fewshot_messages(item: Item) -> list[dict]:
+    """A continuation prompt for base models: one user message that the local backend passes verbatim.
+
+    Context (when there is any) comes on its own line, so that the model translates the text only."""
+
+    def block(context: str, source: str) -> str:
+        return (f"Context: {context}\n" if context else "") + f"Chinese: {source}\nEnglish:"
+
+    shots = "".join(f"{block(c, zh)} {en}\n\n" for c, zh, en in FEWSHOT)
+    return [{"role": "user", "content": shots + block(item.context, item.source_zh)}]
+
+
+def clean_output(text: str, style: str) -> str:
+    """The translation from a model reply: first line for few-shot prompts, labels like 'Answer:' removed."""
+    text = text.strip()
+    if style == "fewshot":
+        text = text.split("\n", 1)[0].strip()
+    return _LABEL.sub("", text).strip().strip('"').strip()
+
+
+def _style(cfg: TranslateConfig, backend) -> str:
+    if cfg.prompt != "auto":
+        return cfg.prompt
+    inner = getattr(backend, "backend", backend)  # behind the cache
+    has_template = getattr(inner, "has_chat_template", None)
+    return "fewshot" if has_template is not None and not has_template() else "chat"
+
+
+async def _run_system(name: str, backend, items: list[Item], cfg: TranslateConfig, log: Path, bar) -> dict:
+    from genrep.diting.llm import LLMError, Sampling
+
+    style = _style(cfg, backend)
+    sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed,
+                        stop=("\n",) if style == "fewshot" else ())
+    sem = asyncio.Semaphore(cfg.concurrency)
+    lock = asyncio.Lock()
+    stats = {"requests": 0, "cached": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "prompt": style}
+
+    async def one(item: Item) -> None:
+        messages = chat_messages(item) if style == "chat" else fewshot_messages(item)
+        async with sem:
+            start = time.perf_counter()
+            try:
+                c = await backend.complete(messages, sampling)
+                rec = Translation(item_id=item.id, system=name, output=clean_output(c.text, style),
+                                  meta={"backend": backend.name, "raw": c.text, "cached": c.cached,
+                                        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                                        "latency_s": round(c.latency_s, 3)})
+                stats["cached"] += int(c.cached)
+                stats["prompt_tokens"] += c.prompt_tokens
+                stats["completion_tokens"] += c.completion_tokens
+            except LLMError as e:
+                rec = Translation(item_id=item.id, system=name, output="",
+                                  meta={"backend": backend.name, "failed": True, "reason": e.reason,
+                                        "latency_s": round(time.perf_counter() - start, 3)})
+                stats["failed"] += 1
+        stats["requests"] += 1
+        async with lock:
+            append_record(log, rec)
+        bar.advance()
+
+    await asyncio.gather(*(one(i) for i in items))
+    return stats
+
+
+def translate(cfg: TranslateConfig, out: str | Path) -> dict:
+    from genrep.diting.llm import make_backend
+
+    systems = parse_systems(cfg.systems)
+    if cfg.concurrency < 1 or cfg.max_tokens < 1:
+        raise UserError("translate: concurrency and max_tokens must be >= 1")
+    items = load_benchmark(cfg.bench, cfg.dimensions or None, cfg.limit)
+    run = RunDir(out)
+    run.write_config(cfg)
+    log = run / "translations.jsonl"
+    done = {(t.system, t.item_id) for t in read_appended(log, Translation) if not t.meta.get("failed")}
+    todo = {name: [i for i in items if (name, i.id) not in done] for name in systems}
+    report: dict = {"bench": cfg.bench, "items": len(items), "systems": {}}
+    start = time.perf_counter()
+    with progress_bar(sum(len(v) for v in todo.values()), "translate") as bar:
+        for name, spec in systems.items():
+            if not todo[name]:
+                report["systems"][name] = {"backend": spec, "requests": 0, "skipped": len(items)}
+                continue
+            backend = make_backend(spec, cache=cfg.cache, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
+                                   max_retries=cfg.max_retries)
+
+            async def go(backend=backend, name=name):
+                try:
+                    return await _run_system(name, backend, todo[name], cfg, log, bar)
+                finally:
+                    await backend.aclose()
+
+            stats = asyncio.run(go())
+            report["systems"][name] = {"backend": spec, "skipped": len(items) - len(todo[name]), **stats}
+    final = latest_translations(log)
+    report["translations"] = len(final)
+    report["failed"] = sum(bool(t.meta.get("failed")) for t in final)
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    run.write_metrics(report)
+    return report
+
+
+def latest_translations(path: str | Path) -> list[Translation]:
+    """The last record per (system, item) of a translations log (a later success replaces a failure)."""
+    latest: dict[tuple[str, str], Translation] = {}
+    for t in read_appended(path, Translation):
+        latest[(t.system, t.item_id)] = t
+    return list(latest.values())
+
