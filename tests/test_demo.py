@@ -27,3 +27,4 @@ def test_demo_writes_a_report_with_pictures(tmp_path):
     assert (out / "figures" / "fashion_mnist.png").stat().st_size > 1000
     assert set(metrics["rae"]) >= {"psnr", "ssim", "rfd_effnet"} and "figures/rae_reconstructions.png" in md
     assert {"fd_effnet", "class_accuracy", "dit_steps"} <= set(metrics["rae"]) and "figures/rae_generated.png" in md
+    assert set(metrics["diting"]["chrf"]) == {"smollm2", "gemma3"} and "figures/diting_chrf.png" in md

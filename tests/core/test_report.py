@@ -42,3 +42,5 @@ def test_rundir_writes_config_and_signed_metrics(tmp_path):
     assert m["psnr"] == 20.5 and m["signature"]["command"] == "genrep test"
     atomic_write_json(tmp_path / "a.json", {"k": 1})
     assert not list(tmp_path.glob(".*.tmp"))
+    (tmp_path / "plain.json").write_text("{}")  # the same permissions as a file written with open()
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777

@@ -52,11 +52,14 @@ def test_prompts_and_output_cleaning():
 def test_failures_are_recorded_per_item_and_retried_on_the_next_run(tmp_path):
     items = load_benchmark("starter", ["idiom", "tense"], 3)
     bad = _prompt(items[1])
-    cfg = TranslateConfig(systems=[], dimensions=["idiom", "tense"], limit=3, concurrency=4, max_retries=1)
+    cfg = TranslateConfig(systems=[], dimensions=["idiom", "tense"], limit=3, concurrency=4, max_retries=1,
+                          prices={"m": [1.0, 2.0]})
     with FaultServer({bad: ["400"]}, replies={_prompt(i): f"Answer: translation {i.id}" for i in items}) as server:
         cfg.systems = [f"mt=http:m@{server.url}"]
         m = translate(cfg, tmp_path / "run")
         assert m["translations"] == 6 and m["failed"] == 1 and server.counts[bad] == 1  # 400 is not retried
+        usage = m["usage"]["total"]
+        assert usage["calls"] == 5 and usage["failures"] == 1 and usage["cost_usd"] > 0
         rows = {t.item_id: t for t in latest_translations(tmp_path / "run" / "translations.jsonl")}
         assert rows[items[1].id].meta["failed"] and "400" in rows[items[1].id].meta["reason"]
         assert rows[items[0].id].output == f"translation {items[0].id}"

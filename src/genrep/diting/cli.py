@@ -131,3 +131,149 @@ def serve_cmd(backend_spec: str, host: str, port: int) -> None:
 
     click.echo(f"serving {backend_spec} at http://{host}:{port}/v1 (Ctrl-C to stop)")
     serve(make_backend(backend_spec, cache=False), host=host, port=port)
+
+
+@diting.command("meta-eval")
+@click.option("--official", type=click.Path(path_type=Path), default=None,
+              help="Official release (Label Studio export): items, translations and human judgments.")
+@click.option("--judgments", type=click.Path(path_type=Path), default=None, help="judgments.jsonl / .csv (human).")
+@click.option("--translations", type=click.Path(path_type=Path), default=None, help="translations.jsonl / .csv")
+@click.option("--items", "items_path", default=None, help="Items the translations refer to (bundled name or file).")
+@click.option("--metricalign", type=click.Path(path_type=Path), default=None,
+              help="MetricAlign-style JSONL: item_id, system, dimension, human and one field per metric.")
+@click.option("--metric", "metrics", multiple=True,
+              help="bleu, chrf, ter, comet (or the metric fields of --metricalign); '--metric chrf bleu' or "
+                   "repeated (default: chrf bleu; with --metricalign every metric in the file).")
+@click.option("--resamples", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples of items (0: no intervals).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--comet-model", default="Unbabel/wmt22-comet-da", show_default=True)
+@click.argument("more_metrics", nargs=-1)
+@OUT
+def meta_eval_cmd(official, judgments, translations, items_path, metricalign, metrics, resamples, seed, comet_model,
+                  more_metrics, out: Path) -> None:
+    """Meta-evaluate metrics against human judgments (correlations, pairwise accuracy, bootstrap CIs)."""
+    from genrep.core.rundir import RunDir, atomic_write_bytes
+    from genrep.diting import metaeval as me
+
+    files = (judgments, translations, items_path)
+    sources = sum(x is not None for x in (official, metricalign)) + (any(x is not None for x in files))
+    if sources != 1:
+        raise click.UsageError("give one of --official, --metricalign, or --judgments with --translations and --items")
+    if any(x is not None for x in files) and not all(x is not None for x in files):
+        raise click.UsageError("--judgments, --translations and --items go together")
+    names = list(dict.fromkeys([*metrics, *more_metrics]))
+    source: dict = {}
+    signatures: dict = {}
+    if metricalign is not None:
+        data = me.read_metricalign(metricalign)
+        ratings, dims = data.ratings, data.dimensions
+        names = names or list(data.metrics)
+        for m in names:
+            if m not in data.metrics:
+                raise click.UsageError(f"metric '{m}' not in {metricalign} (found: {', '.join(data.metrics)})")
+        scores = {m: data.metrics[m] for m in names}
+        item_order = [k[0] for k in ratings.totals]
+        source = {"metricalign": str(metricalign)}
+    else:
+        from genrep.diting.refmetrics import score_translations
+
+        names = names or ["chrf", "bleu"]
+        items, trans, judged = _meta_eval_inputs(official, judgments, translations, items_path)
+        ratings, dims = me.ratings_from_judgments(judged), {i.id: i.dimension for i in items}
+        results, segments = score_translations(trans, items, names, comet_model)
+        signatures = results["signatures"]
+        scores = {m: me.metric_from_segments(segments, m) for m in names}
+        item_order = [i.id for i in items]
+        source = {"official": str(official)} if official else {k: str(v) for k, v in zip(
+            ("judgments", "translations", "items"), files)}
+    unavailable = {m: signatures.get(m, "no scores") for m in names if not scores[m]}
+    usable = {m: s for m, s in scores.items() if s}
+    if not usable:
+        reasons = "; ".join(f"{m}: {r}" for m, r in unavailable.items())
+        raise click.UsageError(f"no metric scores to meta-evaluate ({reasons})")
+    result = me.meta_evaluate(ratings, usable, dims, resamples, seed)
+    run = RunDir(out)
+    human = ratings.means()
+    order = me.mtme_segment_order(item_order, {k[1] for s in (human, *usable.values()) for k in s})
+    me.write_mtme_scores(run / "mtme", "human", human, me.system_scores(human), order)
+    for m, s in usable.items():
+        oriented = {k: -v for k, v in s.items()} if m in me.LOWER_IS_BETTER else s
+        me.write_mtme_scores(run / "mtme", m, oriented, me.system_scores(oriented), order)
+    me.write_mtme_docs(run / "mtme", item_order, dims)
+    atomic_write_bytes(run.figures / "metric_vs_human.png", me.scatter_png(human, usable, dims, result["metrics"]))
+    run.write_metrics({"source": source, "metric_names": list(usable), "unavailable": unavailable, **result,
+                       "signatures": signatures,
+                       "files": {"mtme": "mtme/ (NAME.seg.score: a block per system, sorted by name, of system<TAB>"
+                                         "score per item in segments.docs order; NAME.sys.score: mean segment score; "
+                                         "TER negated)", "figure": "figures/metric_vs_human.png"}})
+    h = result["human"]
+    click.echo(f"{h['segments']} segments ({h['annotations']} annotations), {h['items']} items, {h['systems']} systems")
+    for m, r in result["metrics"].items():
+        click.echo(f"{m}: seg pearson {_fmt_stat(r['pearson'])}, kendall {_fmt_stat(r['kendall'])}, acc_eq "
+                   f"{_fmt_stat(r['pairwise_accuracy'])}; sys pearson {_fmt_stat(r['system_level']['pearson'])}")
+    ir = result["inter_rater"]
+    if "pearson" in ir:
+        click.echo(f"inter-rater ({ir['segments']} segments): pearson {ir['pearson']['value']:.3f}, exact agreement "
+                   f"{ir['exact_agreement']['value']:.3f}")
+    click.echo(f"wrote {run / 'metrics.json'}, {run / 'mtme'}, {run.figures / 'metric_vs_human.png'}")
+
+
+def _fmt_stat(stat: dict) -> str:
+    value = "n/a" if stat["value"] is None else f"{stat['value']:.3f}"
+    return value + (f" [{stat['ci95'][0]:.3f}, {stat['ci95'][1]:.3f}]" if stat.get("ci95") else "")
+
+
+def _meta_eval_inputs(official, judgments, translations, items_path):
+    """(items, translations, judgments) from an official release or three record files."""
+    from genrep.diting.benchmark import load_benchmark
+    from genrep.diting.official import load_official
+    from genrep.diting.schema import Judgment, Translation, read_records
+    from genrep.diting.translate import latest_translations
+
+    if official is not None:
+        data = load_official(official)
+        return data.items, data.translations, data.judgments
+    if not Path(translations).is_file():
+        raise click.UsageError(f"{translations}: file not found")
+    trans = latest_translations(translations) if Path(translations).suffix == ".jsonl" else \
+        read_records(translations, Translation)
+    return load_benchmark(items_path), trans, read_records(judgments, Judgment)
+
+
+@diting.command("leaderboard")
+@click.option("--judgments", type=click.Path(path_type=Path), default=None, help="judgments.jsonl / .csv")
+@click.option("--items", "items_path", default=None, help="Items (bundled name or file) for the dimensions.")
+@click.option("--official", type=click.Path(path_type=Path), default=None,
+              help="Official release: rank its human judgments (items from the release).")
+@click.option("--resamples", type=click.IntRange(min=0), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@OUT
+def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, out: Path) -> None:
+    """Systems x dimensions table of mean 0-6 scores with bootstrap CIs (md, html, csv, png heatmap)."""
+    from genrep.core.rundir import RunDir
+    from genrep.diting.benchmark import load_benchmark
+    from genrep.diting.leaderboard import OVERALL, build_leaderboard, write_leaderboard
+    from genrep.diting.official import load_official
+    from genrep.diting.schema import Judgment, read_records
+
+    if (official is None) == (judgments is None):
+        raise click.UsageError("give --judgments (with --items for the dimensions) or --official")
+    if official is not None:
+        data = load_official(official)
+        judged, items, source = data.judgments, data.items, {"official": str(official)}
+    else:
+        judged = read_records(judgments, Judgment)
+        items = load_benchmark(items_path) if items_path else None
+        source = {"judgments": str(judgments), "items": items_path}
+    board = build_leaderboard(judged, items, resamples, seed)
+    run = RunDir(out)
+    paths = write_leaderboard(board, run.path)
+    run.write_metrics({"source": source, "judgments": board.judgments, "items": board.items,
+                       "systems": len(board.systems), "dimensions": board.dimensions,
+                       "bootstrap": {"resamples": resamples, "seed": seed, "unit": "item",
+                                     "interval": "95% percentile"},
+                       "leaderboard": board.rows()})
+    for s in board.systems[:5]:
+        click.echo(f"{board.rank[s]:>3}. {s}: {board.cells[(s, OVERALL)].text()}")
+    click.echo(f"{len(board.systems)} systems; wrote " + ", ".join(str(p) for p in paths.values()))

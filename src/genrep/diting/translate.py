@@ -54,6 +54,7 @@ class TranslateConfig:
     timeout_s: float = 120.0
     max_retries: int = 4
     cache: bool = True
+    prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [USD per 1M prompt, per 1M completion tokens]
 
 
 def parse_systems(specs: list[str]) -> dict[str, str]:
@@ -103,7 +104,9 @@ def clean_output(text: str, style: str) -> str:
 def _style(cfg: TranslateConfig, backend) -> str:
     if cfg.prompt != "auto":
         return cfg.prompt
-    inner = getattr(backend, "backend", backend)  # behind the cache
+    inner = backend
+    while hasattr(inner, "backend"):  # behind the meter and the cache
+        inner = inner.backend
     has_template = getattr(inner, "has_chat_template", None)
     return "fewshot" if has_template is not None and not has_template() else "chat"
 
@@ -146,7 +149,7 @@ async def _run_system(name: str, backend, items: list[Item], cfg: TranslateConfi
 
 
 def translate(cfg: TranslateConfig, out: str | Path) -> dict:
-    from genrep.diting.llm import make_backend
+    from genrep.diting.llm import UsageMeter, make_backend
 
     systems = parse_systems(cfg.systems)
     if cfg.concurrency < 1 or cfg.max_tokens < 1:
@@ -158,14 +161,15 @@ def translate(cfg: TranslateConfig, out: str | Path) -> dict:
     done = {(t.system, t.item_id) for t in read_appended(log, Translation) if not t.meta.get("failed")}
     todo = {name: [i for i in items if (name, i.id) not in done] for name in systems}
     report: dict = {"bench": cfg.bench, "items": len(items), "systems": {}}
+    meter = UsageMeter({k: (float(v[0]), float(v[1])) for k, v in cfg.prices.items()})
     start = time.perf_counter()
     with progress_bar(sum(len(v) for v in todo.values()), "translate") as bar:
         for name, spec in systems.items():
             if not todo[name]:
                 report["systems"][name] = {"backend": spec, "requests": 0, "skipped": len(items)}
                 continue
-            backend = make_backend(spec, cache=cfg.cache, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
-                                   max_retries=cfg.max_retries)
+            backend = meter.wrap(make_backend(spec, cache=cfg.cache, concurrency=cfg.concurrency,
+                                              timeout_s=cfg.timeout_s, max_retries=cfg.max_retries))
 
             async def go(backend=backend, name=name):
                 try:
@@ -179,6 +183,7 @@ def translate(cfg: TranslateConfig, out: str | Path) -> dict:
     report["translations"] = len(final)
     report["failed"] = sum(bool(t.meta.get("failed")) for t in final)
     report["seconds"] = round(time.perf_counter() - start, 2)
+    report["usage"] = meter.summary()
     run.write_metrics(report)
     return report
 
