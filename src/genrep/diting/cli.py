@@ -277,3 +277,43 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
     for s in board.systems[:5]:
         click.echo(f"{board.rank[s]:>3}. {s}: {board.cells[(s, OVERALL)].text()}")
     click.echo(f"{len(board.systems)} systems; wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@diting.command("agenteval")
+@click.option("--translations", default=None, help="translations.jsonl / .csv to evaluate.")
+@click.option("--bench", "bench_name", default=None, help="Items the translations refer to (bundled name or items "
+              "file; default starter).")
+@click.option("--backend", "backend_spec", default=None,
+              help="Every role's backend, KIND:MODEL[@BASE_URL] (default local:smollm2-135m).")
+@click.option("--expert1", default=None, help="Expert 1's backend (default --backend).")
+@click.option("--expert2", default=None, help="Expert 2's backend (default --backend).")
+@click.option("--judge", default=None, help="The judge's backend, also the single-agent judge (default --backend).")
+@click.option("--mode", type=click.Choice(["multi", "single"]), default=None,
+              help="multi: two experts and a judge (default); single: one judge, one call.")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default=None, help="Prompt language (default en).")
+@click.option("--max-rounds", type=int, default=None, help="Debate rounds at most (default 4).")
+@click.option("--limit", type=int, default=None, help="Evaluate the first N translations.")
+@click.option("--concurrency", type=int, default=None, help="Items in flight (default 8).")
+@CONFIG
+@SET
+@OUT
+def agenteval_cmd(translations, bench_name, backend_spec, expert1, expert2, judge, mode, lang, max_rounds, limit,
+                  concurrency, config_path, overrides, out: Path) -> None:
+    """Score translations with AgentEval (two LLM experts + a judge) or a single LLM judge (resumable)."""
+    from genrep.core.config import load_config
+    from genrep.diting.agenteval import AgentEvalConfig, run_agenteval
+
+    flags = _flags(translations=translations, bench=bench_name, backend=backend_spec, expert1=expert1,
+                   expert2=expert2, judge=judge, mode=mode, lang=lang, max_rounds=max_rounds, limit=limit,
+                   concurrency=concurrency)
+    cfg = load_config(AgentEvalConfig, config_path, overrides, flags)
+    m = run_agenteval(cfg, out)
+    overall = m["scores"]["overall"]
+    click.echo(f"{m['items']} translations: {m['scored']} scored, {m['failed']} failed "
+               f"({m['this_run']['already_done']} already done); mean score "
+               + ("n/a" if overall["mean"] is None else f"{overall['mean']:.2f}/6")
+               + (f", mean rounds {m['rounds']['mean']}" if m["rounds"]["mean"] is not None else "")
+               + f", {m['per_item']['calls']} calls per item")
+    for reason, n in list(m["failure_reasons"].items())[:3]:
+        click.echo(f"  failed x{n}: {reason}")
+    click.echo(f"wrote {out / 'scores.jsonl'}, {out / 'transcripts.jsonl'}, {out / 'metrics.json'}")
