@@ -141,8 +141,9 @@ def exp_shift(args) -> dict:
 
     base = args.out / "shift"
     cache = base / "latents_256px"
+    # target images at 32 px: the decoder's output grid (8 x 8 tokens) must divide the image size
     cache_latents(build_encoder("effnet-lite0", input_size=256), "fashion-mnist", cache, limit=args.shift_train,
-                  batch_size=64)
+                  batch_size=64, image_size=32)
     rae = base / "rae_256px"
     if not (rae / "model" / "rae_config.json").exists():
         train_decoder(TrainDecoderConfig(latents=cache, decoder="tiny", max_steps=args.shift_decoder_steps, batch_size=32,
