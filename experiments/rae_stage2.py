@@ -156,7 +156,7 @@ def exp_shift(args) -> dict:
         runs[name] = {"shift_alpha": m["shift_alpha"], "final_loss": m["final"]["loss"],
                       **_sample_eval(base / name, base / f"gen_{name}", args.num)}
         print(name, runs[name], flush=True)
-    _plot_curves({k: base / k for k in runs}, FIGURES / "stage2_shift_loss.png", "schedule shift (320 x 8 x 8)")
+    _plot_curves({k: base / k for k in runs}, base / "loss.png", "schedule shift (320 x 8 x 8)")  # not comparable across runs
     return {"latent": "effnet-lite0 block16 at 256 px: 320 x 8 x 8", "model": args.model, "steps": args.shift_steps,
             "batch": args.shift_batch, "runs": runs}
 
