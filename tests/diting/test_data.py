@@ -45,6 +45,7 @@ def test_official_sample_loads_with_its_counts(tmp_path):
     main(["diting", "load-official", str(OFFICIAL), "--out", str(tmp_path / "off")])
     assert len(read_records(tmp_path / "off" / "judgments.jsonl", Judgment)) == 230
     assert len(read_records(tmp_path / "off" / "items.jsonl", Item)) == 6
+    assert (tmp_path / "off" / "config.yaml").exists() and (tmp_path / "off" / "metrics.json").exists()
 
 
 def test_official_loader_errors_name_the_task_and_field(tmp_path, capsys):

@@ -84,7 +84,7 @@ def test_leaderboard_cli_from_files_and_from_the_official_sample(tmp_path, capsy
           str(tmp_path / "items.jsonl"), "--resamples", "50", "--out", str(tmp_path / "lb")])
     m = json.loads((tmp_path / "lb" / "metrics.json").read_text())
     assert [r["system"] for r in m["leaderboard"]] == ["A", "B", "C"] and "signature" in m
-    assert (tmp_path / "lb" / "leaderboard.png").is_file()
+    assert (tmp_path / "lb" / "leaderboard.png").is_file() and "items.jsonl" in (tmp_path / "lb" / "config.yaml").read_text()
     main(["diting", "leaderboard", "--official", str(OFFICIAL_SAMPLE), "--resamples", "50", "--out",
           str(tmp_path / "official")])
     m = json.loads((tmp_path / "official" / "metrics.json").read_text())

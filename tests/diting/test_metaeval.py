@@ -270,6 +270,7 @@ def test_official_sample_meta_eval_uses_every_annotation_and_writes_the_contract
     m = json.loads((out / "metrics.json").read_text())
     assert m["human"] == {**m["human"], "segments": 129, "annotations": 230, "items": 6, "systems": 23}
     assert m["metric_names"] == ["chrf", "bleu"] and "signature" in m and "tok:13a" in m["signatures"]["bleu"]
+    assert (out / "config.yaml").exists()
     for name in ("chrf", "bleu"):
         r = m["metrics"][name]
         assert r["segments"] == 129 and r["annotations"] == 230 and r["items"] == 6

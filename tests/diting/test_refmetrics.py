@@ -54,3 +54,4 @@ def test_failures_score_as_empty_and_comet_reports_unavailable(tmp_path, capsys)
     m = json.loads((tmp_path / "score" / "metrics.json").read_text())
     assert m["metrics"] == ["chrf", "bleu"] and "s" in m["systems"]
     assert len((tmp_path / "score" / "segments.jsonl").read_text().splitlines()) == 3
+    assert "metrics:" in (tmp_path / "score" / "config.yaml").read_text()

@@ -32,6 +32,7 @@ def load_official_cmd(path: Path, out: Path) -> None:
 
     data = load_official(path)
     run = RunDir(out)
+    run.write_config({"path": str(path)})
     write_records(run / "items.jsonl", data.items)
     write_records(run / "translations.jsonl", data.translations)
     write_records(run / "judgments.jsonl", data.judgments)
@@ -114,6 +115,8 @@ def score_cmd(translations: Path, bench_name: str, metrics, comet_model: str, mo
     trans = latest_translations(translations) if translations.suffix == ".jsonl" else read_records(translations, Translation)
     results, segments = score_translations(trans, load_benchmark(bench_name), names, comet_model)
     run = RunDir(out)
+    run.write_config({"translations": str(translations), "bench": bench_name, "metrics": names,
+                      "comet_model": comet_model})
     atomic_write_text(run / "segments.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in segments))
     run.write_metrics({"translations": str(translations), "bench": bench_name, "metrics": names, **results})
     for system, r in results["systems"].items():
@@ -194,6 +197,8 @@ def meta_eval_cmd(official, judgments, translations, items_path, metricalign, me
         raise click.UsageError(f"no metric scores to meta-evaluate ({reasons})")
     result = me.meta_evaluate(ratings, usable, dims, resamples, seed)
     run = RunDir(out)
+    run.write_config({**{k: None if v is None else str(v) for k, v in source.items()}, "metrics": names,
+                      "resamples": resamples, "seed": seed, "comet_model": comet_model})
     human = ratings.means()
     order = me.mtme_segment_order(item_order, {k[1] for s in (human, *usable.values()) for k in s})
     me.write_mtme_scores(run / "mtme", "human", human, me.system_scores(human), order)
@@ -268,6 +273,8 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
         source = {"judgments": str(judgments), "items": items_path}
     board = build_leaderboard(judged, items, resamples, seed)
     run = RunDir(out)
+    run.write_config({**{k: None if v is None else str(v) for k, v in source.items()}, "resamples": resamples,
+                      "seed": seed})
     paths = write_leaderboard(board, run.path)
     run.write_metrics({"source": source, "judgments": board.judgments, "items": board.items,
                        "systems": len(board.systems), "dimensions": board.dimensions,
