@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -63,6 +62,7 @@ from genrep.diting.schema import (
     Translation,
     _Record,
     append_record,
+    cut_torn_tail,
     read_appended,
     read_records,
 )
@@ -478,27 +478,6 @@ def select_pairs(cfg: AgentEvalConfig) -> tuple[list[tuple[Item, Translation]], 
     return [(items[t.item_id], t) for t in usable[:cfg.limit]], failed
 
 
-def _cut_torn_tail(path: Path) -> None:
-    """Drop a last line cut short by a crash, reading only the tail of the file."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with path.open("rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        size, pos = f.seek(0, os.SEEK_END), 0
-        while size - pos > 0:
-            step = min(size - pos, 1 << 16)
-            f.seek(size - pos - step)
-            chunk = f.read(step)
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                f.truncate(size - pos - step + cut + 1)
-                return
-            pos += step
-        f.truncate(0)
-
-
 def _make_backends(cfg: AgentEvalConfig, cache: Any) -> dict[str, Backend]:
     """One backend per distinct spec, shared by the roles that name it."""
     made: dict[str, Backend] = {}
@@ -533,7 +512,7 @@ def run_agenteval(cfg: AgentEvalConfig, out: str | Path, *, backends: Mapping[st
     run = RunDir(out)
     run.write_config(cfg)
     logs = _Logs(run / "transcripts.jsonl", run / "stats.jsonl", run / "scores.jsonl")
-    _cut_torn_tail(logs.transcripts)
+    cut_torn_tail(logs.transcripts)
     read_appended(logs.stats, ItemStats)  # cuts a torn last line
     rater = RATERS[cfg.mode]
     done = {(j.item_id, j.system) for j in read_appended(logs.scores, Judgment) if j.rater == rater}

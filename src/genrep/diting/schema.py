@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable, Literal, TypeVar
 
@@ -150,32 +151,48 @@ def write_records(path: str | Path, records: Iterable[_Record]) -> Path:
 
 def append_record(path: str | Path, record: _Record) -> None:
     """Append one record as a JSON line and flush it to disk (the runners' crash-safe log)."""
-    import os
-
     with Path(path).open("a", encoding="utf-8") as f:
         f.write(json.dumps(record.model_dump(), ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
+def cut_torn_tail(path: Path) -> None:
+    """Drop a last line cut short by a crash, reading only the tail of the file."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        size, pos = f.seek(0, os.SEEK_END), 0
+        while size - pos > 0:
+            step = min(size - pos, 1 << 16)
+            f.seek(size - pos - step)
+            chunk = f.read(step)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(size - pos - step + cut + 1)
+                return
+            pos += step
+        f.truncate(0)
+
+
 def read_appended(path: str | Path, cls: type[R]) -> list[R]:
-    """Records from an append log. A torn last line (a write cut short by a crash) is dropped and
-    cut from the file, so that the next append starts on a fresh line."""
+    """Records from an append log. A torn last line (a write cut short by a crash) is cut from the
+    file first (:func:`cut_torn_tail`), so that the next append starts on a fresh line."""
     path = Path(path)
     if not path.is_file():
         return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
+    cut_torn_tail(path)
     out = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines) and not text.endswith("\n"):
-                atomic_write_text(path, "".join(x + "\n" for x in lines[:-1]))
-                break
-            raise UserError(f"{path}:{n}: not valid JSON") from None
-        out.append(parse_record(cls, data, f"{path}:{n}"))
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path}:{n}: not valid JSON") from None
+            out.append(parse_record(cls, data, f"{path}:{n}"))
     return out
