@@ -1,0 +1,239 @@
+"""``genrep lco train``: language-centric contrastive refinement (PAPERS.md section 2, "Recipe").
+
+One step: a global batch of B (anchor, positive, hard negative) triplets; every anchor is scored
+against all positives and all negatives of the global batch (2B candidates, gathered across DDP
+ranks) with InfoNCE at temperature 0.03 (``genrep.lco.loss``). Defaults are the paper's: LoRA
+r 64 / alpha 16 (text-only) / dropout 0.05 on the language model's linear layers, lr 4e-4 with
+100 warmup steps, AdamW. ``chunk_size`` turns on the GradCache-style chunked loss (the gradient
+of the whole batch, the activation memory of one chunk); ``grad_checkpointing`` recomputes
+activations in the backward pass. Under torchrun every rank takes its slice of the global batch.
+
+The data order is a function of (seed, epoch) only and the checkpoint holds the trainable
+weights, the optimizer, the scheduler and every RNG, so ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from genrep.core.checkpoint import Checkpointer
+from genrep.core.config import require_positive
+from genrep.core.distributed import init_distributed
+from genrep.core.errors import UserError
+from genrep.core.images import figure_png
+from genrep.core.lr_schedule import warmup_cosine
+from genrep.core.progress import progress_bar
+from genrep.core.rundir import RunDir, atomic_write_bytes, truncate_log
+from genrep.core.runtime import pick_device, seed_everything
+from genrep.lco.adapters import LoraSettings, TrainableState, apply_method, save_model
+from genrep.lco.backbones import load_backbone
+from genrep.lco.data import Triplet, hsk_pairs_split, hsk_triplets, load_media, read_triplets
+from genrep.lco.embedding import EmbeddingModel, PromptConfig
+from genrep.lco.loss import chunked_contrastive_backward, info_nce
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "smollm2-135m"
+    data: str = "hsk"  # "hsk" (bundled zh<->en pairs, train split) or a triplet JSONL file
+    method: str = "lora"  # lora | full | head
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    max_steps: int = 100
+    batch_size: int = 32  # global batch of triplets (the paper: 768 text-only)
+    chunk_size: int = 0  # GradCache chunk (items per forward); 0 = the whole batch in one forward
+    lr: float = 4e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    temperature: float = 0.03
+    gather: str = "local"  # local (the reference) | full (exact global gradient) | none
+    hard_negatives: bool = True
+    grad_checkpointing: bool = False
+    grad_clip: float = 1.0
+    max_length: int = 128  # tokens of content (the suffix prompt is never cut)
+    layer: int = -1
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    hsk_test_size: int = 500
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"  # bfloat16 on GPUs (the paper)
+    quantize: str = ""  # "nf4": QLoRA base weights (CUDA + bitsandbytes)
+    log_every: int = 5
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+
+
+def load_training_rows(cfg: TrainConfig) -> list[Triplet]:
+    if cfg.data == "hsk":
+        return hsk_triplets(hsk_pairs_split(cfg.hsk_test_size, cfg.seed).train, seed=cfg.seed)
+    return read_triplets(cfg.data)
+
+
+def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """The global batch of ``step``: epochs are fixed permutations of (seed, epoch); the last partial batch is dropped."""
+    per_epoch = n_rows // batch_size
+    if per_epoch < 1:
+        raise UserError(f"batch_size {batch_size} is larger than the {n_rows} training rows")
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    return perm[k * batch_size:(k + 1) * batch_size].tolist()
+
+
+def _loss_plot(log: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([r["step"] for r in log], [r["loss"] for r in log])
+    ax.set_xlabel("step")
+    ax.set_ylabel("InfoNCE loss")
+    ax.set_title("contrastive refinement")
+    ax.grid(alpha=0.3)
+    return figure_png(fig)
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
+    require_positive(cfg, ("max_steps", "batch_size", "log_every", "checkpoint_every", "max_length"), "lco train")
+    if cfg.dtype not in DTYPES:
+        raise UserError(f"dtype: unknown '{cfg.dtype}' (one of {', '.join(DTYPES)})")
+    if cfg.gather not in ("local", "full", "none"):
+        raise UserError(f"gather: unknown '{cfg.gather}' (local, full, none)")
+    info = init_distributed()
+    if cfg.batch_size % info.world_size:
+        raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} ranks")
+    device = pick_device(cfg.device)
+    run = RunDir(out)
+    if info.is_main:
+        run.write_config(cfg)
+    seed_everything(cfg.seed + info.rank)
+    rows = load_training_rows(cfg)
+    if not cfg.hard_negatives:
+        rows = [Triplet(r.anchor, r.positive, None) for r in rows]
+
+    backbone = load_backbone(cfg.backbone, dtype=DTYPES[cfg.dtype], device=device, quantize=cfg.quantize or None)
+    emb = EmbeddingModel(backbone, prompts=cfg.prompts, layer=cfg.layer, max_length=cfg.max_length)
+    params = apply_method(emb, cfg.method, cfg.lora)
+    model = emb.backbone.model
+    if cfg.grad_checkpointing and cfg.method != "head":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    ddp = None
+    if info.enabled:
+        target = emb.head if cfg.method == "head" else model
+        ddp = torch.nn.parallel.DistributedDataParallel(target, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.method == "head":
+            emb.head = ddp
+        else:
+            emb.forward_module = ddp
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, min(cfg.warmup_steps, cfg.max_steps), cfg.max_steps)
+    state = TrainableState(emb)
+    ckpt = Checkpointer(run.checkpoints, keep_last=cfg.keep_checkpoints)
+    start = 0
+    if resume:
+        meta = ckpt.resume(model=state, optimizer=opt, scheduler=sched)
+        if meta is not None:
+            start = meta["step"]
+    log_path = run / "train_log.jsonl"
+    if info.is_main:
+        truncate_log(log_path, start)
+
+    per_rank = cfg.batch_size // info.world_size
+    chunk = cfg.chunk_size or 0
+
+    def encode_side(side: str):
+        return lambda items: emb.embed_batch([load_media(x) for x in items], side=side)
+
+    t0, last, log = time.perf_counter(), {}, []
+    with progress_bar(cfg.max_steps - start, f"lco train {cfg.method}", disable=not info.is_main) as bar:
+        for step in range(start, cfg.max_steps):
+            idx = batch_indices(len(rows), cfg.batch_size, step, cfg.seed)
+            mine = [rows[i] for i in idx[info.rank * per_rank:(info.rank + 1) * per_rank]]
+            anchors = [r.anchor for r in mine]
+            positives = [r.positive for r in mine]
+            negatives = [r.negative for r in mine] if mine[0].negative is not None else None
+            opt.zero_grad(set_to_none=True)
+            if chunk:
+                loss = chunked_contrastive_backward(
+                    _SideEncoder(emb), [("query", a) for a in anchors], [("document", p) for p in positives],
+                    None if negatives is None else [("document", n) for n in negatives],
+                    chunk_size=chunk, temperature=cfg.temperature, gather=cfg.gather,
+                    no_sync=(ddp.no_sync if ddp is not None else None))
+            else:  # one forward for the whole local batch (DDP sees one forward per backward)
+                loss = _full_step(emb, anchors, positives, negatives, cfg)
+            if not math.isfinite(loss):
+                raise UserError(f"lco train: loss is {loss} at step {step}; last good checkpoint: "
+                                f"{ckpt.latest() or 'none'}")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf")))
+            opt.step()
+            sched.step()
+            bar.advance()
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
+                last = {"step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": sched.get_last_lr()[0],
+                        "seconds": time.perf_counter() - t0}
+                bar.status(f"loss {loss:.4f}")
+                if info.is_main:
+                    with log_path.open("a") as f:
+                        f.write(json.dumps(last) + "\n")
+            if (step + 1) % cfg.checkpoint_every == 0 and info.is_main:
+                ckpt.save(step + 1, model=state, optimizer=opt, scheduler=sched)
+
+    metrics = {"steps": cfg.max_steps, "method": cfg.method, "backbone": cfg.backbone,
+               "trainable_params": sum(p.numel() for p in params), "train_rows": len(rows), "final": last}
+    if info.is_main:
+        if cfg.max_steps % cfg.checkpoint_every:
+            ckpt.save(cfg.max_steps, model=state, optimizer=opt, scheduler=sched)
+        if ddp is not None and cfg.method == "head":
+            emb.head = ddp.module
+        emb.forward_module = None
+        model.eval()
+        if cfg.grad_checkpointing and cfg.method != "head":
+            model.gradient_checkpointing_disable()
+        save_model(emb, run / "model", method=cfg.method, backbone=cfg.backbone,
+                   info={"trained_steps": cfg.max_steps, "data": cfg.data})
+        log = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+        if log:
+            atomic_write_bytes(run.figures / "loss.png", _loss_plot(log))
+        run.write_metrics(metrics)
+    return metrics
+
+
+class _SideEncoder:
+    """GradCache's encode(items): items are (side, item) pairs of one side."""
+
+    def __init__(self, emb: EmbeddingModel):
+        self.emb = emb
+
+    def __call__(self, items):
+        side = items[0][0]
+        return self.emb.embed_batch([load_media(x) for _, x in items], side=side)
+
+
+def _full_step(emb: EmbeddingModel, anchors, positives, negatives, cfg: TrainConfig) -> float:
+    """Embed anchors, positives and negatives in one forward where the prompts share a side format."""
+    same_side = emb.prompts.query == emb.prompts.document
+    if same_side:
+        items = [load_media(x) for x in anchors + positives + (negatives or [])]
+        e = emb.embed_batch(items, side="document")
+        b = len(anchors)
+        a, p, n = e[:b], e[b:2 * b], (e[2 * b:] if negatives else None)
+        ctx = nullcontext()
+    else:
+        a = emb.embed_batch([load_media(x) for x in anchors], side="query")
+        rest = emb.embed_batch([load_media(x) for x in positives + (negatives or [])], side="document")
+        p, n = rest[:len(positives)], (rest[len(positives):] if negatives else None)
+        ctx = nullcontext()
+    with ctx:
+        loss = info_nce(a, p, n, temperature=cfg.temperature, gather=cfg.gather)
+        loss.backward()
+    return float(loss.detach())
