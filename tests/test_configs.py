@@ -12,3 +12,11 @@ def test_shipped_configs_load_into_their_dataclasses():
     assert load_config(DemoConfig, CONFIGS / "demo.yaml") == DemoConfig()
     assert load_config(TrainDecoderConfig, CONFIGS / "rae" / "train_decoder.yaml") == TrainDecoderConfig()
     assert load_config(TrainDiTConfig, CONFIGS / "rae" / "train_dit.yaml") == TrainDiTConfig()
+
+
+def test_shipped_lco_configs_are_the_defaults():
+    from genrep.lco.evaluate import EvalConfig
+    from genrep.lco.train import TrainConfig
+
+    assert load_config(TrainConfig, CONFIGS / "lco" / "train.yaml") == TrainConfig()
+    assert load_config(EvalConfig, CONFIGS / "lco" / "eval.yaml") == EvalConfig()

@@ -15,6 +15,7 @@ import click
 from genrep import __version__
 from genrep.core.errors import UserError
 from genrep.diting.cli import diting as diting_group
+from genrep.lco.cli import lco as lco_group
 from genrep.rae.cli import rae as rae_group
 
 
@@ -26,11 +27,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """genrep: RAE + DiT^DH, LCO-EMB and DITING as usable software."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-
-
-@cli.group()
-def lco() -> None:
-    """LCO-EMB: omnimodal embeddings from generative (M)LLMs."""
 
 
 @cli.group(invoke_without_command=True)
@@ -101,6 +97,7 @@ def demo(out: Path, config_path: Path | None, profile: str | None, overrides: tu
 
 cli.add_command(rae_group)
 cli.add_command(diting_group)
+cli.add_command(lco_group)
 
 
 def main(argv: list[str] | None = None) -> None:

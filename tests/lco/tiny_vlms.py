@@ -170,3 +170,30 @@ def tiny_idefics3(tmp_dir=None) -> Backbone:
     model = Idefics3ForConditionalGeneration(config).eval()
     _save(model, processor, tmp_dir)
     return Backbone(model.eval(), processor, kind="vlm", name="tiny-idefics3", modalities=("text", "image", "video"))
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def tiny_causal_lm(tmp_dir) -> str:
+    """A tiny random Llama (hidden 32, 2 layers) with a ChatML chat template, saved to ``tmp_dir``; returns the path.
+
+    LoRA dropout, padding and the trainer run on it in well under a second per step."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _tokenizer(QWEN2VL_SPECIALS[:3], eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                           bos_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    os.makedirs(tmp_dir, exist_ok=True)
+    model.save_pretrained(tmp_dir)
+    tokenizer.save_pretrained(tmp_dir)
+    return str(tmp_dir)

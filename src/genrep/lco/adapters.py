@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def apply_method(emb: EmbeddingModel, method: str, lora: LoraSettings | None = N
         targets = lora.targets or language_linear_names(model)
         cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
                          bias="none")
-        peft_model = get_peft_model(model, cfg)
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            peft_model = get_peft_model(model, cfg)
         emb.backbone.model = peft_model
         return [p for p in peft_model.parameters() if p.requires_grad]
     if method == "full":

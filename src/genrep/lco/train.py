@@ -25,7 +25,7 @@ import torch
 
 from genrep.core.checkpoint import Checkpointer
 from genrep.core.config import require_positive
-from genrep.core.distributed import init_distributed
+from genrep.core.distributed import all_reduce_mean, init_distributed
 from genrep.core.errors import UserError
 from genrep.core.images import figure_png
 from genrep.core.lr_schedule import warmup_cosine
@@ -174,6 +174,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
             if not math.isfinite(loss):
                 raise UserError(f"lco train: loss is {loss} at step {step}; last good checkpoint: "
                                 f"{ckpt.latest() or 'none'}")
+            if info.enabled:  # log the global batch's loss (each rank's is over its own anchors)
+                loss = float(all_reduce_mean(torch.tensor(loss, dtype=torch.float64)))
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf")))
             opt.step()
             sched.step()

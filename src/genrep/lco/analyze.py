@@ -1,0 +1,139 @@
+"""``genrep lco analyze``: the representation analysis of LCO-EMB, per layer and per modality.
+
+PAPERS.md section 2, "Analysis": anisotropy (mean off-diagonal cosine similarity of embeddings)
+per layer and per modality (text-only contrastive training lowers it for the other modalities too),
+and the kernel alignment between modalities: mutual k-nearest neighbours (k = 10) and linear CKA.
+
+The data are paired *views* of the same content: the HSK test pairs (views ``zh`` and ``en``), or a
+JSONL file whose rows hold one item per modality (``{"text": ..., "image": path}`` gives views
+``text`` and ``image``). Every view is embedded at every chosen hidden-state layer (last token, the
+same prompts as training); several models (``--model``, repeatable: ``base:NAME`` or trained
+directories) are compared in one plot.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genrep.core.errors import UserError
+from genrep.core.rundir import RunDir, atomic_write_bytes
+from genrep.lco.analysis import anisotropy, linear_cka, mutual_knn_alignment, plot_anisotropy
+from genrep.lco.data import hsk_pairs_split, load_media
+from genrep.lco.embedding import MODALITIES
+
+
+@dataclass
+class AnalyzeConfig:
+    models: list[str] = field(default_factory=lambda: ["base:smollm2-135m"])
+    pairs: str = "hsk"  # hsk or a JSONL file of rows with one item per modality
+    limit: int = 300
+    layers: list[int] = field(default_factory=list)  # hidden-state indices; empty = every layer
+    k: int = 10
+    batch_size: int = 16
+    hsk_test_size: int = 500
+    device: str = "auto"
+
+
+def read_views(cfg: AnalyzeConfig) -> dict[str, list]:
+    if cfg.pairs == "hsk":
+        test = hsk_pairs_split(cfg.hsk_test_size).test[: cfg.limit or None]
+        return {"zh": [p["zh"] for p in test], "en": [p["en"] for p in test]}
+    path = Path(cfg.pairs)
+    if not path.is_file():
+        raise UserError(f"{path}: pairs file not found")
+    views: dict[str, list] = {}
+    keys: list[str] | None = None
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+        present = [m for m in MODALITIES if row.get(m) is not None]
+        if keys is None:
+            keys = present
+            if len(keys) < 2:
+                raise UserError(f"{path}:{n}: a row needs at least two modalities of the same content")
+        if present != keys:
+            raise UserError(f"{path}:{n}: has modalities {present}, the first row had {keys}")
+        for m in keys:
+            value = row[m]
+            if m != "text":
+                p = Path(value) if Path(value).is_absolute() else path.parent / value
+                if not p.exists():
+                    raise UserError(f"{path}:{n}: {m} not found: {p}")
+                value = load_media({m: str(p)})[m]
+            views.setdefault(m, []).append({m: value})
+        if cfg.limit and len(views[keys[0]]) >= cfg.limit:
+            break
+    return views
+
+
+def analyze(cfg: AnalyzeConfig, out: str | Path) -> dict:
+    from genrep.core.runtime import pick_device
+    from genrep.lco.adapters import load_model
+
+    run = RunDir(out)
+    run.write_config(cfg)
+    views = read_views(cfg)
+    names = list(views)
+    n = len(views[names[0]])
+    if n <= cfg.k:
+        raise UserError(f"analysis needs more than k={cfg.k} pairs (got {n})")
+    results: dict[str, dict] = {}
+    for spec in cfg.models:
+        emb = load_model(spec, device=pick_device(cfg.device))
+        layers = cfg.layers or list(range(emb.num_hidden_layers() + 1))
+        embs = {v: emb.encode(views[v], batch_size=cfg.batch_size, layers=layers, description=f"{spec} {v}")
+                for v in names}
+        a, b = names[0], names[1]
+        results[spec] = {
+            "layers": layers,
+            "anisotropy": {v: [anisotropy(embs[v][i]) for i in range(len(layers))] for v in names},
+            f"mutual_knn@{cfg.k}": [mutual_knn_alignment(embs[a][i], embs[b][i], cfg.k) for i in range(len(layers))],
+            "cka": [linear_cka(embs[a][i], embs[b][i]) for i in range(len(layers))],
+        }
+        del emb
+    series = {f"{m} / {v}": r["anisotropy"][v] for m, r in results.items() for v in names}
+    atomic_write_bytes(run.figures / "anisotropy_per_layer.png",
+                       plot_anisotropy(series, f"anisotropy per layer ({', '.join(names)})"))
+    atomic_write_bytes(run.figures / "alignment_per_layer.png", _alignment_plot(results, cfg.k, names))
+    metrics = {"views": names, "pairs": n, "models": results}
+    run.write_metrics(metrics)
+    return metrics
+
+
+def _alignment_plot(results: dict, k: int, names: list[str]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genrep.core.images import figure_png
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for spec, r in results.items():
+        axes[0].plot(r["layers"], r[f"mutual_knn@{k}"], marker=".", label=spec)
+        axes[1].plot(r["layers"], r["cka"], marker=".", label=spec)
+    axes[0].set_title(f"mutual k-NN (k={k}): {names[0]} vs {names[1]}")
+    axes[1].set_title(f"linear CKA: {names[0]} vs {names[1]}")
+    for ax in axes:
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return figure_png(fig)
+
+
+def layer_table(metrics: dict) -> list[dict]:
+    """Rows (model, layer, anisotropy per view, alignment) for reports."""
+    rows = []
+    for spec, r in metrics["models"].items():
+        for i, layer in enumerate(r["layers"]):
+            row = {"model": spec, "layer": layer}
+            row.update({f"anisotropy_{v}": r["anisotropy"][v][i] for v in metrics["views"]})
+            row.update({k: r[k][i] for k in r if k.startswith("mutual_knn") or k == "cka"})
+            rows.append(row)
+    return rows

@@ -1,0 +1,140 @@
+"""``genrep lco ...``: train, eval, analyze, merge, soup, grsl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+OUT = click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
+CONFIG = click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+                      help="YAML file with the command's config fields.")
+SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+
+
+def _flags(**kwargs) -> dict:
+    return {k: v for k, v in kwargs.items() if v is not None and v != ()}
+
+
+@click.group()
+def lco() -> None:
+    """LCO-EMB: omnimodal embeddings from generative (M)LLMs."""
+
+
+@lco.command("train")
+@click.option("--backbone", default=None, help="smollm2-135m (default), gemma3-270m, a local directory or hub id.")
+@click.option("--data", default=None, help="hsk (bundled zh<->en pairs) or a triplet JSONL file.")
+@click.option("--method", type=click.Choice(["lora", "full", "head"]), default=None, help="What to train (default lora).")
+@click.option("--max-steps", type=int, default=None)
+@click.option("--batch-size", type=int, default=None, help="Global batch of triplets.")
+@click.option("--chunk-size", type=int, default=None, help="GradCache chunk size (0 = off).")
+@click.option("--lr", type=float, default=None)
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=None)
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@CONFIG
+@SET
+@OUT
+def train_cmd(backbone, data, method, max_steps, batch_size, chunk_size, lr, grad_checkpointing, resume,
+              config_path, overrides, out):
+    """Contrastive refinement (InfoNCE, in-batch + hard negatives) of a generative backbone."""
+    from genrep.core.config import load_config
+    from genrep.lco.train import TrainConfig, train
+
+    flags = _flags(backbone=backbone, data=data, method=method, max_steps=max_steps, batch_size=batch_size,
+                   chunk_size=chunk_size, lr=lr, grad_checkpointing=grad_checkpointing)
+    cfg = load_config(TrainConfig, config_path, overrides, flags=flags)
+    m = train(cfg, out, resume=resume)
+    final = m.get("final", {})
+    click.echo(f"trained {cfg.method} on {cfg.backbone} for {cfg.max_steps} steps; final loss "
+               f"{final.get('loss', float('nan')):.4f}; model in {Path(out) / 'model'}")
+
+
+@lco.command("eval")
+@click.option("--model", default=None, help="base:NAME (untuned backbone) or a trained model directory.")
+@click.option("--task", "tasks", multiple=True,
+              help="hsk-retrieval (default), retrieval:DIR, seadoc:DIR, sts:FILE, classification:FILE.")
+@click.option("--limit", type=int, default=None, help="Only the first N queries / pairs.")
+@click.option("--batch-size", type=int, default=None)
+@CONFIG
+@SET
+@OUT
+def eval_cmd(model, tasks, limit, batch_size, config_path, overrides, out):
+    """Retrieval, STS and zero-shot classification of an embedding model."""
+    from genrep.core.config import load_config
+    from genrep.lco.evaluate import EvalConfig, evaluate
+
+    model_dir = Path(model) / "model" if model and (Path(model) / "model" / "lco_model.json").is_file() else None
+    flags = _flags(model=str(model_dir) if model_dir else model, tasks=list(tasks) or None, limit=limit,
+                   batch_size=batch_size)
+    cfg = load_config(EvalConfig, config_path, overrides, flags=flags)
+    m = evaluate(cfg, out)
+    shown = {k: m[k] for k in ("recall@1", "ndcg@10", "anisotropy", "spearman", "accuracy") if k in m}
+    click.echo(f"{cfg.model}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()) + f"; {Path(out) / 'metrics.json'}")
+
+
+@lco.command("analyze")
+@click.option("--model", "models", multiple=True, help="base:NAME or trained model directories (repeatable).")
+@click.option("--pairs", default=None, help="hsk (default) or a JSONL of rows with one item per modality.")
+@click.option("--limit", type=int, default=None)
+@click.option("--layer", "layers", type=int, multiple=True, help="Hidden-state layers (default: all).")
+@CONFIG
+@SET
+@OUT
+def analyze_cmd(models, pairs, limit, layers, config_path, overrides, out):
+    """Anisotropy per layer and modality; mutual k-NN and CKA between modalities; plots."""
+    from genrep.core.config import load_config
+    from genrep.lco.analyze import AnalyzeConfig, analyze
+
+    resolved = [str(Path(m) / "model") if (Path(m) / "model" / "lco_model.json").is_file() else m for m in models]
+    flags = _flags(models=resolved or None, pairs=pairs, limit=limit, layers=list(layers) or None)
+    cfg = load_config(AnalyzeConfig, config_path, overrides, flags=flags)
+    m = analyze(cfg, out)
+    for spec, r in m["models"].items():
+        last = {v: r["anisotropy"][v][-1] for v in m["views"]}
+        click.echo(f"{spec}: last-layer anisotropy " + ", ".join(f"{v} {a:.3f}" for v, a in last.items()))
+    click.echo(f"plots in {Path(out) / 'figures'}")
+
+
+@lco.command("merge")
+@click.option("--model", required=True, type=click.Path(path_type=Path), help="A trained LoRA model directory.")
+@OUT
+def merge_cmd(model, out):
+    """Merge a LoRA adapter into the base weights (a standalone model directory)."""
+    from genrep.lco.adapters import merge
+
+    model = model / "model" if (model / "model" / "lco_model.json").is_file() else model
+    click.echo(f"merged model in {merge(model, out)}")
+
+
+@lco.command("soup")
+@click.option("--model", "models", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Trained model directories to average (repeatable, at least two).")
+@click.option("--weight", "weights", multiple=True, type=float, help="Per-model weights (default uniform).")
+@OUT
+def soup_cmd(models, weights, out):
+    """Model soup: average the weight changes of several runs of the same backbone."""
+    from genrep.lco.adapters import soup
+
+    dirs = [m / "model" if (m / "model" / "lco_model.json").is_file() else m for m in models]
+    click.echo(f"soup of {len(dirs)} runs in {soup(dirs, out, list(weights) or None)}")
+
+
+@lco.command("grsl")
+@click.option("--points", required=True, type=click.Path(path_type=Path),
+              help="CSV or JSONL with name, generative, representation per backbone.")
+@click.option("--xlabel", default="generative score", show_default=True)
+@click.option("--ylabel", default="representation score", show_default=True)
+@OUT
+def grsl_cmd(points, xlabel, ylabel, out):
+    """Generation-Representation Scaling Law: linear fit, Pearson, Spearman and a scatter plot."""
+    from genrep.core.rundir import RunDir, atomic_write_bytes
+    from genrep.lco.grsl import fit_grsl, plot_grsl, read_points
+
+    pts = read_points(points)
+    fit = fit_grsl(pts)
+    run = RunDir(out)
+    run.write_config({"points": str(points), "xlabel": xlabel, "ylabel": ylabel})
+    atomic_write_bytes(run.figures / "grsl.png", plot_grsl(pts, fit, xlabel=xlabel, ylabel=ylabel))
+    run.write_metrics({"fit": fit, "points": [p.__dict__ for p in pts]})
+    click.echo(f"slope {fit['slope']:.4f}, Pearson {fit['pearson']:.3f}, Spearman {fit['spearman']:.3f} "
+               f"over {fit['n']} backbones; plot in {run.figures / 'grsl.png'}")

@@ -1,0 +1,188 @@
+"""The trainer on tiny random backbones: learning, exact resume, merge, soup, methods, DDP, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genrep.cli import main
+from genrep.core.errors import UserError
+from genrep.lco.adapters import load_model, merge, soup
+from genrep.lco.train import TrainConfig, batch_indices, train
+from tests.lco.tiny_vlms import tiny_causal_lm, tiny_qwen2vl
+
+WORDS = ["cat", "dog", "tree", "house", "sky", "fox", "red", "blue", "green", "small", "white", "brown"]
+
+
+def _rows(n: int = 24) -> list[dict]:
+    rows = []
+    for i in range(n):
+        a, b = WORDS[i % 12], WORDS[(i * 5 + 1) % 12]
+        rows.append({"anchor": f"a {a} and a {b}", "positive": f"the {a} with the {b}",
+                     "negative": f"the {WORDS[(i + 3) % 12]} with the {b}"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lco_train")
+    lm = tiny_causal_lm(root / "lm")
+    data = root / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in _rows()) + "\n")
+    return lm, data
+
+
+def _cfg(setup, **kw) -> TrainConfig:
+    lm, data = setup
+    base = dict(backbone=lm, data=str(data), max_steps=6, batch_size=8, warmup_steps=2, log_every=1,
+                checkpoint_every=3, lr=3e-3, device="cpu")
+    base.update(kw)
+    cfg = TrainConfig(**base)
+    cfg.lora.r, cfg.lora.alpha = 4, 8
+    return cfg
+
+
+def _adapter(run: Path) -> dict:
+    return load_file(str(run / "model" / "adapter" / "adapter_model.safetensors"))
+
+
+def test_batch_indices_are_epoch_permutations():
+    seen = [i for s in range(3) for i in batch_indices(24, 8, s, seed=1)]
+    assert sorted(seen) == list(range(24))
+    assert batch_indices(24, 8, 3, 1) != batch_indices(24, 8, 0, 1)  # a new epoch, a new order
+    with pytest.raises(UserError, match="larger than"):
+        batch_indices(4, 8, 0, 0)
+
+
+def test_lora_training_learns_and_resume_is_exact(setup, tmp_path, monkeypatch):
+    m = train(_cfg(setup), tmp_path / "full")
+    log = [json.loads(x) for x in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 7))
+    assert max(log[-1]["loss"], log[-2]["loss"]) < log[0]["loss"] - 0.1
+    assert m["trainable_params"] > 0 and (tmp_path / "full" / "figures" / "loss.png").is_file()
+    assert (tmp_path / "full" / "config.yaml").is_file() and (tmp_path / "full" / "metrics.json").is_file()
+    # killed during step 5 (the last checkpoint is step 3), then resumed: bitwise the same adapter and log
+    import genrep.lco.train as trainer
+
+    real, calls = trainer._full_step, []
+
+    def crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_full_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(setup), tmp_path / "cut")
+    monkeypatch.setattr(trainer, "_full_step", real)
+    train(_cfg(setup), tmp_path / "cut", resume=True)
+    a, b = _adapter(tmp_path / "full"), _adapter(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cut_log = [json.loads(x) for x in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in cut_log] == [r["loss"] for r in log]
+
+
+def test_chunked_loss_matches_full_batch_training(setup, tmp_path):
+    cfg = _cfg(setup, max_steps=2)
+    cfg.lora.dropout = 0.0
+    train(cfg, tmp_path / "plain")
+    cfg.chunk_size = 5
+    train(cfg, tmp_path / "chunked")
+    a, b = _adapter(tmp_path / "plain"), _adapter(tmp_path / "chunked")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+def test_merge_soup_and_methods(setup, tmp_path):
+    lm, _ = setup
+    train(_cfg(setup, max_steps=2), tmp_path / "r1")
+    train(_cfg(setup, max_steps=2, seed=1), tmp_path / "r2")
+    texts = ["a cat and a dog", "the blue sky"]
+    peft_emb = load_model(str(tmp_path / "r1" / "model"), merge=False).encode(texts, show_progress=False)
+    merge(tmp_path / "r1" / "model", tmp_path / "merged")
+    merged = load_model(str(tmp_path / "merged")).encode(texts, show_progress=False)
+    assert np.abs(peft_emb - merged).max() < 1e-5
+    base = load_model(f"base:{lm}").encode(texts, show_progress=False)
+    assert np.abs(base - merged).max() > 1e-4  # the adapter changed something
+    # a soup of a run with itself is that run; of two runs, the mean of their weight deltas
+    soup([tmp_path / "r1" / "model", tmp_path / "r1" / "model"], tmp_path / "self")
+    assert np.abs(load_model(str(tmp_path / "self")).encode(texts, show_progress=False) - merged).max() < 1e-5
+    soup([tmp_path / "r1" / "model", tmp_path / "r2" / "model"], tmp_path / "soup")
+    w = {n: load_file(str(p / "model" / "model.safetensors")) for n, p in
+         [("a", tmp_path / "merged"), ("s", tmp_path / "soup")]}
+    merge(tmp_path / "r2" / "model", tmp_path / "merged2")
+    w["b"] = load_file(str(tmp_path / "merged2" / "model" / "model.safetensors"))
+    key = next(k for k in w["s"] if "q_proj" in k)
+    assert torch.allclose(w["s"][key], (w["a"][key] + w["b"][key]) / 2, atol=1e-6)
+    # head: only the projection trains; full: the language model trains
+    m = train(_cfg(setup, max_steps=2, method="head"), tmp_path / "head")
+    assert m["trainable_params"] == 32 * 32 + 32
+    assert (tmp_path / "head" / "model" / "head.safetensors").is_file()
+    load_model(str(tmp_path / "head" / "model")).encode(texts, show_progress=False)
+    m = train(_cfg(setup, max_steps=2, method="full"), tmp_path / "ft")
+    assert m["trainable_params"] > 10_000
+    assert np.abs(load_model(str(tmp_path / "ft" / "model")).encode(texts, show_progress=False) - base).max() > 1e-4
+
+
+def test_text_only_training_leaves_vision_weights_unchanged(tmp_path):
+    tiny_qwen2vl(tmp_path / "vlm")
+    data = tmp_path / "t.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in _rows(8)) + "\n")
+    from genrep.lco.backbones import load_backbone, tower_parameters
+
+    before = {k: v.clone() for k, v in tower_parameters(load_backbone(str(tmp_path / "vlm")).model).items()}
+    cfg = TrainConfig(backbone=str(tmp_path / "vlm"), data=str(data), max_steps=2, batch_size=4, warmup_steps=1,
+                      lr=1e-2, device="cpu", log_every=1)
+    cfg.lora.r, cfg.lora.alpha = 4, 8
+    train(cfg, tmp_path / "run")
+    merged = load_model(str(tmp_path / "run" / "model"))
+    after = tower_parameters(merged.backbone.model)
+    assert before.keys() == after.keys() and before
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    lm_keys = [k for k in _adapter(tmp_path / "run")]
+    assert lm_keys and not any("visual" in k for k in lm_keys)
+
+
+def test_two_process_training_matches_one_process(setup, tmp_path):
+    """torchrun with 2 ranks (gloo), gather=full, no dropout: the same adapter as one process on the whole batch."""
+    lm, data = setup
+    args = ["lco", "train", "--backbone", lm, "--data", str(data), "--max-steps", "2", "--batch-size", "8",
+            "--set", "lora.r=4", "--set", "lora.alpha=8", "--set", "lora.dropout=0.0", "--set", "gather=full",
+            "--set", "warmup_steps=1", "--set", "lr=0.01", "--set", "device=cpu", "--set", "log_every=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GENREP_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "genrep",
+           *args, "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    main([*args, "--out", str(tmp_path / "one")])
+    a, b = _adapter(tmp_path / "ddp"), _adapter(tmp_path / "one")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    la = [json.loads(x)["loss"] for x in (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in (tmp_path / "one" / "train_log.jsonl").read_text().splitlines()]
+    assert len(la) == 2 and la == pytest.approx(lb, abs=1e-5)  # the logged loss is the global batch's
+
+
+def test_cli_eval_writes_headline_metrics(setup, tmp_path, capsys):
+    lm, data = setup
+    main(["lco", "train", "--backbone", lm, "--data", str(data), "--max-steps", "1", "--batch-size", "8",
+          "--set", "lora.r=2", "--set", "device=cpu", "--out", str(tmp_path / "run")])
+    pytest.importorskip("hsk_sentences_audio")
+    main(["lco", "eval", "--model", str(tmp_path / "run"), "--task", "hsk-retrieval", "--limit", "30",
+          "--out", str(tmp_path / "ev")])
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for key in ("recall@1", "ndcg@10", "anisotropy"):
+        assert 0.0 <= m[key] <= 1.0
+    assert m["tasks"]["hsk-retrieval"]["num_queries"] == 30
+    main(["lco", "eval", "--model", f"base:{lm}", "--limit", "30", "--out", str(tmp_path / "ev0")])
+    assert json.loads((tmp_path / "ev0" / "metrics.json").read_text())["recall@1"] >= 0.0
+    with pytest.raises(SystemExit):
+        main(["lco", "eval", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert "neither base:NAME nor a trained model directory" in capsys.readouterr().err
