@@ -12,7 +12,8 @@ Measured, all on the bundled smollm2-135m:
      plain, with gradient checkpointing, with the chunked (GradCache) loss (chunk B/2) and with both. Each
      configuration runs in its own process (this script with ``--one``): on CPU the peak is ``ru_maxrss``
      after the high-water mark was reset once the model was loaded, and the increase is over the RSS then;
-     on CUDA ``max_memory_allocated`` over ``memory_allocated`` after loading.
+     on CUDA ``max_memory_allocated`` over ``memory_allocated`` after loading. On CPU the children run with
+     ``MALLOC_MMAP_THRESHOLD_=65536`` so that glibc returns freed tensors and the RSS follows the live tensors.
 
 usage: python bench/lco.py [--quick] [--no-write] [--n N] [--batch B] [--steps S]
 """
@@ -81,12 +82,11 @@ def padding(lengths: list[int], batch_size: int, sort: bool) -> float:
 
 
 def timed(fn):
-    if device().type == "cuda":
-        torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if device().type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     result = fn()
-    if device().type == "cuda":
-        torch.cuda.synchronize()
+    sync()
     return result, time.perf_counter() - start
 
 
@@ -107,13 +107,6 @@ def encode_bench(n: int, batch_size: int = 32) -> dict:
             "pad_unsorted": padding(lengths, batch_size, False)}
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise OSError("no VmRSS")
-
-
 def reset_peak(dev: torch.device) -> tuple[float, bool]:
     """Memory in MB now, and whether the peak counter was reset here (else it includes loading)."""
     if dev.type == "cuda":
@@ -121,8 +114,9 @@ def reset_peak(dev: torch.device) -> tuple[float, bool]:
         return torch.cuda.memory_allocated() / 2**20, True
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets the RSS high-water mark (Linux)
-        return rss_mb(), True
-    except OSError:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) / 1024, True
+    except (OSError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, False
 
 
@@ -149,6 +143,8 @@ def train_one(name: str, batch: int, steps: int) -> dict:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    with torch.no_grad():  # pages in the (memory-mapped) weights before the baseline is taken
+        emb.embed_batch([rows[0].anchor])
     base, reset = reset_peak(dev)
     times, loss = [], float("nan")
     for step in range(steps + 1):  # step 0 is the warm-up
@@ -170,21 +166,23 @@ def train_one(name: str, batch: int, steps: int) -> dict:
 
         loss, t = timed(one_step)
         times.append(t)
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"config": name, "chunk": cfg.chunk_size, "ckpt": ckpt, "s_per_step": statistics.median(times[1:]),
             "peak_mb": peak, "increase_mb": peak - base, "reset": reset, "loss": loss,
             "trainable_M": sum(p.numel() for p in params) / 1e6}
 
 
 def train_bench(batch: int, steps: int) -> list[dict]:
+    # glibc keeps freed tensors resident (and the peak RSS then measures the allocator); with a fixed mmap
+    # threshold every large tensor is its own mapping, returned when freed, so the RSS follows the live tensors.
+    env = dict(os.environ)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     rows = []
     for name in CONFIGS:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--batch", str(batch),
                "--steps", str(steps)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
         if proc.returncode or not lines:
             raise RuntimeError(f"{name}: child failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -222,6 +220,8 @@ def main() -> None:
     dev = env["gpus"][0] if env.get("gpus") else "CPU only"
     cpu = dev == "CPU only"
     mem = "peak RSS (MB)" if cpu else "peak allocated (MB)"
+    state_mb = train[0]["trainable_M"] * 12  # fp32 gradient + two AdamW moments
+    malloc = f" (`MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', '65536')}`)" if cpu else ""
     train_rows = "\n".join(
         f"| {r['config']} | {r['chunk'] or '-'} | {'yes' if r['ckpt'] else 'no'} | {r['s_per_step']:.2f} | "
         f"{r['peak_mb']:.0f} | {r['increase_mb']:.0f}{'' if r['reset'] else ' *'} | {r['loss']:.3f} |" for r in train)
@@ -250,8 +250,9 @@ alone (unsorted `encode` against the loop) {rate['unsorted'] / rate['naive']:.2f
 
 Training step of `genrep lco train` (LoRA r 64 / alpha 16 / dropout 0.05, {train[0]['trainable_M']:.1f} M trainable
 parameters; {batch} HSK triplets with hard negatives, InfoNCE over {2 * batch} candidates; forward + backward + clip +
-AdamW), median of {steps} steps after one warm-up step, each configuration in its own process. The increase is
-over the memory after loading the model (it includes the LoRA gradients and the AdamW state, the same in each row):
+AdamW), median of {steps} steps after one warm-up step, each configuration in its own process{malloc}.
+The increase is over the memory after loading the model; it includes the LoRA gradients and the AdamW state
+(~{state_mb:.0f} MB in every row):
 
 | configuration | chunk | grad checkpointing | s/step | {mem} | increase (MB) | loss (last step) |
 |---|---|---|---|---|---|---|

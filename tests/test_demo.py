@@ -31,3 +31,5 @@ def test_demo_writes_a_report_with_pictures(tmp_path):
     assert metrics["diting"]["human_annotations"] == 230 and set(metrics["diting"]["meta_eval"]) == {"chrf", "bleu"}
     assert set(metrics["lco"]["before"]) == {"recall@1", "ndcg@10", "anisotropy"} and "figures/lco_retrieval.png" in md
     assert set(metrics["lco"]["anisotropy_per_layer"]) == {"base", "LoRA-tuned"}
+    assert metrics["diting"]["agenteval"]["items"] == 1 and metrics["diting"]["agenteval"]["failed"] == 0
+    assert "AgentEval with the bundled SmolLM2" in md and "round 1 judge:" in md

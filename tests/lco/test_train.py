@@ -186,3 +186,19 @@ def test_cli_eval_writes_headline_metrics(setup, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["lco", "eval", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert "neither base:NAME nor a trained model directory" in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line(setup, tmp_path, capsys):
+    lm, _ = setup
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "a"}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lco", "train", "--backbone", lm, "--data", str(bad), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.count("\n") == 0 and "bad.jsonl:2: missing field 'positive'" in err
+    from genrep.lco.backbones import load_backbone
+
+    with pytest.raises(UserError, match="NF4 base weights need a CUDA GPU"):
+        load_backbone(lm, quantize="nf4", device="cpu")
+    with pytest.raises(UserError, match="method: unknown"):
+        train(_cfg(setup, method="adapter"), tmp_path / "m")

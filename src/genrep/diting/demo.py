@@ -9,6 +9,8 @@ from genrep.core.rundir import RunDir
 
 # (items per dimension, max new tokens) per demo profile
 PROFILES = {"smoke": (1, 12), "fast": (3, 64), "full": (25, 96)}
+# AgentEval with the bundled SmolLM2: (translations evaluated, max debate rounds) per profile
+AGENTEVAL = {"smoke": (1, 1), "fast": (2, 2), "full": (6, 4)}
 SYSTEMS = ["smollm2=local:smollm2-135m", "gemma3=local:gemma3-270m"]
 
 
@@ -65,8 +67,47 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     out = {"items": len(items), "requests": {n: s.get("requests", 0) for n, s in tm["systems"].items()},
            "chrf": {n: r["chrf"] for n, r in res["systems"].items()},
            "bleu": {n: r["bleu"] for n, r in res["systems"].items()}}
+    out["agenteval"] = _agenteval_section(report, base, cfg.profile)
     out.update(_official_section(report, base, cfg.seed))
     return {"diting": out}
+
+
+def _agenteval_section(report: Report, base, profile: str) -> dict:
+    """AgentEval (expert 1 -> expert 2 -> judge) with the bundled SmolLM2 on the first translations, one transcript."""
+    import json
+
+    from genrep.diting.agenteval import AgentEvalConfig, Transcript, run_agenteval
+
+    limit, rounds = AGENTEVAL[profile]
+    cfg = AgentEvalConfig(translations=str(base / "translate" / "translations.jsonl"), bench="starter",
+                          backend="local:smollm2-135m", limit=limit, max_rounds=rounds, max_tokens=160,
+                          concurrency=1)
+    m = run_agenteval(cfg, base / "agenteval")
+    lines = (base / "agenteval" / "transcripts.jsonl").read_text(encoding="utf-8").splitlines()
+    transcripts = [Transcript.model_validate_json(x) for x in lines if x.strip()]
+    sec = report.section("DITING: AgentEval with the bundled SmolLM2")
+    sec.text(
+        f"Two expert agents and a judge (all SmolLM2-135M-Instruct, in process) deliberated over the rubric of each "
+        f"item's dimension for the first {limit} translation(s), at most {rounds} round(s). The local backend "
+        "decodes under the answer's JSON schema (structure forced, choices among the allowed values), so every "
+        "answer is valid JSON; what the model *says* is not a judgement worth using: a 135M model does not read "
+        "Chinese web fiction. The point is the mechanics (rounds, agreement, rule corrections, calls and tokens "
+        "per item), which run unchanged against a real server (`--backend vllm:MODEL@URL`, docs/diting.md).")
+    sec.table([{"item": t.item_id, "system": t.system, "dimension": t.dimension, "failed": t.failed,
+                "rounds": t.rounds, "agreed": t.agreed, "calls": t.calls,
+                "tokens": t.prompt_tokens + t.completion_tokens,
+                "scores": " ".join(f"{k}={v}" for k, v in (t.scores or {}).items())} for t in transcripts])
+    if transcripts:
+        t = transcripts[0]
+        shown = []
+        for turn in t.turns:
+            answer = json.dumps(turn.answer, ensure_ascii=False) if turn.answer is not None else f"error: {turn.error}"
+            shown.append(f"round {turn.round} {turn.role}: {answer}")
+        sec.text(f"Transcript of `{t.item_id}` ({t.system}, {t.dimension}):")
+        sec.code("\n".join(shown))
+    return {"items": len(transcripts), "failed": sum(t.failed for t in transcripts),
+            "rounds": [t.rounds for t in transcripts], "calls": [t.calls for t in transcripts],
+            "summary": {k: m[k] for k in ("items", "failed") if k in m}}
 
 
 def _official_section(report: Report, base, seed: int) -> dict:

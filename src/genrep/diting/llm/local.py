@@ -11,6 +11,14 @@ sampling from a ``torch.Generator`` seeded with ``sampling.seed``, so a seeded r
 reproducible and leaves the global RNG alone. ``max_tokens`` and ``stop`` behave as on a server
 (the reply is cut before the first stop string). One generation runs at a time, in a worker
 thread, so the event loop stays free. torch is imported on first use, not with this module.
+
+A ``json_schema`` ``response_format`` is honoured as a server such as vLLM honours it: by
+schema-guided decoding (:mod:`genrep.diting.llm.constrained`), so the reply always parses and
+validates against the schema, even from a tiny model. The structure is forced, the model
+chooses the values; ``stop`` does not apply, ``max_tokens`` does (when it runs out the JSON is
+completed with default values and ``finish_reason`` is ``"length"``). A schema the decoder
+cannot guarantee fails the request with :class:`LLMError`. ``json_object`` (no schema) is not
+constrained: the model writes freely and the caller extracts and repairs the object.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from genrep.diting.llm.types import Completion, Sampling
+from genrep.diting.llm.types import Completion, LLMError, Sampling
 
 if TYPE_CHECKING:
     import torch
@@ -105,6 +113,20 @@ class LocalBackend:
             max_new = sampling.max_tokens
             if self.max_new_tokens_cap is not None:
                 max_new = min(max_new, self.max_new_tokens_cap)
+            schema = _json_schema(sampling.response_format)
+            if schema is not None:
+                from genrep.diting.llm.constrained import generate_json
+
+                try:
+                    with torch.no_grad():
+                        text, used, finish = generate_json(
+                            model, tok, ids["input_ids"], schema, max_new_tokens=max_new,
+                            temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
+                except ValueError as err:
+                    raise LLMError(f"response_format json_schema: {err}") from None
+                return Completion(text=text, model=self.model, prompt_tokens=int(ids["input_ids"].shape[1]),
+                                  completion_tokens=used, cached=False, latency_s=time.perf_counter() - start,
+                                  attempts=1, finish_reason=finish)
             pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # Gemma's pad id is 0
             kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": False, "pad_token_id": pad}
             if sampling.temperature > 0:
@@ -126,6 +148,16 @@ class LocalBackend:
     async def aclose(self) -> None:
         """Drop the model (the next request loads it again; a running generation keeps its own reference)."""
         self._lm = None
+
+
+def _json_schema(response_format: dict[str, Any] | None) -> dict | None:
+    """The schema of a ``{"type": "json_schema", "json_schema": {"schema": ...}}`` response format, else None."""
+    if not response_format or response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if not isinstance(schema, dict):
+        raise LLMError("response_format json_schema: no schema under json_schema.schema")
+    return schema
 
 
 def _eos_ids(model: Any, tok: Any) -> set[int]:

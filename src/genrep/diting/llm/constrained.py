@@ -1,0 +1,581 @@
+"""JSON-schema-guided decoding over a transformers causal LM, so that a tiny model's answer always validates.
+
+Servers such as vLLM constrain their decoding to the ``json_schema`` of OpenAI's ``response_format``;
+:func:`generate_json` does the same for a model in this process (``LocalBackend`` uses it). It walks
+the schema and writes the JSON itself, asking the model only where the schema leaves a choice:
+
+* structure (``{``, ``"key": ``, ``, ``, ``}``, ``[``, ``]``, ``null``, a ``const``) is forced: the text
+  is tokenized and fed to the model, which gets no say; the layout is ``json.dumps``'s default,
+  ``{"reasons": "...", "mistranslation": false, "specific": 1}``;
+* objects emit every property in schema order (strict mode requires them all); an object without
+  properties is ``{}``;
+* a choice among literal texts (enum / ``Literal`` values, ``true`` / ``false``, an integer range of
+  at most 50 values given by minimum and maximum, ``, `` vs ``]`` after an array item) runs
+  through a token trie of the candidates, each tokenized on its own: every step keeps only the
+  logits of the trie node's children. Where one candidate's tokens are a prefix of another's, the
+  model continues when its unconstrained pick is one of the continuations, else stops there;
+* ``anyOf`` / ``oneOf`` / a list ``type``: the alternative whose first token (``{``, ``[``, ``"``,
+  ``null``, a digit, an enum literal, ...) the model picks among all alternatives' first tokens,
+  ties to the first listed; the same rule decides between ``]`` and a first item of an array
+  whose ``minItems`` is 0. ``minItems`` / ``maxItems`` are respected;
+* a free string is generated token by token with nothing disallowed: a token whose text contains
+  ``"`` ends it (its text before the quote is kept, the token is not fed: the closing quote is),
+  so does EOS or any other special token, and ``max_string_tokens`` caps it; the value is written
+  with ``json.dumps``, so newlines and backslashes are harmless. ``maxLength`` truncates;
+* an integer or number without a small range: a first digit (or ``-``) chosen among ``0``-``9``
+  (and ``-``), then the model's unconstrained pick is taken while it is all ASCII digits (at most
+  12 integer digits, 6 after the point), and the number ends at the first other pick, except
+  that a number continues with ``.`` and one chosen digit when that pick starts with ``.``;
+  a leading ``0`` ends the integer part. The result is clamped to ``minimum`` / ``maximum``;
+* a schema without a type (``{}``, any value) is a free string.
+
+Decoding is greedy at temperature 0, else temperature / top-p sampling among the allowed tokens
+from a generator seeded with ``seed`` (the sampler of :mod:`genrep.diting.llm.local`). The model
+runs with its KV cache, fed only the new tokens (consecutive forced pieces in one forward pass).
+
+``max_new_tokens`` bounds the tokens the model processes after the prompt, forced and chosen
+alike. When it runs out the structure is finished with the shortest valid completion (open
+strings closed, ``null`` for an ``anyOf`` that allows it, the first enum value, 0 or the nearest
+bound, ``false``, ``[]`` or ``minItems`` items, a ``]`` to end an array), appended without the
+model and not counted, and the finish reason is ``"length"``.
+
+Unsupported constructs (``pattern``, ``format``, ``minLength``, ``multipleOf``, ``prefixItems``,
+``not``, ``allOf`` of several schemas, a ``$ref`` outside the document, ...) raise
+:class:`ValueError` naming the construct, before any decoding.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from genrep.diting.llm.local import _SeededSampler
+
+MAX_RANGE_CHOICES = 50  # an integer range up to this many values is a choice; a wider one is digits
+MAX_INT_DIGITS = 12
+MAX_FRACTION_DIGITS = 6
+MAX_DEPTH = 64
+DIGITS = [str(d) for d in range(10)]
+
+# keywords that change nothing about what we emit
+_IGNORED = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs", "definitions",
+            "discriminator", "readOnly", "writeOnly", "deprecated", "additionalProperties", "required"}
+_HANDLED = {"type", "properties", "items", "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf",
+            "$ref", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "maxLength", "minLength",
+            "uniqueItems"}
+_TYPES = {"object", "array", "string", "integer", "number", "boolean", "null"}
+
+
+def generate_json(model: Any, tokenizer: Any, input_ids: torch.Tensor, schema: dict, *, max_new_tokens: int,
+                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                  max_string_tokens: int = 160, use_cache: bool = True) -> tuple[str, int, str]:
+    """``(json_text, completion_tokens, finish_reason)`` for the prompt ``input_ids`` (shape ``(1, n)`` or ``(n,)``).
+
+    ``json_text`` always parses and validates against ``schema``; ``finish_reason`` is ``"stop"``,
+    or ``"length"`` when ``max_new_tokens`` ran out and the structure was finished without the
+    model. ``use_cache=False`` recomputes the whole sequence every step (slow; for tests). Call it
+    under ``torch.no_grad()`` or not: it disables gradients itself. Raises :class:`ValueError` for
+    a schema construct it cannot guarantee.
+    """
+    check_schema(schema)
+    ids = input_ids.reshape(-1).tolist()
+    if not ids:
+        raise ValueError("an empty prompt (the model needs at least one token to condition on)")
+    decoder = _Decoder(model, tokenizer, ids, schema, max_new_tokens=max_new_tokens, temperature=temperature,
+                       top_p=top_p, seed=seed, max_string_tokens=max_string_tokens, use_cache=use_cache)
+    with torch.no_grad():
+        return decoder.run()
+
+
+# --- the schema ----------------------------------------------------------------------------------------------------
+
+def _pointer(root: dict, ref: str) -> dict:
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        raise ValueError(f"unsupported schema construct: $ref {ref!r} (only '#/...' references into the schema)")
+    node: Any = root
+    for part in [p for p in ref[1:].split("/") if p]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise ValueError(f"unresolvable $ref {ref!r}")
+    if not isinstance(node, dict):
+        raise ValueError(f"$ref {ref!r} does not point to a schema")
+    return node
+
+
+def resolve(schema: Any, root: dict) -> dict:
+    """``schema`` with ``$ref`` (siblings kept) and a one-schema ``allOf`` merged in."""
+    if schema is True:
+        return {}
+    if not isinstance(schema, dict):
+        raise ValueError(f"unsupported schema construct: {schema!r} is not a schema object")
+    for _ in range(MAX_DEPTH):
+        if "$ref" in schema:
+            target = _pointer(root, schema["$ref"])
+            schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        elif "allOf" in schema:
+            parts = schema["allOf"]
+            if not isinstance(parts, list) or len(parts) != 1:
+                raise ValueError("unsupported schema construct: allOf with several schemas")
+            rest = {k: v for k, v in schema.items() if k != "allOf"}
+            schema = {**resolve(parts[0], root), **rest}
+        else:
+            return schema
+    raise ValueError("unsupported schema construct: $ref cycle")
+
+
+def _alternatives(schema: dict) -> list[dict] | None:
+    """The branches of an anyOf / oneOf / list-``type`` schema (siblings merged in), else None."""
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            alts = schema[key]
+            if not isinstance(alts, list) or not alts:
+                raise ValueError(f"unsupported schema construct: empty {key}")
+            rest = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
+            return [{**rest, "__alt__": alt} for alt in alts]
+    if isinstance(schema.get("type"), list):
+        types = schema["type"]
+        if not types:
+            raise ValueError("unsupported schema construct: empty type list")
+        return [{**schema, "type": t} for t in types]
+    return None
+
+
+def _branch(alt: dict, root: dict) -> dict:
+    """A branch from :func:`_alternatives`, resolved (the anyOf siblings under the branch's own keywords)."""
+    if "__alt__" not in alt:
+        return alt
+    siblings = {k: v for k, v in alt.items() if k != "__alt__" and k not in _IGNORED}
+    return {**siblings, **resolve(alt["__alt__"], root)}
+
+
+def _kind(schema: dict) -> str:
+    if "const" in schema:
+        return "const"
+    if "enum" in schema:
+        if not isinstance(schema["enum"], list) or not schema["enum"]:
+            raise ValueError("unsupported schema construct: empty enum")
+        return "enum"
+    if "anyOf" in schema or "oneOf" in schema or isinstance(schema.get("type"), list):
+        return "anyOf"
+    kind = schema.get("type")
+    if kind is None:
+        if "properties" in schema:
+            return "object"
+        if "items" in schema:
+            return "array"
+        return "any"
+    if kind not in _TYPES:
+        raise ValueError(f"unsupported schema construct: type {kind!r}")
+    return kind
+
+
+def _int_bounds(schema: dict) -> tuple[int | None, int | None]:
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    lo = None if lo is None else int(-(-lo // 1))  # ceil
+    hi = None if hi is None else int(hi // 1)
+    if isinstance(xlo, (int, float)) and not isinstance(xlo, bool):
+        lo = max(lo, int(xlo // 1) + 1) if lo is not None else int(xlo // 1) + 1
+    if isinstance(xhi, (int, float)) and not isinstance(xhi, bool):
+        hi = min(hi, int(-(-xhi // 1)) - 1) if hi is not None else int(-(-xhi // 1)) - 1
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"unsatisfiable integer bounds [{lo}, {hi}]")
+    return lo, hi
+
+
+def check_schema(schema: dict) -> None:
+    """Raise :class:`ValueError` naming the first construct :func:`generate_json` does not support."""
+    if not isinstance(schema, dict):
+        raise ValueError("the schema must be a JSON object")
+    seen: set[str] = set()  # $refs checked already (a recursive schema refers to itself)
+
+    def walk(node: Any, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"unsupported schema construct: nesting deeper than {MAX_DEPTH}")
+        if isinstance(node, dict) and isinstance(node.get("$ref"), str):
+            if node["$ref"] in seen and len(node) == 1:
+                return
+            seen.add(node["$ref"])
+        node = resolve(node, schema)
+        for key, value in node.items():
+            if key in _IGNORED or key in _HANDLED or key == "__alt__":
+                continue
+            raise ValueError(f"unsupported schema construct: {key}")
+        if node.get("minLength", 0) not in (0, None):
+            raise ValueError("unsupported schema construct: minLength")
+        if node.get("uniqueItems") is True:
+            raise ValueError("unsupported schema construct: uniqueItems")
+        kind = _kind(node)
+        if kind == "anyOf":
+            for alt in _alternatives(node) or []:
+                walk(_branch(alt, schema), depth + 1)
+        elif kind == "object":
+            props = node.get("properties") or {}
+            if not isinstance(props, dict):
+                raise ValueError("unsupported schema construct: properties that are not an object")
+            missing = [k for k in node.get("required") or [] if k not in props]
+            if missing:
+                raise ValueError(f"unsupported schema construct: required property {missing[0]!r} without a schema")
+            for sub in props.values():
+                walk(sub, depth + 1)
+        elif kind == "array":
+            items = node.get("items", {})
+            if isinstance(items, list):
+                raise ValueError("unsupported schema construct: items as a list (tuple validation)")
+            lo, hi = node.get("minItems", 0) or 0, node.get("maxItems")
+            if hi is not None and hi < lo:
+                raise ValueError(f"unsatisfiable array bounds [{lo}, {hi}]")
+            walk(items, depth + 1)
+        elif kind == "integer":
+            _int_bounds(node)
+        elif kind == "number":
+            if "exclusiveMinimum" in node or "exclusiveMaximum" in node:
+                raise ValueError("unsupported schema construct: exclusiveMinimum / exclusiveMaximum on a number")
+            lo, hi = node.get("minimum"), node.get("maximum")
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"unsatisfiable number bounds [{lo}, {hi}]")
+
+    walk(schema, 0)
+
+
+# --- the decoder ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Trie:
+    children: dict[int, _Trie] = field(default_factory=dict)
+    end: int | None = None  # candidate index ending here
+    first: int = 0  # smallest candidate index below
+
+
+class _Decoder:
+    def __init__(self, model: Any, tok: Any, prompt: list[int], schema: dict, *, max_new_tokens: int,
+                 temperature: float, top_p: float, seed: int | None, max_string_tokens: int, use_cache: bool):
+        self.model, self.tok, self.schema = model, tok, schema
+        self.budget, self.max_string_tokens, self.use_cache = max_new_tokens, max_string_tokens, use_cache
+        self.sampler = _SeededSampler(temperature, top_p, seed) if temperature > 0 else None
+        self.fed: list[int] = []  # what the model has processed (its KV cache)
+        self.unfed: list[int] = list(prompt)  # tokens to feed before the next logits
+        self.pending = ""  # forced text not tokenized yet
+        self.pieces: list[str] = []  # the JSON text
+        self.used = 0  # tokens after the prompt, forced and chosen
+        self.exhausted = False
+        self.cache: Any = None
+        self.logits: torch.Tensor | None = None
+        self.device = next(model.parameters()).device
+        params = inspect.signature(model.forward).parameters
+        self.keep_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers 5.2x renamed it
+        stop = set(getattr(tok, "all_special_ids", None) or [])
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        stop |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tok.eos_token_id is not None:
+            stop.add(tok.eos_token_id)
+        self.stop_ids = stop
+        self.tries: dict[tuple[str, ...], _Trie] = {}
+        self.first_tokens: dict[str, int] = {}
+
+    def run(self) -> tuple[str, int, str]:
+        self.value(self.schema, 0)
+        self.flush()  # the closing text counts too
+        return "".join(self.pieces), self.used, "length" if self.exhausted else "stop"
+
+    # -- the model --
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.tok.encode(text, add_special_tokens=False)
+        if not ids:
+            raise ValueError(f"the tokenizer gives no tokens for {text!r}")
+        return ids
+
+    def say(self, text: str) -> None:
+        """Forced text, for the model only (the JSON gets its own rendering)."""
+        if not self.exhausted:
+            self.pending += text
+
+    def force(self, text: str) -> None:
+        self.pieces.append(text)
+        self.say(text)
+
+    def flush(self) -> None:
+        """Tokenize the pending forced text and queue it (or run out of budget)."""
+        if self.pending and not self.exhausted:
+            ids = self.encode(self.pending)
+            self.pending = ""
+            if self.used + len(ids) > self.budget:
+                self.exhausted = True
+            else:
+                self.used += len(ids)
+                self.unfed += ids
+
+    def room(self) -> bool:
+        """Whether the model may add one more token (queueing the pending forced text first)."""
+        self.flush()
+        if not self.exhausted and self.used >= self.budget:
+            self.exhausted = True
+        return not self.exhausted
+
+    def next_logits(self) -> torch.Tensor:
+        self.flush()
+        if self.unfed:
+            if self.use_cache:
+                ids = torch.tensor([self.unfed], device=self.device)
+                out = self.model(input_ids=ids, use_cache=True, **{self.cache_arg: self.cache}, **self.keep_kwargs)
+                self.cache = getattr(out, self.cache_arg)
+            else:
+                ids = torch.tensor([self.fed + self.unfed], device=self.device)
+                out = self.model(input_ids=ids, use_cache=False, **self.keep_kwargs)
+            self.fed += self.unfed
+            self.unfed = []
+            self.logits = out.logits[0, -1].float()
+        assert self.logits is not None
+        return self.logits
+
+    def take(self, token: int) -> None:
+        """Feed a chosen token (the caller checked :meth:`room`)."""
+        self.used += 1
+        self.unfed.append(token)
+
+    def pick(self, allowed: list[int] | None) -> int:
+        """The next token: argmax or a sample, among ``allowed`` (None: the whole vocabulary)."""
+        logits = self.next_logits()
+        if allowed is not None:
+            index = torch.tensor(allowed, device=logits.device)
+            scores = torch.full_like(logits, float("-inf")).scatter(0, index, logits[index])
+        else:
+            scores = logits
+        if self.sampler is not None:
+            return int(self.sampler(None, scores[None])[0].argmax())
+        return int(scores.argmax())
+
+    # -- choices --
+
+    def trie(self, texts: tuple[str, ...]) -> _Trie:
+        if texts not in self.tries:
+            root = _Trie(first=0)
+            for i, text in enumerate(texts):
+                node = root
+                for t in self.encode(text):
+                    node = node.children.setdefault(t, _Trie(first=i))
+                if node.end is None:
+                    node.end = i
+            self.tries[texts] = root
+        return self.tries[texts]
+
+    def choose(self, texts: list[str], default: int = 0, write: bool = True) -> int:
+        """The model's pick among literal ``texts`` (fed, and written unless not ``write``); ``default`` out of budget."""
+        root = self.trie(tuple(texts))
+        node, index = root, None
+        while node.children:
+            if not self.room():  # out of budget: the default, or the shortest candidate under the tokens taken
+                index = default if node is root else node.end if node.end is not None else node.first
+                break
+            if node.end is not None:  # a candidate ends here and longer ones go on: the model decides
+                token = self.pick(None)
+                if token not in node.children:
+                    break
+            else:
+                token = self.pick(list(node.children))
+            self.take(token)
+            node = node.children[token]
+        if index is None:
+            index = node.end
+        assert index is not None
+        if write:
+            self.pieces.append(texts[index])
+        return index
+
+    def first_token(self, text: str) -> int:
+        if text not in self.first_tokens:
+            self.first_tokens[text] = self.encode(text)[0]
+        return self.first_tokens[text]
+
+    def starts(self, schema: dict, depth: int = 0) -> list[str]:
+        """Texts a value of ``schema`` can begin with."""
+        schema = resolve(schema, self.schema)
+        kind = _kind(schema)
+        if kind == "const":
+            return [_dump(schema["const"])]
+        if kind == "enum":
+            return [_dump(v) for v in schema["enum"]]
+        if kind == "anyOf":
+            if depth > MAX_DEPTH:
+                raise ValueError(f"unsupported schema construct: nesting deeper than {MAX_DEPTH}")
+            return [s for alt in _alternatives(schema) or [] for s in self.starts(_branch(alt, self.schema), depth + 1)]
+        if kind == "integer":
+            lo, hi = _int_bounds(schema)
+            if lo is not None and hi is not None and hi - lo < MAX_RANGE_CHOICES:
+                return [str(i) for i in range(lo, hi + 1)]
+            return (["-"] if lo is None or lo < 0 else []) + DIGITS
+        if kind == "number":
+            lo = schema.get("minimum")
+            return (["-"] if lo is None or lo < 0 else []) + DIGITS
+        return {"object": ["{"], "array": ["["], "boolean": ["true", "false"], "null": ["null"]}.get(kind, ['"'])
+
+    def pick_branch(self, branches: list[list[str]], default: int) -> int:
+        """Which branch the model starts: the one owning its pick among all branches' first tokens."""
+        if not self.room():
+            return default
+        firsts = [{self.first_token(t) for t in texts} for texts in branches]
+        allowed = sorted(set().union(*firsts))
+        token = self.pick(allowed)
+        return next(i for i, f in enumerate(firsts) if token in f)
+
+    # -- values --
+
+    def value(self, schema: Any, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"unsupported schema construct: nesting deeper than {MAX_DEPTH}")
+        schema = resolve(schema, self.schema)
+        kind = _kind(schema)
+        if kind == "const":
+            self.force(_dump(schema["const"]))
+        elif kind == "enum":
+            texts = list(dict.fromkeys(_dump(v) for v in schema["enum"]))
+            if len(texts) == 1:
+                self.force(texts[0])
+            else:
+                self.choose(texts)
+        elif kind == "anyOf":
+            branches = [_branch(alt, self.schema) for alt in _alternatives(schema) or []]
+            nulls = [i for i, b in enumerate(branches) if _kind(resolve(b, self.schema)) == "null"]
+            i = 0 if len(branches) == 1 else self.pick_branch([self.starts(b) for b in branches],
+                                                                nulls[0] if nulls else 0)
+            self.value(branches[i], depth + 1)
+        elif kind == "object":
+            props = schema.get("properties") or {}
+            if not props:
+                self.force("{}")
+                return
+            for i, (key, sub) in enumerate(props.items()):
+                self.force(("{" if i == 0 else ", ") + _dump(key) + ": ")
+                self.value(sub, depth + 1)
+            self.force("}")
+        elif kind == "array":
+            self.array(schema, depth)
+        elif kind == "boolean":
+            self.choose(["true", "false"], default=1)
+        elif kind == "null":
+            self.force("null")
+        elif kind == "integer":
+            self.integer(schema)
+        elif kind == "number":
+            self.number(schema)
+        else:  # string, or any value
+            self.string(schema.get("maxLength"))
+
+    def array(self, schema: dict, depth: int) -> None:
+        items = schema.get("items", {})
+        lo, hi = schema.get("minItems", 0) or 0, schema.get("maxItems")
+        self.force("[")
+        if hi == 0 or (lo == 0 and self.pick_branch([["]"], self.starts(items)], default=0) == 0):
+            self.force("]")
+            return
+        count = 0
+        while True:
+            self.value(items, depth + 1)
+            count += 1
+            if hi is not None and count >= hi:
+                break
+            if count < lo:
+                self.force(", ")
+            elif self.choose(["]", ", "], default=0) == 0:
+                return  # the "]" is written
+        self.force("]")
+
+    def string(self, max_length: int | None) -> None:
+        self.say('"')
+        ids: list[int] = []
+        text = ""
+        while len(ids) < self.max_string_tokens and self.room():
+            token = self.pick(None)
+            if token in self.stop_ids:
+                break
+            full = self.tok.decode(ids + [token], skip_special_tokens=True)
+            new = full[len(text):] if full.startswith(text) else self.tok.decode([token], skip_special_tokens=True)
+            if '"' in new:
+                text += new[:new.index('"')]
+                break
+            ids.append(token)
+            self.take(token)
+            text = full
+        if max_length is not None:
+            text = text[:max_length]
+        self.pieces.append(_dump(text))
+        self.say('"')
+
+    def peek(self) -> tuple[int, str] | None:
+        """The model's unconstrained pick and its text, not taken yet (None out of budget)."""
+        if not self.room():
+            return None
+        token = self.pick(None)
+        return token, self.tok.decode([token], skip_special_tokens=True)
+
+    def digits(self, cap: int) -> tuple[str, str | None]:
+        """Digits the model adds while it wants to (at most ``cap``), and the text of the pick that ended them."""
+        out = ""
+        while (got := self.peek()) is not None:
+            token, text = got
+            if not text or not all(c in "0123456789" for c in text) or len(out) + len(text) > cap:
+                return out, text
+            self.take(token)
+            out += text
+        return out, None
+
+    def numeral(self, negative: bool, fraction: bool) -> str:
+        """An integer or decimal numeral chosen by the model (see the module docstring), not written yet."""
+        first = (["-"] if negative else []) + DIGITS
+        text = first[self.choose(first, default=first.index("0"), write=False)]
+        if text == "-":
+            text += DIGITS[self.choose(DIGITS, write=False)]
+        if text.lstrip("-") != "0":
+            more, stopper = self.digits(MAX_INT_DIGITS - 1)
+            text += more
+        else:  # no digit after a leading zero
+            got = self.peek()
+            stopper = got[1] if got is not None else None
+        if fraction and stopper is not None and stopper.startswith("."):
+            self.say(".")
+            text += "." + DIGITS[self.choose(DIGITS, write=False)]
+            text += self.digits(MAX_FRACTION_DIGITS - 1)[0]
+        return text
+
+    def integer(self, schema: dict) -> None:
+        lo, hi = _int_bounds(schema)
+        if lo is not None and hi is not None and hi - lo < MAX_RANGE_CHOICES:
+            values = list(range(lo, hi + 1))
+            self.choose([str(v) for v in values], default=values.index(_nearest(0, lo, hi)))
+            return
+        text = self.numeral(negative=lo is None or lo < 0, fraction=False)
+        value = int(text)
+        clamped = _nearest(value, lo, hi)
+        self.pieces.append(text if clamped == value else str(clamped))
+
+    def number(self, schema: dict) -> None:
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        text = self.numeral(negative=lo is None or lo < 0, fraction=True)
+        value = float(text)
+        if lo is not None and value < lo:
+            text = _dump(lo)
+        elif hi is not None and value > hi:
+            text = _dump(hi)
+        self.pieces.append(text)
+
+
+def _nearest(value: int, lo: int | None, hi: int | None) -> int:
+    if lo is not None and value < lo:
+        return lo
+    if hi is not None and value > hi:
+        return hi
+    return value
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
