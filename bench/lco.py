@@ -10,8 +10,8 @@ Measured, all on the bundled smollm2-135m:
   2. The training step of ``genrep lco train`` (LoRA r 64, dropout 0.05, B HSK triplets with hard negatives,
      forward + backward + clip + AdamW): seconds per step (median after one warm-up step) and peak memory,
      plain, with gradient checkpointing, with the chunked (GradCache) loss (chunk B/2) and with both. Each
-     configuration runs in its own process (this script with ``--one``): on CPU the peak is ``ru_maxrss``
-     after the high-water mark was reset once the model was loaded, and the increase is over the RSS then;
+     configuration runs in its own process (this script with ``--one``): on CPU the peak is the RSS high-water
+     mark (VmHWM; reset once the model is loaded and paged in), and the increase is over the RSS then;
      on CUDA ``max_memory_allocated`` over ``memory_allocated`` after loading. On CPU the children run with
      ``MALLOC_MMAP_THRESHOLD_=65536`` so that glibc returns freed tensors and the RSS follows the live tensors.
 
@@ -107,15 +107,18 @@ def encode_bench(n: int, batch_size: int = 32) -> dict:
             "pad_unsorted": padding(lengths, batch_size, False)}
 
 
+def proc_status_mb(key: str) -> float:
+    return int(Path("/proc/self/status").read_text().split(f"{key}:")[1].split()[0]) / 1024
+
+
 def reset_peak(dev: torch.device) -> tuple[float, bool]:
     """Memory in MB now, and whether the peak counter was reset here (else it includes loading)."""
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         return torch.cuda.memory_allocated() / 2**20, True
     try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets the RSS high-water mark (Linux)
-        status = Path("/proc/self/status").read_text()
-        return int(status.split("VmRSS:")[1].split()[0]) / 1024, True
+        Path("/proc/self/clear_refs").write_text("5")  # resets the RSS high-water mark VmHWM (Linux)
+        return proc_status_mb("VmRSS"), True
     except (OSError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, False
 
@@ -166,8 +169,10 @@ def train_one(name: str, batch: int, steps: int) -> dict:
 
         loss, t = timed(one_step)
         times.append(t)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:  # not ru_maxrss: across exec it keeps the parent's peak, and clear_refs does not reset it
+        peak = proc_status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"config": name, "chunk": cfg.chunk_size, "ckpt": ckpt, "s_per_step": statistics.median(times[1:]),
             "peak_mb": peak, "increase_mb": peak - base, "reset": reset, "loss": loss,
             "trainable_M": sum(p.numel() for p in params) / 1e6}
@@ -249,8 +254,9 @@ alone (unsorted `encode` against the loop) {rate['unsorted'] / rate['naive']:.2f
 ({'ok' if enc['max_abs_diff'] < 1e-3 else 'FAIL'}, must be < 1e-3).
 
 Training step of `genrep lco train` (LoRA r 64 / alpha 16 / dropout 0.05, {train[0]['trainable_M']:.1f} M trainable
-parameters; {batch} HSK triplets with hard negatives, InfoNCE over {2 * batch} candidates; forward + backward + clip +
-AdamW), median of {steps} steps after one warm-up step, each configuration in its own process{malloc}.
+parameters; {batch} HSK triplets with hard negatives, InfoNCE over {2 * batch} candidates; forward + backward +
+clip + AdamW), median of {steps} step{'s' if steps > 1 else ''} after one warm-up step, each configuration in its own
+process{malloc}.
 The increase is over the memory after loading the model; it includes the LoRA gradients and the AdamW state
 (~{state_mb:.0f} MB in every row):
 
