@@ -123,12 +123,14 @@ class CachedBackend:
     async def complete(self, messages: list[dict], sampling: Sampling) -> Completion:
         start = time.perf_counter()
         # The key names the backend (e.g. "vllm:qwen"), not just the model: two servers are two caches.
-        key = cache_key(self.name, messages, sampling)
+        # A backend may version its key (``cache_name``) when its outputs change for the same request.
+        name = getattr(self.backend, "cache_name", self.name)
+        key = cache_key(name, messages, sampling)
         hit = self.cache.get(key)
         if hit is not None:
             return dataclasses.replace(hit, latency_s=time.perf_counter() - start)
         completion = await self.backend.complete(messages, sampling)
-        self.cache.put(key, self.name, request_record(self.name, messages, sampling), completion)
+        self.cache.put(key, self.name, request_record(name, messages, sampling), completion)
         return completion
 
     async def aclose(self) -> None:

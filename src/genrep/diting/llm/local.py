@@ -81,6 +81,8 @@ class LocalBackend:
     def __init__(self, lm_name: str, max_new_tokens_cap: int | None = None):
         self.model = lm_name
         self.name = f"local:{lm_name}"
+        # Cache entries written before schema-guided JSON decoding hold unconstrained replies: not reused.
+        self.cache_name = f"{self.name}#json-guided"
         self.max_new_tokens_cap = max_new_tokens_cap
         self._lock = threading.Lock()
         self._lm: tuple[Any, Any] | None = None
