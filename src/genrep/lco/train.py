@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +110,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
     info = init_distributed()
     if cfg.batch_size % info.world_size:
         raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} ranks")
+    if info.enabled and cfg.prompts.query != cfg.prompts.document and not cfg.chunk_size:
+        raise UserError("lco train: different query/document prompts under DDP need chunk_size > 0 "
+                        "(the plain step would run two forwards before one backward)")
     device = pick_device(cfg.device)
     run = RunDir(out)
     if info.is_main:
@@ -222,20 +224,16 @@ class _SideEncoder:
 
 
 def _full_step(emb: EmbeddingModel, anchors, positives, negatives, cfg: TrainConfig) -> float:
-    """Embed anchors, positives and negatives in one forward where the prompts share a side format."""
-    same_side = emb.prompts.query == emb.prompts.document
-    if same_side:
+    """Embed anchors, positives and negatives (one forward when both sides share a prompt format), InfoNCE, backward."""
+    if emb.prompts.query == emb.prompts.document:
         items = [load_media(x) for x in anchors + positives + (negatives or [])]
         e = emb.embed_batch(items, side="document")
         b = len(anchors)
         a, p, n = e[:b], e[b:2 * b], (e[2 * b:] if negatives else None)
-        ctx = nullcontext()
     else:
         a = emb.embed_batch([load_media(x) for x in anchors], side="query")
         rest = emb.embed_batch([load_media(x) for x in positives + (negatives or [])], side="document")
         p, n = rest[:len(positives)], (rest[len(positives):] if negatives else None)
-        ctx = nullcontext()
-    with ctx:
-        loss = info_nce(a, p, n, temperature=cfg.temperature, gather=cfg.gather)
-        loss.backward()
+    loss = info_nce(a, p, n, temperature=cfg.temperature, gather=cfg.gather)
+    loss.backward()
     return float(loss.detach())
