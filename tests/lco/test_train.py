@@ -202,3 +202,12 @@ def test_user_errors_are_one_line(setup, tmp_path, capsys):
         load_backbone(lm, quantize="nf4", device="cpu")
     with pytest.raises(UserError, match="method: unknown"):
         train(_cfg(setup, method="adapter"), tmp_path / "m")
+
+
+def test_merge_and_soup_commands_write_config_and_metrics(setup, tmp_path):
+    train(_cfg(setup, max_steps=1), tmp_path / "r")
+    main(["lco", "merge", "--model", str(tmp_path / "r"), "--out", str(tmp_path / "m")])
+    main(["lco", "soup", "--model", str(tmp_path / "r"), "--model", str(tmp_path / "r"), "--out", str(tmp_path / "s")])
+    for d in ("m", "s"):
+        assert (tmp_path / d / "config.yaml").is_file() and (tmp_path / d / "lco_model.json").is_file()
+        assert json.loads((tmp_path / d / "metrics.json").read_text())["model"] == str(tmp_path / d)

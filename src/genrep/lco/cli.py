@@ -100,10 +100,15 @@ def analyze_cmd(models, pairs, limit, layers, config_path, overrides, out):
 @OUT
 def merge_cmd(model, out):
     """Merge a LoRA adapter into the base weights (a standalone model directory)."""
+    from genrep.core.rundir import RunDir
     from genrep.lco.adapters import merge
 
     model = model / "model" if (model / "model" / "lco_model.json").is_file() else model
-    click.echo(f"merged model in {merge(model, out)}")
+    run = RunDir(out)
+    run.write_config({"model": str(model), "out": str(out)})
+    merged = merge(model, out)
+    run.write_metrics({"merged_from": str(model), "model": str(merged)})
+    click.echo(f"merged model in {merged}")
 
 
 @lco.command("soup")
@@ -113,10 +118,15 @@ def merge_cmd(model, out):
 @OUT
 def soup_cmd(models, weights, out):
     """Model soup: average the weight changes of several runs of the same backbone."""
+    from genrep.core.rundir import RunDir
     from genrep.lco.adapters import soup
 
     dirs = [m / "model" if (m / "model" / "lco_model.json").is_file() else m for m in models]
-    click.echo(f"soup of {len(dirs)} runs in {soup(dirs, out, list(weights) or None)}")
+    run = RunDir(out)
+    run.write_config({"models": [str(d) for d in dirs], "weights": list(weights) or None})
+    souped = soup(dirs, out, list(weights) or None)
+    run.write_metrics({"soup_of": [str(d) for d in dirs], "weights": list(weights) or None, "model": str(souped)})
+    click.echo(f"soup of {len(dirs)} runs in {souped}")
 
 
 @lco.command("grsl")
