@@ -6,14 +6,8 @@ from pathlib import Path
 
 import click
 
-OUT = click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-CONFIG = click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-                      help="YAML file with the command's config fields.")
-SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
-
-
-def _flags(**kwargs) -> dict:
-    return {k: v for k, v in kwargs.items() if v is not None and v != ()}
+from genrep.core.cli_options import CONFIG, OUT, SET
+from genrep.core.cli_options import given_flags as _flags
 
 
 @click.group()

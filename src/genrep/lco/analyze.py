@@ -13,14 +13,13 @@ directories) are compared in one plot.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrep.core.errors import UserError
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.lco.analysis import anisotropy, linear_cka, mutual_knn_alignment, plot_anisotropy
-from genrep.lco.data import hsk_pairs_split, load_media
+from genrep.lco.data import hsk_pairs_split, json_lines, load_media
 from genrep.lco.embedding import MODALITIES
 
 
@@ -41,17 +40,9 @@ def read_views(cfg: AnalyzeConfig) -> dict[str, list]:
         test = hsk_pairs_split(cfg.hsk_test_size).test[: cfg.limit or None]
         return {"zh": [p["zh"] for p in test], "en": [p["en"] for p in test]}
     path = Path(cfg.pairs)
-    if not path.is_file():
-        raise UserError(f"{path}: pairs file not found")
     views: dict[str, list] = {}
     keys: list[str] | None = None
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+    for n, row in json_lines(path, "pairs"):
         present = [m for m in MODALITIES if row.get(m) is not None]
         if keys is None:
             keys = present
@@ -126,14 +117,3 @@ def _alignment_plot(results: dict, k: int, names: list[str]) -> bytes:
     axes[0].legend(fontsize=7)
     return figure_png(fig)
 
-
-def layer_table(metrics: dict) -> list[dict]:
-    """Rows (model, layer, anisotropy per view, alignment) for reports."""
-    rows = []
-    for spec, r in metrics["models"].items():
-        for i, layer in enumerate(r["layers"]):
-            row = {"model": spec, "layer": layer}
-            row.update({f"anisotropy_{v}": r["anisotropy"][v][i] for v in metrics["views"]})
-            row.update({k: r[k][i] for k in r if k.startswith("mutual_knn") or k == "cka"})
-            rows.append(row)
-    return rows

@@ -17,7 +17,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from genrep.core.errors import UserError
 
@@ -65,12 +65,11 @@ def _side(value: Any, where: str, base: Path | None) -> dict:
     return out
 
 
-def read_triplets(path: str | Path) -> list[Triplet]:
-    """Read and validate a triplet JSONL file (see module docstring)."""
+def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSONL file; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: training data file not found")
-    rows: list[Triplet] = []
+        raise UserError(f"{path}: {what} file not found")
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -81,14 +80,22 @@ def read_triplets(path: str | Path) -> list[Triplet]:
                 raise UserError(f"{path}:{n}: not valid JSON ({err.msg})") from None
             if not isinstance(obj, dict):
                 raise UserError(f"{path}:{n}: expected a JSON object")
-            for side in ("anchor", "positive"):
-                if side not in obj:
-                    raise UserError(f"{path}:{n}: missing field '{side}'")
-            extra = set(obj) - set(SIDES) - {"id"}
-            if extra:
-                raise UserError(f"{path}:{n}: unknown field(s) {sorted(extra)} (allowed: anchor, positive, negative)")
-            sides = {s: _side(obj[s], f"{path}:{n}: {s}", path.parent) for s in SIDES if obj.get(s) is not None}
-            rows.append(Triplet(sides["anchor"], sides["positive"], sides.get("negative")))
+            yield n, obj
+
+
+def read_triplets(path: str | Path) -> list[Triplet]:
+    """Read and validate a triplet JSONL file (see module docstring)."""
+    path = Path(path)
+    rows: list[Triplet] = []
+    for n, obj in json_lines(path, "training data"):
+        for side in ("anchor", "positive"):
+            if side not in obj:
+                raise UserError(f"{path}:{n}: missing field '{side}'")
+        extra = set(obj) - set(SIDES) - {"id"}
+        if extra:
+            raise UserError(f"{path}:{n}: unknown field(s) {sorted(extra)} (allowed: anchor, positive, negative)")
+        sides = {s: _side(obj[s], f"{path}:{n}: {s}", path.parent) for s in SIDES if obj.get(s) is not None}
+        rows.append(Triplet(sides["anchor"], sides["positive"], sides.get("negative")))
     if not rows:
         raise UserError(f"{path}: no training rows")
     negs = {r.negative is None for r in rows}

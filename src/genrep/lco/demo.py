@@ -29,22 +29,28 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     tcfg.lora.r = rank
     tcfg.lora.dropout = 0.0 if cfg.profile != "full" else tcfg.lora.dropout
     ecfg = EvalConfig(model="base:smollm2-135m", tasks=["hsk-retrieval"], limit=n_test, device="cpu")
-    before = evaluate(ecfg, base_dir / "eval_base")
-    tm = train(tcfg, base_dir / "train")
-    ecfg.model = str(base_dir / "train" / "model")
-    after = evaluate(ecfg, base_dir / "eval_tuned")
-
     # anisotropy per layer, before and after, on the same test sentences
     test = hsk_pairs_split(ecfg.hsk_test_size).test[:min(n_test, 100)]
     texts = [p["zh"] for p in test] + [p["en"] for p in test]
     per_layer = {}
-    for name, spec in (("base", "base:smollm2-135m"), ("LoRA-tuned", ecfg.model)):
-        emb = load_model(spec, device=pick_device("cpu"))
+
+    def layer_anisotropy(name: str, emb) -> None:
         layers = list(range(0, emb.num_hidden_layers() + 1, 3))
         if layers[-1] != emb.num_hidden_layers():
             layers.append(emb.num_hidden_layers())
         e = emb.encode(texts, layers=layers, batch_size=16, description=f"layers {name}")
         per_layer[name] = (layers, [anisotropy(e[i]) for i in range(len(layers))])
+
+    emb = load_model(ecfg.model, device=pick_device("cpu"))  # each model is loaded once, for both measurements
+    before = evaluate(ecfg, base_dir / "eval_base", emb=emb)
+    layer_anisotropy("base", emb)
+    del emb
+    tm = train(tcfg, base_dir / "train")
+    ecfg.model = str(base_dir / "train" / "model")
+    emb = load_model(ecfg.model, device=pick_device("cpu"))
+    after = evaluate(ecfg, base_dir / "eval_tuned", emb=emb)
+    layer_anisotropy("LoRA-tuned", emb)
+    del emb
 
     import matplotlib
 

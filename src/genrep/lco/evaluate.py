@@ -20,7 +20,6 @@ top level: ``recall@1``, ``ndcg@10``, ``anisotropy``) and a figure where one hel
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 from genrep.core.errors import UserError
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.lco.analysis import anisotropy, linear_cka, mutual_knn_alignment
-from genrep.lco.data import hsk_pairs_split, load_media
+from genrep.lco.data import hsk_pairs_split, json_lines, load_media
 from genrep.lco.embedding import EmbeddingModel
 from genrep.lco.metrics import qrels_to_indices, read_qrels_tsv, retrieval_metrics, sts_spearman, zero_shot_accuracy
 
@@ -48,19 +47,7 @@ class EvalConfig:
 
 
 def _read_jsonl(path: Path, what: str) -> list[dict]:
-    if not path.is_file():
-        raise UserError(f"{path}: {what} file not found")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{path}:{n}: expected a JSON object")
-        rows.append(obj)
+    rows = [obj for _, obj in json_lines(path, what)]
     if not rows:
         raise UserError(f"{path}: empty")
     return rows
