@@ -127,9 +127,10 @@ def system_sections() -> list:
     """The demo sections that systems contribute, in report order."""
     from genrep.diting.demo import add_demo_section as diting_section
     from genrep.lco.demo import add_demo_section as lco_section
+    from genrep.lco.demo import add_grsl_section as lco_grsl_section
     from genrep.rae.demo import add_demo_section as rae_section
 
-    return [rae_section, lco_section, diting_section]
+    return [rae_section, lco_section, lco_grsl_section, diting_section]
 
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> tuple[Path, Path]:

@@ -209,15 +209,17 @@ def load_config(
     path: str | Path | None = None,
     overrides: Iterable[str] = (),
     flags: dict | None = None,
+    base: Any = None,
 ) -> T:
-    """The dataclass defaults, then the YAML file, then CLI flags, then ``key=value`` overrides.
+    """The dataclass defaults (or ``base``, an instance such as a named profile), then the YAML file,
+    then CLI flags, then ``key=value`` overrides.
 
     Later sources win; every key is checked against the dataclass fields.
     """
-    data: dict = {}
+    data: dict = to_dict(base) if base is not None else {}
     source = "config"
     if path is not None:
-        data = read_yaml(path)
+        data = _deep_merge(data, read_yaml(path))
         source = str(path)
     if flags:
         data = _deep_merge(data, flags)

@@ -10,6 +10,7 @@ preprocessing) for a vision/audio-language model. The kinds the study used and t
 - ``vlm``: ``AutoModelForImageTextToText`` + ``AutoProcessor`` (Qwen2-VL, Qwen2.5-VL, SmolVLM /
   Idefics3, LLaVA-Next, ...).
 - ``omni``: the Qwen2.5-Omni *thinker* (text, image, audio, video), as in LCO-Emb-Omni.
+- a saved ``genrep.lco.tinyvlm`` directory (``tinyvlm.json``): the bundled LLaVA-style tiny VLM (kind ``vlm``).
 
 Which kind a checkpoint is comes from its config's ``model_type``; ``kind=`` forces one.
 """
@@ -96,6 +97,12 @@ def load_backbone(name_or_path: str, *, dtype: torch.dtype = torch.float32, devi
 
     device = torch.device(device)
     path = resolve_lm_path(name_or_path)
+    from genrep.lco.tinyvlm import is_tinyvlm_dir, load_tinyvlm_backbone
+
+    if is_tinyvlm_dir(path):  # genrep's own tiny LLaVA-style VLM (lco.tinyvlm)
+        if quantize:
+            raise UserError("quantize: a TinyVLM backbone is not quantized (leave quantize empty)")
+        return load_tinyvlm_backbone(path, dtype=dtype, device=device)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

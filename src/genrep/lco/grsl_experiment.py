@@ -1,0 +1,265 @@
+"""``genrep lco grsl-experiment``: LCO-EMB's two central claims, reproduced on the tiny VLM.
+
+PAPERS.md section 2: (1) language-centric, *text-only* contrastive refinement of a multimodal LLM
+improves its *image* embeddings too (anisotropy drops for every modality); (2) the Generation-
+Representation Scaling Law: backbones that generate better give better embeddings after the same
+refinement. The experiment:
+
+1. ``pretrain``: captioning pre-training of the tiny VLM (``genrep.lco.pretrain_vlm``) saves a
+   family of backbones at increasing steps, each with its generative score (held-out caption
+   log-likelihood per token, caption class accuracy).
+2. For each backbone, *before*: Fashion-MNIST test images (disjoint from the generative-score
+   images) are embedded with the image suffix prompt; zero-shot classification against one text
+   per class ("A photo of a sweater."), image->caption retrieval over a gallery of captions
+   (relevant = the image's class), and the anisotropy of the image and of the text embeddings.
+3. Text-only LoRA refinement (``genrep.lco.train``) on caption triplets (``captions.caption_triplets``;
+   no image is ever seen), then the same measurements *after*.
+4. The GRSL fit (``genrep.lco.grsl``) of representation score (zero-shot accuracy after refinement)
+   against generative score, the correlation, plots, ``metrics.json`` and ``points.jsonl``.
+
+Every stage writes its result before the next starts; ``--resume`` skips finished stages and
+continues an interrupted pre-training or refinement from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from genrep.core.config import require_positive
+from genrep.core.errors import UserError
+from genrep.core.images import figure_png
+from genrep.core.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from genrep.lco.analysis import anisotropy
+from genrep.lco.captions import SYNONYMS, caption, caption_triplets, class_prompts
+from genrep.lco.data import write_triplets
+from genrep.lco.embedding import EmbeddingModel
+from genrep.lco.grsl import GRSLPoint, fit_grsl, plot_grsl
+from genrep.lco.metrics import cosine_matrix, retrieval_metrics, zero_shot_accuracy
+from genrep.lco.pretrain_vlm import SCORE_FILE, CaptionData, PretrainConfig, backbone_name, fashion_split, pretrain
+
+GENERATIVE_METRICS = ("caption_loglik", "caption_accuracy")
+REPRESENTATION_METRICS = ("zero_shot_accuracy", "i2t_top1", "i2t_ndcg@10")
+
+
+@dataclass
+class RefineConfig:
+    """The text-only LoRA refinement run on every backbone (same data, steps and seed for all)."""
+
+    steps: int = 30
+    batch_size: int = 8  # triplets per step (the paper: 768)
+    lr: float = 4e-4
+    warmup_steps: int = 3
+    lora_r: int = 16
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    text_rows: int = 2000  # caption triplets generated (text only)
+    extra_data: str = ""  # optional text triplet JSONL mixed in (e.g. NLI triplets)
+    temperature: float = 0.03
+    max_length: int = 64
+
+
+@dataclass
+class GRSLExperimentConfig:
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(
+        steps=200, save_at=[0, 15, 40, 90, 200], eval_images=200))
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    test_images: int = 300  # Fashion-MNIST test images for the representation scores
+    captions_per_class: int = 10  # retrieval gallery size = 10 x this
+    encode_batch_size: int = 32
+    generative_metric: str = "caption_loglik"
+    representation_metric: str = "zero_shot_accuracy"
+    seed: int = 0
+    device: str = "auto"
+
+
+def fast_config() -> GRSLExperimentConfig:
+    """The ``--fast`` profile (demo and tests): at most ~10 minutes on 2 CPU cores."""
+    return GRSLExperimentConfig(
+        pretrain=PretrainConfig(steps=50, save_at=[0, 15, 50], eval_images=64, batch_size=16, train_images=5000,
+                                log_every=5, checkpoint_every=25),
+        refine=RefineConfig(steps=10, text_rows=400),
+        test_images=100, captions_per_class=5)
+
+
+PROFILES = {"default": GRSLExperimentConfig, "fast": fast_config}
+
+
+# ---------------------------------------------------------------------------------------------- scores
+def gallery(cfg: GRSLExperimentConfig) -> tuple[list[str], np.ndarray]:
+    """Retrieval gallery: ``captions_per_class`` random captions per class and their labels."""
+    from genrep.lco.captions import PATTERNS, TONES, Attributes
+
+    rng = np.random.default_rng([cfg.seed, 11])
+    texts, labels = [], []
+    for c in range(len(SYNONYMS)):
+        for _ in range(cfg.captions_per_class):
+            attrs = Attributes(TONES[rng.integers(3)], PATTERNS[rng.integers(2)])
+            texts.append(caption(c, attrs, rng))
+            labels.append(c)
+    return texts, np.array(labels)
+
+
+def representation_scores(emb: EmbeddingModel, data: CaptionData, cfg: GRSLExperimentConfig) -> dict:
+    """Zero-shot accuracy, image->caption retrieval and per-modality anisotropy of one embedding model."""
+    bs = cfg.encode_batch_size
+    img = emb.encode([{"image": im} for im in data.images], batch_size=bs, description="encode images")
+    cls = emb.encode(class_prompts(), batch_size=bs, show_progress=False)
+    texts, text_labels = gallery(cfg)
+    txt = emb.encode(texts, batch_size=bs, description="encode captions")
+    zs = zero_shot_accuracy(img, cls, data.labels)
+    scores = cosine_matrix(img, txt)
+    qrels = [np.flatnonzero(text_labels == y).tolist() for y in data.labels]
+    ret = retrieval_metrics(scores, qrels, ks=(1, 10), ndcg_k=10)
+    top1 = text_labels[scores.argmax(1)] == data.labels
+    return {"zero_shot_accuracy": zs["accuracy"], "zero_shot_per_class": [None if np.isnan(a) else a for a in zs["per_class"]],
+            "i2t_top1": float(top1.mean()), "i2t_ndcg@10": ret["ndcg@10"], "i2t_mrr": ret["mrr"],
+            "anisotropy_image": anisotropy(img), "anisotropy_text": anisotropy(txt),
+            "image_text_gap": float(np.linalg.norm(img.mean(0) - txt.mean(0))),
+            "n_images": len(data), "n_texts": len(texts)}
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _transfer_figure(rows: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["name"].replace("step_", "").lstrip("0") or "0" for r in rows]
+    x = np.arange(len(rows))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, key, title in ((axes[0], "zero_shot_accuracy", "image zero-shot accuracy"),
+                           (axes[1], "anisotropy_image", "anisotropy of image embeddings"),
+                           (axes[2], "anisotropy_text", "anisotropy of text embeddings")):
+        ax.bar(x - 0.2, [r["before"][key] for r in rows], 0.4, label="before (base)")
+        ax.bar(x + 0.2, [r["after"][key] for r in rows], 0.4, label="after text-only LoRA")
+        ax.set_xticks(x, names)
+        ax.set_xlabel("backbone (captioning pre-training step)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].axhline(1 / len(SYNONYMS), color="grey", ls=":", lw=1, label="chance")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+# ---------------------------------------------------------------------------------------------- run
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _validate(cfg: GRSLExperimentConfig) -> None:
+    require_positive(cfg, ("test_images", "captions_per_class", "encode_batch_size"), "lco grsl-experiment")
+    require_positive(cfg.refine, ("steps", "batch_size", "text_rows", "max_length"), "lco grsl-experiment refine")
+    if cfg.generative_metric not in GENERATIVE_METRICS:
+        raise UserError(f"generative_metric: unknown '{cfg.generative_metric}' (one of {', '.join(GENERATIVE_METRICS)})")
+    if cfg.representation_metric not in REPRESENTATION_METRICS:
+        raise UserError(f"representation_metric: unknown '{cfg.representation_metric}' "
+                        f"(one of {', '.join(REPRESENTATION_METRICS)})")
+    if len(set(cfg.pretrain.save_at) | {cfg.pretrain.steps}) < 3:
+        raise UserError("pretrain.save_at: the scaling-law fit needs at least 3 backbones (save_at + the last step)")
+
+
+def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = False) -> dict:
+    """Run (or with ``resume``, finish) the experiment; returns and writes the metrics."""
+    from genrep.core.progress import track
+    from genrep.core.runtime import pick_device
+    from genrep.lco.adapters import LoraSettings, load_model
+    from genrep.lco.train import TrainConfig, train
+
+    _validate(cfg)
+    run = RunDir(out)
+    run.write_config(cfg)
+    device = str(pick_device(cfg.device))
+    cfg.pretrain.device = device
+    cfg.pretrain.seed = cfg.seed
+
+    # 1. generative pre-training -> backbones with generative scores
+    pre_dir = run / "pretrain"
+    pre = _read(pre_dir / "metrics.json") if resume else None
+    if pre is None:
+        pre = pretrain(cfg.pretrain, pre_dir, resume=resume)
+    backbones = [(backbone_name(b["step"]), Path(b["dir"])) for b in pre["backbones"]]
+
+    # 2-3. text-only refinement data, then per backbone: before, refine, after
+    data_path = run / "refine_data.jsonl"
+    rows = caption_triplets(cfg.refine.text_rows, seed=cfg.seed)
+    if cfg.refine.extra_data:
+        from genrep.lco.data import read_triplets
+
+        extra = read_triplets(cfg.refine.extra_data)
+        if any(set(side) - {"text"} for r in extra for side in (r.anchor, r.positive, r.negative or {})):
+            raise UserError(f"refine.extra_data: {cfg.refine.extra_data} has non-text items; the refinement is text-only")
+        rows += extra
+    write_triplets(data_path, rows)
+    test = fashion_split("test", cfg.test_images, cfg.seed, offset=cfg.pretrain.eval_images)
+    family = run / "family"
+    results = []
+    for name, bdir in track(backbones, "GRSL experiment: backbones", total=len(backbones)):
+        home = family / name
+        home.mkdir(parents=True, exist_ok=True)
+        before = _read(home / "before.json") if resume else None
+        if before is None:
+            before = representation_scores(load_model(f"base:{bdir}", device=device), test, cfg)
+            atomic_write_json(home / "before.json", before)
+        after = _read(home / "after.json") if resume else None
+        if after is None:
+            r = cfg.refine
+            tcfg = TrainConfig(backbone=str(bdir), data=str(data_path), method="lora",
+                               lora=LoraSettings(r=r.lora_r, alpha=r.lora_alpha, dropout=r.lora_dropout),
+                               max_steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=r.warmup_steps,
+                               temperature=r.temperature, max_length=r.max_length, seed=cfg.seed, device=device,
+                               log_every=max(1, min(5, r.steps)), checkpoint_every=max(1, r.steps // 2))
+            if not (resume and (home / "refine" / "model" / "lco_model.json").is_file()):
+                train(tcfg, home / "refine", resume=resume)
+            after = representation_scores(load_model(str(home / "refine" / "model"), device=device), test, cfg)
+            atomic_write_json(home / "after.json", after)
+        gen = json.loads((bdir / SCORE_FILE).read_text())
+        results.append({"name": name, "step": gen["step"], "dir": str(bdir),
+                        "generative": {k: gen[k] for k in ("caption_loglik", "caption_nll", "caption_accuracy",
+                                                           "names_a_class")},
+                        "before": before, "after": after})
+
+    # 4. the scaling-law fit, the transfer summary, plots
+    points = [GRSLPoint(r["name"], r["generative"][cfg.generative_metric], r["after"][cfg.representation_metric])
+              for r in results]
+    atomic_write_text(run / "points.jsonl", "".join(
+        json.dumps({"name": p.name, "generative": p.generative, "representation": p.representation}) + "\n"
+        for p in points))
+    try:
+        fit = fit_grsl(points)
+    except UserError as err:  # e.g. all backbones equally good: no line to fit
+        fit = {"error": str(err)}
+    fits_other = {}
+    for g in GENERATIVE_METRICS:
+        try:
+            fits_other[g] = fit_grsl([GRSLPoint(r["name"], r["generative"][g], r["after"][cfg.representation_metric])
+                                      for r in results])
+        except UserError as err:
+            fits_other[g] = {"error": str(err)}
+    if "slope" in fit:
+        labels = {"caption_loglik": "generative score: held-out caption log-likelihood per token",
+                  "caption_accuracy": "generative score: caption class accuracy"}
+        atomic_write_bytes(run.figures / "grsl.png", plot_grsl(
+            points, fit, xlabel=labels[cfg.generative_metric],
+            ylabel=f"{cfg.representation_metric} after text-only LoRA",
+            title="GRSL on the tiny VLM (Fashion-MNIST)"))
+    atomic_write_bytes(run.figures / "transfer.png", _transfer_figure(results))
+    delta = [r["after"]["zero_shot_accuracy"] - r["before"]["zero_shot_accuracy"] for r in results]
+    aniso = [r["after"]["anisotropy_image"] - r["before"]["anisotropy_image"] for r in results]
+    metrics = {
+        "backbones": results,
+        "grsl_fit": fit,
+        "grsl_fits_by_generative_metric": fits_other,
+        "generative_metric": cfg.generative_metric,
+        "representation_metric": cfg.representation_metric,
+        "transfer": {"zero_shot_gain": delta, "image_anisotropy_change": aniso,
+                     "backbones_improved": int(sum(d > 0 for d in delta)), "n": len(delta)},
+        "pretrain": {k: pre[k] for k in ("steps", "final_loss", "trainable_params") if k in pre},
+    }
+    run.write_metrics(metrics)
+    return metrics

@@ -1,0 +1,412 @@
+"""``genrep lco pretrain-vlm``: generative (captioning) pre-training of the tiny VLM, saving a family of
+backbones of increasing generative skill.
+
+The Generation-Representation Scaling Law (PAPERS.md section 2) compares backbones that generate
+better or worse. Here they are checkpoints of one captioning run: the tiny VLM
+(``genrep.lco.tinyvlm``) learns to caption Fashion-MNIST images (captions from
+``genrep.lco.captions``; optionally the scikit-image photos too) with the next-token loss on the
+caption tokens only, as LLaVA's stage 1 (projector only, ``lm_lora_r = 0``) or stage 2 (projector
+plus a LoRA on the language model, ``lm_lora_r > 0``). At every step in ``save_at`` the model is
+saved as a backbone directory (a few MB: the projector, the LM adapter if any, the tokenizer) with
+its *generative score* on held-out Fashion-MNIST test images:
+
+- ``caption_loglik``: mean log-likelihood per caption token of a reference caption of each image
+  (the negative of the held-out captioning loss; higher = better generator);
+- ``caption_accuracy``: the share of greedy captions that name the image's class
+  (``captions.class_of_caption``).
+
+Training is resumable (``--resume``): the trainable weights, the optimizer, the scheduler and the
+RNGs are checkpointed, the batches are a function of (seed, step), and saved backbones are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genrep.core.checkpoint import Checkpointer
+from genrep.core.config import require_positive
+from genrep.core.errors import UserError
+from genrep.core.images import figure_png
+from genrep.core.lr_schedule import warmup_cosine
+from genrep.core.progress import progress_bar, track
+from genrep.core.rundir import RunDir, atomic_write_bytes, atomic_write_json, truncate_log
+from genrep.core.runtime import pick_device, seed_everything
+from genrep.lco.captions import PHOTO_CAPTIONS, caption, class_of_caption, image_attributes
+from genrep.lco.tinyvlm import TinyVLM, TinyVLMConfig, TinyVLMProcessor, build_tinyvlm
+
+SCORE_FILE = "generative.json"
+
+
+@dataclass
+class PretrainConfig:
+    vlm: TinyVLMConfig = field(default_factory=TinyVLMConfig)
+    steps: int = 150
+    batch_size: int = 16
+    lr: float = 1e-3  # projector
+    lm_lora_r: int = 0  # 0: projector only (LLaVA stage 1); > 0: also a LoRA (alpha 2r) on the LM's linear layers
+    lm_lr: float = 2e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    save_at: list[int] = field(default_factory=lambda: [0, 10, 40, 150])  # backbones; the last step is always saved
+    train_images: int = 20000  # Fashion-MNIST training images used (a fixed random subset)
+    eval_images: int = 200  # held-out Fashion-MNIST test images for the generative score
+    photos_fraction: float = 0.0  # share of training rows that are a scikit-image photo (random crop)
+    instruction: str = "Describe the image."
+    max_new_tokens: int = 16
+    eval_batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 10
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class CaptionData:
+    """Fashion-MNIST images, labels and per-image attributes of one split (a fixed subset)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    attributes: list
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def fashion_split(split: str, n: int, seed: int, offset: int = 0) -> CaptionData:
+    """``n`` images of a Fashion-MNIST split, a fixed permutation of (seed, split) from ``offset``."""
+    from genrep.core import assets
+
+    ds = assets.load("fashion-mnist", split=split)
+    perm = np.random.default_rng([seed, 1 if split == "test" else 0]).permutation(len(ds.labels))
+    if offset + n > len(perm):
+        raise UserError(f"fashion-mnist {split}: asked for images {offset}..{offset + n}, it has {len(perm)}")
+    idx = perm[offset:offset + n]
+    images = ds.images[idx]
+    return CaptionData(images, ds.labels[idx].astype(np.int64), [image_attributes(im) for im in images])
+
+
+def reference_captions(data: CaptionData, seed: int) -> list[str]:
+    """One fixed caption per image (the held-out captions whose likelihood is the generative score)."""
+    return [caption(int(data.labels[i]), data.attributes[i], np.random.default_rng([seed, 7, i]))
+            for i in range(len(data))]
+
+
+def _photo_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = photo.shape[:2]
+    scale = rng.uniform(0.6, 1.0)
+    ch, cw = max(8, int(h * scale)), max(8, int(w * scale))
+    y, x = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
+    return photo[y:y + ch, x:x + cw]
+
+
+def training_rows(data: CaptionData, idx: list[int], step: int, cfg: PretrainConfig,
+                  photos: dict[str, np.ndarray] | None) -> tuple[list, list[str]]:
+    """Images and freshly sampled captions of one batch (a function of (seed, step, row))."""
+    images, texts = [], []
+    for j, i in enumerate(idx):
+        rng = np.random.default_rng([cfg.seed, step, j])
+        if photos and rng.random() < cfg.photos_fraction:
+            name = sorted(photos)[int(rng.integers(len(photos)))]
+            images.append(_photo_crop(photos[name], rng))
+            texts.append(PHOTO_CAPTIONS[name][int(rng.integers(len(PHOTO_CAPTIONS[name])))])
+        else:
+            images.append(data.images[i])
+            texts.append(caption(int(data.labels[i]), data.attributes[i], rng))
+    return images, texts
+
+
+def prompt_text(processor: TinyVLMProcessor, instruction: str) -> str:
+    """The chat-formatted captioning prompt: one image, the instruction, the generation prompt."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def captioning_batch(processor: TinyVLMProcessor, prompt: str, images: list, captions: list[str]) -> dict:
+    """``input_ids``, ``attention_mask``, ``labels`` (-100 except on caption + eos tokens) and
+    ``pixel_values``, left-padded so every caption ends at the last column."""
+    tok = processor.tokenizer
+    p_ids = tok(processor._expand(prompt, 1, 0), add_special_tokens=False)["input_ids"]
+    eos = tok.eos_token or ""
+    rows = [p_ids + tok(c + eos, add_special_tokens=False)["input_ids"] for c in captions]
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+        labels[i, width - len(r) + len(p_ids):] = torch.tensor(r[len(p_ids):])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+            "pixel_values": processor.image_processor(images)}
+
+
+# ---------------------------------------------------------------------------------------------- scores
+def caption_loss(model: TinyVLM, batch: dict) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the caption tokens of a ``captioning_batch`` and their count.
+
+    Captions sit at the end of each row (left padding), so only the last ``K`` positions' logits are
+    computed (K = longest caption + 1): the LM head over a 49k-262k vocabulary is not spent on the prompt."""
+    batch = dict(batch)
+    labels = batch.pop("labels")
+    keep = int((labels != -100).sum(1).max()) + 1
+    out = model(**batch, logits_to_keep=keep, use_cache=False)
+    logits = out.logits[:, :-1].float()
+    target = labels[:, labels.shape[1] - keep + 1:]
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                            reduction="sum")
+    return total, int((target != -100).sum())
+
+
+@torch.no_grad()
+def caption_nll(model: TinyVLM, processor: TinyVLMProcessor, prompt: str, images: list, captions: list[str],
+                batch_size: int = 32) -> float:
+    """Mean negative log-likelihood per caption token (caption + eos) given image and prompt."""
+    total, count = 0.0, 0
+    dev = next(model.parameters()).device
+    for s in range(0, len(captions), batch_size):
+        b = captioning_batch(processor, prompt, images[s:s + batch_size], captions[s:s + batch_size])
+        part, n = caption_loss(model, {k: v.to(dev) for k, v in b.items()})
+        total += float(part)
+        count += n
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def generate_captions(model: TinyVLM, processor: TinyVLMProcessor, prompt: str, images: list,
+                      max_new_tokens: int = 16, batch_size: int = 32, show_progress: bool = False) -> list[str]:
+    """Greedy captions of ``images``."""
+    tok = processor.tokenizer
+    side = processor.padding_side
+    processor.padding_side = "left"
+    out: list[str] = []
+    dev = next(model.parameters()).device
+    try:
+        starts = range(0, len(images), batch_size)
+        for s in track(starts, "captioning", total=len(starts), disable=not show_progress):
+            chunk = images[s:s + batch_size]
+            enc = processor(text=[prompt] * len(chunk), images=[[im] for im in chunk])
+            enc = {k: v.to(dev) for k, v in enc.items()}
+            new = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id)
+            out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        processor.padding_side = side
+    return out
+
+
+def generative_score(model: TinyVLM, processor: TinyVLMProcessor, data: CaptionData, cfg: PretrainConfig) -> dict:
+    """The generative score of a backbone on held-out images (see the module docstring)."""
+    was = model.training
+    model.eval()
+    prompt = prompt_text(processor, cfg.instruction)
+    images = list(data.images)
+    nll = caption_nll(model, processor, prompt, images, reference_captions(data, cfg.seed), cfg.eval_batch_size)
+    generated = generate_captions(model, processor, prompt, images, cfg.max_new_tokens, cfg.eval_batch_size)
+    named = [class_of_caption(g) for g in generated]
+    model.train(was)
+    return {"caption_nll": nll, "caption_loglik": -nll, "caption_perplexity": math.exp(min(nll, 50.0)),
+            "caption_accuracy": float(np.mean([p == int(y) for p, y in zip(named, data.labels)])),
+            "names_a_class": float(np.mean([p is not None for p in named])),
+            "samples": [{"label": int(data.labels[i]), "caption": generated[i]} for i in range(min(8, len(data)))],
+            "eval_images": len(data)}
+
+
+# ---------------------------------------------------------------------------------------------- training
+class _Trainable(torch.nn.Module):
+    """Only the trainable tensors of the model, for small exact-resume checkpoints."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self._model = [model]
+
+    def _named(self):
+        return {n: p for n, p in self._model[0].named_parameters() if p.requires_grad}
+
+    def state_dict(self, *args, **kwargs):  # noqa: D102
+        return {n: p.detach() for n, p in self._named().items()}
+
+    def load_state_dict(self, state, strict: bool = True):  # noqa: D102
+        named = self._named()
+        if set(named) != set(state):
+            raise UserError("pretrain-vlm --resume: the checkpoint does not match this configuration's trainable weights")
+        with torch.no_grad():
+            for n, p in named.items():
+                p.copy_(state[n])
+
+
+def backbone_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def save_backbone(model: TinyVLM, processor: TinyVLMProcessor, directory: Path, score: dict, lm_lora: bool) -> Path:
+    """Write a backbone directory atomically (temporary directory + rename)."""
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, language_model="adapter" if lm_lora else "reference")
+    processor.save_pretrained(tmp)
+    atomic_write_json(tmp / SCORE_FILE, score)
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+def _samples_figure(data: CaptionData, rows: list[tuple[str, list[str]]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(6, len(data))
+    fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 1.9 + 0.42 * len(rows)), squeeze=False)
+    for j in range(n):
+        ax = axes[0, j]
+        ax.imshow(data.images[j], cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        text = "\n".join(f"{name}: {caps[j][:34]}" for name, caps in rows if j < len(caps))
+        ax.set_xlabel(text, fontsize=6, loc="left")
+    fig.suptitle("greedy captions of held-out images, per backbone (pre-training step)", fontsize=9)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _curve_figure(points: list[dict], log: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    if log:
+        axes[0].plot([r["step"] for r in log], [r["loss"] for r in log])
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("captioning loss (train)")
+    axes[0].grid(alpha=0.3)
+    steps = [p["step"] for p in points]
+    axes[1].plot(steps, [p["caption_loglik"] for p in points], "o-", label="held-out caption log-lik / token")
+    ax2 = axes[1].twinx()
+    ax2.plot(steps, [p["caption_accuracy"] for p in points], "s--", color="C1", label="caption class accuracy")
+    axes[1].set_xlabel("pre-training step")
+    axes[1].set_ylabel("log-likelihood")
+    ax2.set_ylabel("class accuracy")
+    axes[1].grid(alpha=0.3)
+    fig.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict:
+    """Run the captioning pre-training; returns (and writes) the metrics with one entry per saved backbone."""
+    require_positive(cfg, ("steps", "batch_size", "eval_images", "eval_batch_size", "log_every", "checkpoint_every",
+                           "max_new_tokens", "train_images"), "lco pretrain-vlm")
+    cfg.vlm.validate()
+    bad = [s for s in cfg.save_at if not 0 <= s <= cfg.steps]
+    if bad:
+        raise UserError(f"save_at: steps {bad} are outside 0..steps ({cfg.steps})")
+    if not 0.0 <= cfg.photos_fraction <= 1.0:
+        raise UserError(f"photos_fraction: {cfg.photos_fraction} must be in [0, 1]")
+    save_at = sorted(set(cfg.save_at) | {cfg.steps})
+    device = pick_device(cfg.device)
+    run = RunDir(out)
+    run.write_config(cfg)
+    seed_everything(cfg.seed)
+    train_data = fashion_split("train", cfg.train_images, cfg.seed)
+    eval_data = fashion_split("test", cfg.eval_images, cfg.seed)
+    photos = None
+    if cfg.photos_fraction > 0:
+        from genrep.core import assets
+
+        photos = assets.load("skimage-photos")
+
+    model, processor = build_tinyvlm(cfg.vlm, device=device)
+    params = [{"params": list(model.multi_modal_projector.parameters()), "lr": cfg.lr}]
+    if cfg.lm_lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        from genrep.lco.backbones import language_linear_names
+
+        lora = LoraConfig(r=cfg.lm_lora_r, lora_alpha=2 * cfg.lm_lora_r, lora_dropout=0.0,
+                          target_modules=language_linear_names(model.language_model), bias="none")
+        model.language_model = get_peft_model(model.language_model, lora)
+        params.append({"params": [p for p in model.language_model.parameters() if p.requires_grad], "lr": cfg.lm_lr})
+    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, min(cfg.warmup_steps, cfg.steps), cfg.steps)
+    state = _Trainable(model)
+    ckpt = Checkpointer(run.checkpoints, keep_last=cfg.keep_checkpoints)
+    start = 0
+    if resume:
+        meta = ckpt.resume(model=state, optimizer=opt, scheduler=sched)
+        if meta is not None:
+            start = meta["step"]
+    log_path = run / "train_log.jsonl"
+    truncate_log(log_path, start)
+    backbones_dir = run / "backbones"
+    backbones_dir.mkdir(exist_ok=True)
+    prompt = prompt_text(processor, cfg.instruction)
+    trainable = [p for g in params for p in g["params"]]
+
+    def maybe_save(step: int) -> None:
+        target = backbones_dir / backbone_name(step)
+        if step in save_at and not (target / SCORE_FILE).is_file():
+            score = {"step": step, **generative_score(model, processor, eval_data, cfg)}
+            save_backbone(model, processor, target, score, cfg.lm_lora_r > 0)
+
+    from genrep.lco.train import batch_indices
+
+    maybe_save(start)
+    model.train()
+    t0 = time.perf_counter()
+    with progress_bar(cfg.steps - start, "pretrain-vlm (captioning)") as bar:
+        for step in range(start, cfg.steps):
+            idx = batch_indices(len(train_data), cfg.batch_size, step, cfg.seed)
+            images, texts = training_rows(train_data, idx, step, cfg, photos)
+            batch = {k: v.to(device) for k, v in captioning_batch(processor, prompt, images, texts).items()}
+            opt.zero_grad(set_to_none=True)
+            total, count = caption_loss(model, batch)
+            loss = total / max(count, 1)  # mean over the batch's caption tokens (the LM's own loss)
+            if not torch.isfinite(loss):
+                raise UserError(f"pretrain-vlm: loss is {float(loss)} at step {step}; lower lr")
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip or float("inf")))
+            opt.step()
+            sched.step()
+            bar.advance()
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": grad_norm,
+                       "seconds": time.perf_counter() - t0}
+                bar.status(f"loss {float(loss.detach()):.3f}")
+                with log_path.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                ckpt.save(step + 1, model=state, optimizer=opt, scheduler=sched)
+            if step + 1 in save_at:
+                maybe_save(step + 1)
+                model.train()
+
+    points = []
+    for s in save_at:
+        f = backbones_dir / backbone_name(s) / SCORE_FILE
+        if f.is_file():
+            points.append({**json.loads(f.read_text()), "dir": str(f.parent)})
+    log = [json.loads(line) for line in log_path.read_text().splitlines() if line] if log_path.exists() else []
+    atomic_write_bytes(run.figures / "generative_score.png", _curve_figure(points, log))
+    atomic_write_bytes(run.figures / "captions.png", _samples_figure(
+        eval_data, [(backbone_name(p["step"]).replace("step_", "").lstrip("0") or "0",
+                     [s["caption"] for s in p["samples"]]) for p in points]))
+    metrics = {"backbones": [{k: v for k, v in p.items() if k != "samples"} for p in points],
+               "steps": cfg.steps, "final_loss": log[-1]["loss"] if log else None,
+               "trainable_params": sum(p.numel() for p in trainable)}
+    run.write_metrics(metrics)
+    return metrics

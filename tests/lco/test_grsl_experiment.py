@@ -1,0 +1,70 @@
+"""The GRSL experiment end to end on a tiny random configuration (tiny LM, random EfficientNet)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genrep.core.errors import UserError
+from genrep.lco.adapters import load_model
+from genrep.lco.backbones import tower_parameters
+from genrep.lco.grsl_experiment import GRSLExperimentConfig, RefineConfig, run_experiment
+from genrep.lco.pretrain_vlm import PretrainConfig
+from genrep.lco.tinyvlm import TinyVLMConfig
+from tests.lco.tiny_vlms import tiny_causal_lm
+
+
+def _cfg(lm):
+    return GRSLExperimentConfig(
+        pretrain=PretrainConfig(vlm=TinyVLMConfig(lm=lm, vision="effnet-lite0-random", image_size=32, grid=1),
+                                steps=4, batch_size=4, save_at=[0, 2], train_images=40, eval_images=6,
+                                eval_batch_size=6, max_new_tokens=3, log_every=1, checkpoint_every=2, lr=1e-2),
+        refine=RefineConfig(steps=2, batch_size=4, text_rows=16, lora_r=2),
+        test_images=12, captions_per_class=2, encode_batch_size=8, device="cpu")
+
+
+def test_whole_pipeline_on_a_tiny_random_configuration(tmp_path):
+    lm = tiny_causal_lm(tmp_path / "lm")
+    out = tmp_path / "exp"
+    m = run_experiment(_cfg(lm), out)
+    assert [b["name"] for b in m["backbones"]] == ["step_000000", "step_000002", "step_000004"]
+    for b in m["backbones"]:
+        for side in ("before", "after"):
+            s = b[side]
+            assert 0.0 <= s["zero_shot_accuracy"] <= 1.0 and -1.0 <= s["anisotropy_image"] <= 1.0 + 1e-9
+            assert s["n_images"] == 12 and s["n_texts"] == 20
+    assert m["grsl_fit"]["n"] == 3 or "error" in m["grsl_fit"]
+    points = [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+    assert [p["name"] for p in points] == ["step_000000", "step_000002", "step_000004"]
+    assert (out / "figures" / "transfer.png").stat().st_size > 1000
+    assert (out / "metrics.json").is_file() and (out / "config.yaml").is_file()
+    # refinement data is text only
+    rows = [json.loads(line) for line in (out / "refine_data.jsonl").read_text().splitlines()]
+    assert rows and all(set(v) == {"text"} for r in rows for k, v in r.items() if isinstance(v, dict))
+
+    # text-only training leaves every vision weight (tower and projector) unchanged, and does change the LM
+    for b in m["backbones"]:
+        base = load_model(f"base:{b['dir']}").model
+        tuned = load_model(str(out / "family" / b["name"] / "refine" / "model")).model
+        t_base, t_tuned = tower_parameters(base), tower_parameters(tuned)
+        assert t_base and set(t_base) == set(t_tuned)
+        assert all(torch.equal(t_base[n], t_tuned[n]) for n in t_base)
+        lm_base = dict(base.language_model.named_parameters())
+        assert any(not torch.equal(p, lm_base[n]) for n, p in tuned.language_model.named_parameters())
+
+    # resume: every stage is found finished and nothing is recomputed
+    before = {p: p.stat().st_mtime_ns for p in (out / "family").rglob("*.json")}
+    again = run_experiment(_cfg(lm), out, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in (out / "family").rglob("*.json")} == before
+    assert again["backbones"] == m["backbones"]
+
+
+def test_bad_settings_are_one_line_errors(tmp_path):
+    cfg = GRSLExperimentConfig(generative_metric="bleu")
+    with pytest.raises(UserError, match="generative_metric"):
+        run_experiment(cfg, tmp_path)
+    cfg = GRSLExperimentConfig(pretrain=PretrainConfig(steps=10, save_at=[10]))
+    with pytest.raises(UserError, match="at least 3 backbones"):
+        run_experiment(cfg, tmp_path)
