@@ -20,3 +20,11 @@ def test_shipped_lco_configs_are_the_defaults():
 
     assert load_config(TrainConfig, CONFIGS / "lco" / "train.yaml") == TrainConfig()
     assert load_config(EvalConfig, CONFIGS / "lco" / "eval.yaml") == EvalConfig()
+
+
+def test_shipped_tiny_vlm_configs_are_the_defaults():
+    from genrep.lco.grsl_experiment import GRSLExperimentConfig
+    from genrep.lco.pretrain_vlm import PretrainConfig
+
+    assert load_config(PretrainConfig, CONFIGS / "lco" / "pretrain_vlm.yaml") == PretrainConfig()
+    assert load_config(GRSLExperimentConfig, CONFIGS / "lco" / "grsl_experiment.yaml") == GRSLExperimentConfig()

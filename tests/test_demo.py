@@ -27,6 +27,7 @@ def test_demo_writes_a_report_with_pictures(tmp_path):
     assert (out / "figures" / "fashion_mnist.png").stat().st_size > 1000
     assert set(metrics["rae"]) >= {"psnr", "ssim", "rfd_effnet"} and "figures/rae_reconstructions.png" in md
     assert {"fd_effnet", "class_accuracy", "dit_steps"} <= set(metrics["rae"]) and "figures/rae_generated.png" in md
+    assert len(metrics["lco_grsl"]["backbones"]) == 3 and "figures/lco_transfer.png" in md
     assert set(metrics["diting"]["chrf"]) == {"smollm2", "gemma3"} and "figures/diting_chrf.png" in md
     assert metrics["diting"]["human_annotations"] == 230 and set(metrics["diting"]["meta_eval"]) == {"chrf", "bleu"}
     assert set(metrics["lco"]["before"]) == {"recall@1", "ndcg@10", "anisotropy"} and "figures/lco_retrieval.png" in md

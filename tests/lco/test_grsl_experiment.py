@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,50 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     cfg = GRSLExperimentConfig(pretrain=PretrainConfig(steps=10, save_at=[10]))
     with pytest.raises(UserError, match="at least 3 backbones"):
         run_experiment(cfg, tmp_path)
+
+
+def test_photos_can_be_mixed_into_captioning(tmp_path):
+    from genrep.lco.captions import PHOTO_CAPTIONS
+    from genrep.lco.pretrain_vlm import fashion_split, training_rows
+
+    cfg = PretrainConfig(photos_fraction=1.0)
+    photos = {"chelsea": np.full((64, 80, 3), 120, np.uint8), "coffee": np.zeros((50, 50, 3), np.uint8)}
+    images, texts = training_rows(fashion_split("train", 8, 0), list(range(8)), 0, cfg, photos)
+    assert all(t in PHOTO_CAPTIONS["chelsea"] + PHOTO_CAPTIONS["coffee"] for t in texts)
+    assert all(im.ndim == 3 and im.shape[0] >= 8 for im in images)
+    cfg.photos_fraction = 0.0
+    images, texts = training_rows(fashion_split("train", 8, 0), list(range(8)), 0, cfg, photos)
+    assert all(im.shape == (28, 28) for im in images)
+
+
+def test_cli_fast_profile_and_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    from genrep.core.config import load_config
+    from genrep.lco.grsl_experiment import fast_config
+
+    assert load_config(GRSLExperimentConfig, base=fast_config()) == fast_config()
+    assert load_config(GRSLExperimentConfig, overrides=["refine.steps=3"], base=fast_config()).refine.steps == 3
+    for args in (["grsl-experiment", "--fast", "--set", "generative_metric=bleu"],
+                 ["pretrain-vlm", "--set", "vlm.vision=dinov2"]):
+        proc = subprocess.run([sys.executable, "-m", "genrep", "lco", *args, "--out", str(tmp_path / "x")],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.slow
+def test_fast_profile_with_the_bundled_models(tmp_path):
+    """``genrep lco grsl-experiment --fast`` on SmolLM2 + EfficientNet-Lite0 (about 10 minutes on 2 cores)."""
+    import time
+
+    from genrep.lco.grsl_experiment import fast_config
+
+    t0 = time.perf_counter()
+    m = run_experiment(fast_config(), tmp_path)
+    assert time.perf_counter() - t0 < 15 * 60
+    gen = [b["generative"]["caption_loglik"] for b in m["backbones"]]
+    assert gen == sorted(gen)  # more captioning training, better held-out likelihood
+    assert "slope" in m["grsl_fit"]
+    assert (tmp_path / "figures" / "grsl.png").is_file()

@@ -77,12 +77,12 @@ class GRSLExperimentConfig:
 
 
 def fast_config() -> GRSLExperimentConfig:
-    """The ``--fast`` profile (demo and tests): at most ~10 minutes on 2 CPU cores."""
+    """The ``--fast`` profile (demo and tests): about 10 minutes on 2 CPU cores."""
     return GRSLExperimentConfig(
-        pretrain=PretrainConfig(steps=50, save_at=[0, 15, 50], eval_images=64, batch_size=16, train_images=5000,
-                                log_every=5, checkpoint_every=25),
-        refine=RefineConfig(steps=10, text_rows=400),
-        test_images=100, captions_per_class=5)
+        pretrain=PretrainConfig(steps=60, save_at=[0, 20, 60], eval_images=48, batch_size=16, train_images=5000,
+                                log_every=5, checkpoint_every=30),
+        refine=RefineConfig(steps=8, text_rows=400),
+        test_images=100, captions_per_class=4)
 
 
 PROFILES = {"default": GRSLExperimentConfig, "fast": fast_config}
