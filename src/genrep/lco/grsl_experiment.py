@@ -172,11 +172,11 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
     from genrep.lco.train import TrainConfig, train
 
     _validate(cfg)
-    run = RunDir(out)
-    run.write_config(cfg)
     device = str(pick_device(cfg.device))
     cfg.pretrain.device = device
-    cfg.pretrain.seed = cfg.seed
+    cfg.pretrain.seed = cfg.seed  # one seed for the whole experiment (data splits, captions, refinement)
+    run = RunDir(out)
+    run.write_config(cfg)
 
     # 1. generative pre-training -> backbones with generative scores
     pre_dir = run / "pretrain"

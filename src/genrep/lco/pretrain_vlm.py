@@ -359,7 +359,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict
 
     def maybe_save(step: int) -> None:
         target = backbones_dir / backbone_name(step)
-        if step in save_at and not (target / SCORE_FILE).is_file():
+        if step in save_at and not (resume and (target / SCORE_FILE).is_file()):
             score = {"step": step, **generative_score(model, processor, eval_data, cfg)}
             save_backbone(model, processor, target, score, cfg.lm_lora_r > 0)
 
