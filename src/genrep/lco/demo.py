@@ -137,8 +137,11 @@ def add_grsl_section(report: Report, cfg, run: RunDir) -> dict:
         f"images, then the *same* text-only LoRA refinement on caption triplets ({ecfg.refine.steps} steps x "
         f"{ecfg.refine.batch_size}; no image is seen), and image zero-shot classification / image->caption "
         f"retrieval / anisotropy before and after on {ecfg.test_images} other test images."
-        + (" This smoke profile only exercises every stage; its numbers mean nothing." if cfg.profile == "smoke"
-           else ""))
+        + {"smoke": " This smoke profile only exercises every stage; its numbers mean nothing.",
+           "fast": f" With {ecfg.test_images} test images a zero-shot accuracy has a standard error of about "
+                   f"0.04, and 8 refinement steps are few: this profile shows the pipeline, not the claims; the "
+                   f"default profile (`genrep lco grsl-experiment`, docs/lco.md) is the one that tests them."}.get(
+            cfg.profile, ""))
     rows = [{"backbone": b["name"], "caption log-lik": round(b["generative"]["caption_loglik"], 3),
              "caption acc": round(b["generative"]["caption_accuracy"], 3),
              "zero-shot before": round(b["before"]["zero_shot_accuracy"], 3),

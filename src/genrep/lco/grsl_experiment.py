@@ -123,6 +123,12 @@ def representation_scores(emb: EmbeddingModel, data: CaptionData, cfg: GRSLExper
 
 
 # ---------------------------------------------------------------------------------------------- plots
+def _se(scores: dict) -> float:
+    """Binomial standard error of a zero-shot accuracy over ``n_images`` images."""
+    p = scores["zero_shot_accuracy"]
+    return float(np.sqrt(p * (1 - p) / scores["n_images"]))
+
+
 def _transfer_figure(rows: list[dict]) -> bytes:
     import matplotlib
 
@@ -135,8 +141,11 @@ def _transfer_figure(rows: list[dict]) -> bytes:
     for ax, key, title in ((axes[0], "zero_shot_accuracy", "image zero-shot accuracy"),
                            (axes[1], "anisotropy_image", "anisotropy of image embeddings"),
                            (axes[2], "anisotropy_text", "anisotropy of text embeddings")):
-        ax.bar(x - 0.2, [r["before"][key] for r in rows], 0.4, label="before (base)")
-        ax.bar(x + 0.2, [r["after"][key] for r in rows], 0.4, label="after text-only LoRA")
+        err = {side: [_se(r[side]) for r in rows] if key == "zero_shot_accuracy" else None
+               for side in ("before", "after")}
+        ax.bar(x - 0.2, [r["before"][key] for r in rows], 0.4, yerr=err["before"], capsize=2, label="before (base)")
+        ax.bar(x + 0.2, [r["after"][key] for r in rows], 0.4, yerr=err["after"], capsize=2,
+               label="after text-only LoRA")
         ax.set_xticks(x, names)
         ax.set_xlabel("backbone (captioning pre-training step)")
         ax.set_title(title, fontsize=9)
