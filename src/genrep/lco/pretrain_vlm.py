@@ -295,14 +295,15 @@ def _curve_figure(points: list[dict], log: list[dict]) -> bytes:
     axes[0].set_ylabel("captioning loss (train)")
     axes[0].grid(alpha=0.3)
     steps = [p["step"] for p in points]
-    axes[1].plot(steps, [p["caption_loglik"] for p in points], "o-", label="held-out caption log-lik / token")
+    h1 = axes[1].plot(steps, [p["caption_loglik"] for p in points], "o-", label="held-out caption log-lik / token")
     ax2 = axes[1].twinx()
-    ax2.plot(steps, [p["caption_accuracy"] for p in points], "s--", color="C1", label="caption class accuracy")
+    h2 = ax2.plot(steps, [p["caption_accuracy"] for p in points], "s--", color="C1", label="caption class accuracy")
     axes[1].set_xlabel("pre-training step")
     axes[1].set_ylabel("log-likelihood")
     ax2.set_ylabel("class accuracy")
     axes[1].grid(alpha=0.3)
-    fig.legend(fontsize=7, loc="lower right")
+    axes[1].legend(handles=h1 + h2, fontsize=7, loc="lower right")
+    axes[1].set_title("generative score of the saved backbones", fontsize=9)
     fig.tight_layout()
     return figure_png(fig)
 
