@@ -55,6 +55,16 @@ def test_whole_pipeline_on_a_tiny_random_configuration(tmp_path):
         lm_base = dict(base.language_model.named_parameters())
         assert any(not torch.equal(p, lm_base[n]) for n, p in tuned.language_model.named_parameters())
 
+    # a refined tiny VLM merges into a standalone directory (full weights) that embeds the same
+    from genrep.lco.adapters import merge
+
+    refined = out / "family" / "step_000004" / "refine" / "model"
+    merged = merge(refined, tmp_path / "merged")
+    items = [{"image": np.full((28, 28), 200, np.uint8)}, "A photo of a coat."]
+    a = load_model(str(refined)).encode(items, show_progress=False)
+    b = load_model(str(merged)).encode(items, show_progress=False)
+    assert np.allclose(a, b, atol=1e-5)
+
     # resume: every stage is found finished and nothing is recomputed
     before = {p: p.stat().st_mtime_ns for p in (out / "family").rglob("*.json")}
     again = run_experiment(_cfg(lm), out, resume=True)

@@ -137,7 +137,7 @@ def captioning_batch(processor: TinyVLMProcessor, prompt: str, images: list, cap
     """``input_ids``, ``attention_mask``, ``labels`` (-100 except on caption + eos tokens) and
     ``pixel_values``, left-padded so every caption ends at the last column."""
     tok = processor.tokenizer
-    p_ids = tok(processor._expand(prompt, 1, 0), add_special_tokens=False)["input_ids"]
+    p_ids = tok(processor.expand_image_tokens(prompt, 1, 0), add_special_tokens=False)["input_ids"]
     eos = tok.eos_token or ""
     rows = [p_ids + tok(c + eos, add_special_tokens=False)["input_ids"] for c in captions]
     width = max(len(r) for r in rows)

@@ -172,7 +172,7 @@ class TinyVLMProcessor:
                                                   tokenize=tokenize, add_generation_prompt=add_generation_prompt,
                                                   **kwargs)
 
-    def _expand(self, text: str, n_images: int, row: int) -> str:
+    def expand_image_tokens(self, text: str, n_images: int, row: int = 0) -> str:
         found = text.count(self.image_token)
         if found != n_images:
             raise UserError(f"TinyVLM processor: row {row} has {found} {self.image_token} placeholder(s) "
@@ -200,7 +200,7 @@ class TinyVLMProcessor:
         if any(kwargs.get(k) for k in ("videos", "audio")):
             raise UserError("TinyVLM: cannot take video or audio inputs (image and text only)")
         rows = self._rows_images(texts, images)
-        expanded = [self._expand(t, len(r), i) for i, (t, r) in enumerate(zip(texts, rows))]
+        expanded = [self.expand_image_tokens(t, len(r), i) for i, (t, r) in enumerate(zip(texts, rows))]
         enc = dict(self.tokenizer(expanded, padding=padding, add_special_tokens=False, return_tensors="pt"))
         flat = [im for r in rows for im in r]
         if flat:
