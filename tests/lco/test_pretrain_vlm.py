@@ -57,6 +57,11 @@ def test_labels_cover_exactly_the_caption_and_eos(tiny_lm):
 def test_pretraining_saves_a_family_with_scores_and_only_the_projector_moves(tiny_lm, tmp_path):
     cfg = _cfg(tiny_lm)
     m = pretrain(cfg, tmp_path)
+    from genrep.core.checkpoint import load_model_weights
+
+    ckpt = sorted((tmp_path / "checkpoints").glob("*.safetensors"))[-1]
+    keys = set(load_model_weights(ckpt))
+    assert keys and all(k.startswith("multi_modal_projector.") for k in keys), sorted(keys)[:5]
     steps = [b["step"] for b in m["backbones"]]
     assert steps == [0, 2, 4]
     for b in m["backbones"]:
@@ -97,8 +102,15 @@ def test_resume_after_a_crash_is_exact(tiny_lm, tmp_path, monkeypatch):
                                                                   "samples": []})
     with pytest.raises(KeyboardInterrupt):
         pretrain(_cfg(tiny_lm), tmp_path / "b")
-    monkeypatch.setattr(pv, "caption_loss", real)
+    after = {"n": 0}
+
+    def counting(model, batch):
+        after["n"] += 1
+        return real(model, batch)
+
+    monkeypatch.setattr(pv, "caption_loss", counting)
     pretrain(_cfg(tiny_lm), tmp_path / "b", resume=True)
+    assert after["n"] == 2  # steps 2 and 3 only: the run continued from the step-2 checkpoint
     a = load_tinyvlm(tmp_path / "a" / "backbones" / "step_000004")[0].multi_modal_projector.state_dict()
     b = load_tinyvlm(tmp_path / "b" / "backbones" / "step_000004")[0].multi_modal_projector.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -85,14 +85,17 @@ def test_embedding_is_independent_of_padding_and_batch(vlm):
     from genrep.lco.backbones import Backbone
 
     emb = EmbeddingModel(Backbone(model, processor, "vlm", "tiny", ("text", "image")))
-    items = [{"image": _images(1, 1)[0]}, {"image": _images(1, 2)[0], "text": "a much longer text than the other"},
-             "just text"]
+    items = [{"image": _images(1, 1)[0], "text": "red"},
+             {"image": _images(1, 2)[0], "text": "a much longer text than the other one"},
+             {"image": [_images(1, 3)[0], _images(1, 4)[0]], "text": "two images"}]  # one key: one padded batch
     together = emb.encode(items, batch_size=3, sort_by_length=False, show_progress=False)
     alone = np.stack([emb.encode([x], show_progress=False)[0] for x in items])
     assert np.allclose(together, alone, atol=1e-5)
+    assert not np.allclose(alone[0], alone[1], atol=1e-3)  # the inputs do matter
     processor.padding_side = "right"
     emb.backbone.tokenizer.padding_side = "right"
     enc_r = processor(text=[emb.prompt(x).prompt for x in items[:2]], images=[[items[0]["image"]], [items[1]["image"]]])
+    assert not bool(enc_r["attention_mask"][:, -1].all())  # really right-padded
     with torch.no_grad():
         out = model(**enc_r, output_hidden_states=True)
     from genrep.lco.embedding import last_token_pool
@@ -114,6 +117,19 @@ def test_greedy_generation_with_cache_matches_step_by_step_argmax(vlm):
             assert torch.equal(logits.argmax(-1), new[:, t])
             ids = torch.cat([ids, new[:, t:t + 1]], 1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+
+
+def test_generate_needs_left_padding_and_embedding_skips_the_lm_head(vlm):
+    model, processor = vlm
+    processor.padding_side = "right"
+    enc = processor(text=[_prompt(processor, 1), _prompt(processor, 1, "longer prompt text")],
+                    images=[_images(1), _images(1, 1)])
+    with pytest.raises(UserError, match="left-padded"):
+        model.generate(**enc, max_new_tokens=2)
+    from genrep.lco.backbones import Backbone
+
+    emb = EmbeddingModel(Backbone(model, processor, "vlm", "tiny", ("text", "image")))
+    assert emb._keep_logits  # the forward signature exposes logits_to_keep
 
 
 @pytest.mark.parametrize("lm_kind", ["reference", "adapter", "weights"])

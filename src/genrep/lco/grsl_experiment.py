@@ -72,8 +72,8 @@ class GRSLExperimentConfig:
     encode_batch_size: int = 32
     generative_metric: str = "caption_loglik"
     representation_metric: str = "zero_shot_accuracy"
-    seed: int = 0
-    device: str = "auto"
+    seed: int = 0  # used everywhere: it replaces pretrain.seed (one seed for splits, captions, refinement)
+    device: str = "auto"  # replaces pretrain.device
 
 
 def fast_config() -> GRSLExperimentConfig:
@@ -257,6 +257,8 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
             points, fit, xlabel=labels[cfg.generative_metric],
             ylabel=f"{cfg.representation_metric} after text-only LoRA",
             title="GRSL on the tiny VLM (Fashion-MNIST)"))
+    else:
+        (run.figures / "grsl.png").unlink(missing_ok=True)  # never show an earlier run's fit
     atomic_write_bytes(run.figures / "transfer.png", _transfer_figure(results))
     delta = [r["after"]["zero_shot_accuracy"] - r["before"]["zero_shot_accuracy"] for r in results]
     aniso = [r["after"]["anisotropy_image"] - r["before"]["anisotropy_image"] for r in results]

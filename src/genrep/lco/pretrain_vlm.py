@@ -257,8 +257,12 @@ def save_backbone(model: TinyVLM, processor: TinyVLMProcessor, directory: Path, 
     model.save_pretrained(tmp, language_model="adapter" if lm_lora else "reference")
     processor.save_pretrained(tmp)
     atomic_write_json(tmp / SCORE_FILE, score)
-    shutil.rmtree(directory, ignore_errors=True)
+    old = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)  # a crash from here on leaves the new or the old backbone, never neither
     tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
@@ -316,6 +320,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict
     bad = [s for s in cfg.save_at if not 0 <= s <= cfg.steps]
     if bad:
         raise UserError(f"save_at: steps {bad} are outside 0..steps ({cfg.steps})")
+    if cfg.lm_lora_r < 0 or cfg.grad_clip < 0:
+        raise UserError(f"lm_lora_r ({cfg.lm_lora_r}) and grad_clip ({cfg.grad_clip}) must be >= 0 (0 = off)")
     if not 0.0 <= cfg.photos_fraction <= 1.0:
         raise UserError(f"photos_fraction: {cfg.photos_fraction} must be in [0, 1]")
     save_at = sorted(set(cfg.save_at) | {cfg.steps})
@@ -332,6 +338,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict
         photos = assets.load("skimage-photos")
 
     model, processor = build_tinyvlm(cfg.vlm, device=device)
+    model.language_model.requires_grad_(False)  # stage 1 trains the projector only (no LM weight gradients)
     params = [{"params": list(model.multi_modal_projector.parameters()), "lr": cfg.lr}]
     if cfg.lm_lora_r > 0:
         from peft import LoraConfig, get_peft_model
@@ -400,7 +407,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict
     for s in save_at:
         f = backbones_dir / backbone_name(s) / SCORE_FILE
         if f.is_file():
-            points.append({**json.loads(f.read_text()), "dir": str(f.parent)})
+            points.append({**json.loads(f.read_text()), "dir": str(f.parent.resolve())})
     log = [json.loads(line) for line in log_path.read_text().splitlines() if line] if log_path.exists() else []
     atomic_write_bytes(run.figures / "generative_score.png", _curve_figure(points, log))
     atomic_write_bytes(run.figures / "captions.png", _samples_figure(

@@ -77,6 +77,8 @@ class TinyVLMConfig:
             raise UserError(f"vlm.vision: unknown '{self.vision}' (one of {', '.join(VISION_CHOICES)})")
         if self.image_size < 32 or self.image_size % 32:
             raise UserError(f"vlm.image_size: {self.image_size} must be a multiple of 32 (>= 32): the encoder has stride 32")
+        if self.projector_hidden < 0 or not self.image_token.strip():
+            raise UserError("vlm.projector_hidden must be >= 0 (0 = the LM's width) and vlm.image_token non-empty")
         if not 1 <= self.grid <= self.image_size // 32:
             raise UserError(f"vlm.grid: {self.grid} must be between 1 and image_size/32 = {self.image_size // 32}")
 
@@ -95,7 +97,9 @@ class TinyVLMImageProcessor:
         if hasattr(image, "convert"):
             return image.convert("RGB")
         arr = np.asarray(image)
-        if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.integer):  # 0-255 values in any integer type
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        elif arr.dtype != np.uint8:  # floats in [0, 1]
             arr = (np.clip(arr.astype(np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
             arr = arr.transpose(1, 2, 0)
@@ -285,21 +289,27 @@ class TinyVLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs):
-        """The LM's output (loss with ``labels``, logits, hidden states...) on text + image tokens."""
+                labels: torch.Tensor | None = None, logits_to_keep: int | torch.Tensor = 0, **kwargs):
+        """The LM's output (loss with ``labels``, logits, hidden states...) on text + image tokens.
+
+        ``logits_to_keep`` is explicit so that ``EmbeddingModel`` sees it and asks for one position only."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
             position_ids = self.positions(attention_mask)
         embeds = self.embed_inputs(input_ids, pixel_values)
         return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                   labels=labels, **kwargs)
+                                   labels=labels, logits_to_keep=logits_to_keep, **kwargs)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None,
                  max_new_tokens: int = 16, eos_token_id: int | Sequence[int] | None = None) -> torch.Tensor:
         """Greedy decoding with a KV cache; returns the new tokens ``[B, <= max_new_tokens]`` (eos-padded)."""
+        if not bool(attention_mask[:, -1].all()):
+            raise UserError("TinyVLM.generate: inputs must be left-padded (processor.padding_side = 'left')")
         eos = eos_token_id if eos_token_id is not None else self.config.eos_token_id
+        if eos is None:
+            raise UserError("TinyVLM.generate: no eos_token_id given and the LM config has none")
         eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
         mask = attention_mask
         pos = self.positions(mask)
@@ -373,7 +383,7 @@ def _load_lm(source: str, dtype: torch.dtype):
     hf_logging.disable_progress_bar()
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: not a causal-LM checkpoint
         raise UserError(f"vlm.lm: cannot load '{source}' (bundled: {', '.join(BUNDLED_LMS)}; or a directory / "
                         f"hub id): {str(err).splitlines()[0]}") from None
     finally:
@@ -388,7 +398,7 @@ def _load_tokenizer(source: str):
 
     try:
         return AutoTokenizer.from_pretrained(resolve_lm_path(source))
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise UserError(f"vlm.lm: cannot load the tokenizer of '{source}': {str(err).splitlines()[0]}") from None
 
 
@@ -417,18 +427,22 @@ def load_tinyvlm(directory: str | Path, *, dtype: torch.dtype = torch.float32,
     cfg.validate()
     kind = spec.get("language_model", "reference")
     source = spec.get("lm_source", cfg.lm)
-    if kind == "weights":
-        lm = _load_lm(str(directory / "language_model"), dtype)
-    else:
-        lm = _load_lm(source, dtype)
-        if kind == "adapter":
-            from peft import PeftModel
+    try:
+        if kind == "weights":
+            lm = _load_lm(str(directory / "language_model"), dtype)
+        else:
+            lm = _load_lm(source, dtype)
+            if kind == "adapter":
+                from peft import PeftModel
 
-            lm = PeftModel.from_pretrained(lm, str(directory / "lm_adapter")).merge_and_unload()
-    processor = TinyVLMProcessor(AutoTokenizer.from_pretrained(str(directory)), cfg)
-    model = TinyVLM(cfg, _vision_tower(cfg), lm, processor.image_token_id)
+                lm = PeftModel.from_pretrained(lm, str(directory / "lm_adapter")).merge_and_unload()
+        processor = TinyVLMProcessor(AutoTokenizer.from_pretrained(str(directory)), cfg)
+        model = TinyVLM(cfg, _vision_tower(cfg), lm, processor.image_token_id)
+        model.multi_modal_projector.load_state_dict(load_file(str(directory / PROJECTOR_FILE)))
+    except (OSError, ValueError, RuntimeError) as err:  # missing/corrupt projector, adapter or tokenizer
+        raise UserError(f"{directory}: incomplete or broken TinyVLM directory "
+                        f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
     model.lm_source = source if kind != "weights" else str(directory / "language_model")
-    model.multi_modal_projector.load_state_dict(load_file(str(directory / PROJECTOR_FILE)))
     return model.to(device=device).eval(), processor
 
 
