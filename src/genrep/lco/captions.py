@@ -102,10 +102,14 @@ def noun_phrase(label: int, synonym: int = 0, adjectives: tuple[str, ...] = ()) 
     return _article(f"{adj} {noun}" if adj else noun)
 
 
+def said_attributes(attrs: Attributes, which: int) -> tuple[str, ...]:
+    """The adjectives a caption says: 0 none, 1 tone, 2 pattern, 3 both."""
+    return ((), (attrs.tone,), (attrs.pattern,), (attrs.tone, attrs.pattern))[which]
+
+
 def caption(label: int, attrs: Attributes, rng: np.random.Generator) -> str:
     """One random caption of a Fashion-MNIST image: template, synonym and which attributes are said."""
-    which = rng.integers(4)  # none, tone, pattern, both
-    adjectives = {0: (), 1: (attrs.tone,), 2: (attrs.pattern,), 3: (attrs.tone, attrs.pattern)}[int(which)]
+    adjectives = said_attributes(attrs, int(rng.integers(4)))
     return render(int(rng.integers(len(TEMPLATES))), label, int(rng.integers(len(SYNONYMS[label]))), adjectives)
 
 
@@ -146,8 +150,7 @@ def caption_triplets(n: int, seed: int = 0) -> list[Triplet]:
         other = int((label + 1 + rng.integers(len(SYNONYMS) - 1)) % len(SYNONYMS))
         attrs = Attributes(TONES[rng.integers(3)], PATTERNS[rng.integers(2)])
         t, s = int(rng.integers(len(TEMPLATES))), int(rng.integers(3))
-        which = int(rng.integers(4))
-        adjectives = {0: (), 1: (attrs.tone,), 2: (attrs.pattern,), 3: (attrs.tone, attrs.pattern)}[which]
+        adjectives = said_attributes(attrs, int(rng.integers(4)))
         anchor = render(t, label, s, adjectives)
         positive = anchor
         while positive == anchor:
