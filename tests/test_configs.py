@@ -11,7 +11,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_shipped_configs_load_into_their_dataclasses():
     assert load_config(DemoConfig, CONFIGS / "demo.yaml") == DemoConfig()
     assert load_config(TrainDecoderConfig, CONFIGS / "rae" / "train_decoder.yaml") == TrainDecoderConfig()
-    assert load_config(TrainDiTConfig, CONFIGS / "rae" / "train_dit.yaml") == TrainDiTConfig()
+    # the shipped stage-2 recipe is the paper's (fp32); the dataclass default measures (precision: auto)
+    assert load_config(TrainDiTConfig, CONFIGS / "rae" / "train_dit.yaml") == TrainDiTConfig(precision="fp32")
+    assert TrainDiTConfig().precision == "auto"
 
 
 def test_shipped_lco_configs_are_the_defaults():

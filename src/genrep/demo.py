@@ -7,6 +7,7 @@ add its own section (a system contributes a function ``add_demo_section(report, 
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,21 +125,48 @@ def _lm_section(report: Report, lms: list[str], max_new_tokens: int) -> dict[str
 
 
 def system_sections() -> list:
-    """The demo sections that systems contribute, in report order."""
+    """The demo sections that systems contribute, as (name, function), in report order."""
     from genrep.diting.demo import add_demo_section as diting_section
     from genrep.lco.demo import add_demo_section as lco_section
     from genrep.lco.demo import add_grsl_section as lco_grsl_section
     from genrep.rae.demo import add_demo_section as rae_section
 
-    return [rae_section, lco_section, lco_grsl_section, diting_section]
+    return [("RAE (stage 1 + stage 2)", rae_section), ("LCO-EMB: SmolLM2 embeddings", lco_section),
+            ("LCO-EMB: tiny VLM", lco_grsl_section), ("DITING", diting_section)]
+
+
+def _timed(times: list[dict], name: str, fn, *args):
+    """Run one demo section, record its wall time in ``times`` and say it on the console."""
+    t0 = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        seconds = round(time.perf_counter() - t0, 1)
+        times.append({"section": name, "seconds": seconds})
+        print(f"[demo] {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
+
+
+def _times_section(report: Report, times: list[dict], total: float) -> None:
+    sec = report.section("Run time per section")
+    rows = [{**t, "share": f"{t['seconds'] / total:.0%}" if total else "-"} for t in times]
+    sec.table(rows + [{"section": "total", "seconds": round(total, 1), "share": "100%"}], ["section", "seconds", "share"])
+    print("[demo] time per section:", file=sys.stderr)
+    for r in rows:
+        print(f"[demo]   {r['section']:<40} {r['seconds']:>7.1f} s  {r['share']:>4}", file=sys.stderr)
+    print(f"[demo]   {'total':<40} {total:>7.1f} s", file=sys.stderr, flush=True)
 
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> tuple[Path, Path]:
-    """Run the demo into ``out``: config.yaml, metrics.json, report.md/html, figures/."""
+    """Run the demo into ``out``: config.yaml, metrics.json, report.md/html, figures/.
+
+    ``metrics.json`` holds each section's wall time (``section_seconds``) and the total (``seconds``);
+    the report ends with the same table and the console prints it.
+    """
     run = RunDir(out)
     run.write_config(cfg)
     seed_everything(cfg.seed)
     start = time.perf_counter()
+    times: list[dict] = []
     report = Report("genrep demo")
     report.section("About").text(
         f"Profile `{cfg.profile}`. genrep implements three October-2025 systems: RAE + DiT^DH "
@@ -146,22 +174,25 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> tuple[Path, Path]:
         "and DITING (web-novel translation evaluation). This report is written by `genrep demo`."
     )
     _environment_section(report)
-    rows = _assets_section(report)
+    rows = _timed(times, "bundled assets", _assets_section, report)
     ok = {r["name"]: r["ok"] for r in rows}
     metrics: dict = {"assets_ok": sum(ok.values()), "assets_total": len(ok), "assets": ok}
     if ok.get("effnet-lite0") and ok.get("skimage-photos"):
-        metrics["effnet_top1"] = _encoder_section(report)
+        metrics["effnet_top1"] = _timed(times, "bundled image encoder", _encoder_section, report)
     if ok.get("fashion-mnist"):
-        _fashion_section(report, cfg.seed)
+        _timed(times, "Fashion-MNIST", _fashion_section, report, cfg.seed)
     lms = [n for n in cfg.lms if ok.get(n)]
     if lms:
-        metrics["lm_replies"] = _lm_section(report, lms, cfg.max_new_tokens)
-    for add_section in system_sections():
+        metrics["lm_replies"] = _timed(times, "bundled language models", _lm_section, report, lms, cfg.max_new_tokens)
+    for name, add_section in system_sections():
         try:
-            metrics.update(add_section(report, cfg, run) or {})
+            metrics.update(_timed(times, name, add_section, report, cfg, run) or {})
         except AssetError as err:  # a missing bundled asset skips that system, it does not end the demo
-            report.section(f"{add_section.__module__}: skipped").text(str(err))
-            metrics.setdefault("skipped", []).append(f"{add_section.__module__}: {err}")
-    metrics["seconds"] = round(time.perf_counter() - start, 1)
+            report.section(f"{name}: skipped").text(str(err))
+            metrics.setdefault("skipped", []).append(f"{name}: {err}")
+    total = time.perf_counter() - start
+    _times_section(report, times, total)
+    metrics["section_seconds"] = {t["section"]: t["seconds"] for t in times}
+    metrics["seconds"] = round(total, 1)
     run.write_metrics(metrics)
     return report.write(run.path)

@@ -7,6 +7,7 @@ gets ``script[prompt][n]`` (``"ok"`` once the list is used up), or ``script(prom
     ok            200, reply ``replies[prompt]`` or ``"echo: <prompt>"``
     slow:S        200 after S seconds
     timeout:S     S seconds of silence (longer than the client's timeout), then 200
+    hang          silence until the server closes: a timeout for any client timeout, however slow the machine
     <status>[:S]  that HTTP status with an OpenAI error body, and ``Retry-After: S`` if S is given
     <status>date:S  the same with ``Retry-After`` as an HTTP-date S seconds ahead
     truncated     200 whose body stops halfway (Content-Length promises more), connection closed
@@ -60,6 +61,10 @@ class _Handler(BaseHTTPRequestHandler):
         if kind in ("slow", "timeout"):
             time.sleep(float(arg))
             kind = "ok"
+        if kind == "hang":
+            self.server.fault_server.closing.wait()
+            self.close_connection = True
+            return None
         if kind == "ok":
             text = self.server.fault_server.replies.get(prompt, f"echo: {prompt}")
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
@@ -107,6 +112,7 @@ class FaultServer:
         self.bodies: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
+        self.closing = threading.Event()  # set on exit: releases the "hang" faults
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.fault_server = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
@@ -141,5 +147,6 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()

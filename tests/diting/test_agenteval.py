@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -28,8 +29,6 @@ from genrep.diting.schema import Item, Judgment, Translation, read_appended, wri
 
 from .fakes import EchoBackend, ScriptedBackend
 
-MODELS = cache_dir("models")  # where the bundled LMs are materialised, before the fixture moves the cache
-
 
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
@@ -49,14 +48,20 @@ def verdict(agree="yes", s=2, g1=2, g2=2, reasons="the experts agree", mis=False
 class PanelBackend(EchoBackend):
     """Answers as the role its system prompt describes: experts score 2/1/2 and the judge agrees.
 
-    The calls numbered in ``fail_calls`` (1-based) raise LLMError instead."""
+    The calls numbered in ``fail_calls`` (1-based) raise LLMError instead. With ``answer_first``,
+    only that many calls are answered until ``release`` is set; later ones wait for it."""
 
-    def __init__(self, delay_s: float = 0.0, fail_calls=()):
+    def __init__(self, delay_s: float = 0.0, fail_calls=(), answer_first: int | None = None):
         super().__init__("panel", delay_s)
         self.fail_calls = set(fail_calls)
+        self.answer_first = answer_first
+        self.release = threading.Event()
 
     async def complete(self, messages, sampling):
         self.calls.append((list(messages), sampling))
+        if self.answer_first is not None and len(self.calls) > self.answer_first:
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if len(self.calls) in self.fail_calls:
@@ -268,19 +273,25 @@ def test_bad_inputs_are_one_line_errors_and_unjudgeable_translations_are_set_asi
 def test_a_killed_run_resumes_without_repeating_finished_calls(tmp_path):
     path, items = write_translations(tmp_path, 2)  # 12 items
     out = tmp_path / "run"
-    panel = PanelBackend(delay_s=0.05)
+    # 3 calls an item, 2 items in flight: the first 18 calls finish 5 or 6 items; the calls after them
+    # wait until the kill, so the run is always killed part-way, however fast or slow the machine is.
+    panel = PanelBackend(delay_s=0.05, answer_first=18)
     with LLMServer(panel) as server:
         cmd = [sys.executable, "-m", "genrep", "diting", "agenteval", "--translations", str(path),
-               "--backend", f"http:panel@{server.url}", "--concurrency", "2", "--out", str(out)]
+               "--backend", f"http:panel@{server.url}", "--concurrency", "2", "--set", "timeout_s=1800",
+               "--out", str(out)]
         proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         scores = out / "scores.jsonl"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not scores.exists() or len(scores.read_text().splitlines()) < 4):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:
+            while not scores.exists() or len(scores.read_text().splitlines()) < 4:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            proc.kill()
+            panel.release.set()
         first = {j.item_id for j in read_appended(scores, Judgment)}
         assert 4 <= len(first) < len(items)
         before = len(panel.calls)
@@ -296,10 +307,9 @@ def test_a_killed_run_resumes_without_repeating_finished_calls(tmp_path):
     assert {t.item_id for t in read_appended(out / "transcripts.jsonl", Transcript)} == {i.id for i in items}
 
 
-@pytest.mark.skipif(not (MODELS / "smollm2-135m" / "config.json").exists(),
-                    reason="smollm2-135m is not materialised (genrep assets check builds it)")
-def test_the_bundled_smollm2_runs_agenteval_end_to_end(tmp_path):
-    (cache_dir("models") / "smollm2-135m").symlink_to(MODELS / "smollm2-135m", target_is_directory=True)
+def test_the_bundled_smollm2_runs_agenteval_end_to_end(tmp_path, smollm2_dir):
+    # own_cache moved GENREP_CACHE to tmp_path; smollm2_dir lives in the session's cache (built once).
+    (cache_dir("models") / "smollm2-135m").symlink_to(smollm2_dir, target_is_directory=True)
     path, (item,) = write_translations(tmp_path, 1, ["idiom"])
     cfg = AgentEvalConfig(translations=str(path), backend="local:smollm2-135m", max_rounds=1, max_tokens=24,
                           max_repairs=0, concurrency=1)

@@ -1,10 +1,12 @@
 """The translation runner: resumable, failures recorded per item, no finished request repeated."""
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -74,17 +76,31 @@ def test_failures_are_recorded_per_item_and_retried_on_the_next_run(tmp_path):
 def test_killed_run_loses_nothing_and_repeats_no_finished_request(tmp_path):
     items = load_benchmark("starter", limit_per_dimension=4)  # 24 items
     out = tmp_path / "run"
-    with FaultServer(lambda prompt, n: "slow:0.15") as server:
+    arrivals = itertools.count(1)
+    killed = threading.Event()
+
+    def script(prompt, n):
+        # The first 6 requests are answered; later ones wait for the kill, so the run is always killed
+        # part-way (with 2 requests in flight), however fast or slow the machine is.
+        if not killed.is_set() and next(arrivals) > 6:
+            killed.wait()
+        return "slow:0.15"
+
+    with FaultServer(script) as server:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "genrep", "diting", "translate", "--system", f"mt=http:m@{server.url}",
-               "--limit", "4", "--concurrency", "2", "--out", str(out)]
+               "--limit", "4", "--concurrency", "2", "--set", "timeout_s=1800", "--out", str(out)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         log = out / "translations.jsonl"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 6):
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:
+            while not log.exists() or len(log.read_text().splitlines()) < 6:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            proc.kill()
+            killed.set()
         first = {t.item_id for t in read_appended(log, Translation)}
         assert 6 <= len(first) < len(items)
         m = translate(TranslateConfig(systems=[f"mt=http:m@{server.url}"], limit=4, concurrency=2), out)

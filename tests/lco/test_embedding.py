@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from genrep.core.bundled.lm import is_installed
 from genrep.core.errors import UserError
 from genrep.lco.embedding import EmbeddingModel, PromptConfig, as_item, last_token_pool
 from tests.lco.tiny_vlms import tiny_causal_lm
@@ -100,8 +99,7 @@ def test_bad_inputs(tiny_lm):
         EmbeddingModel.from_pretrained("/nonexistent/model/dir")
 
 
-@pytest.mark.skipif(not is_installed("smollm2-135m"), reason="bundled SmolLM2 not installed")
-def test_bundled_smollm2_prompt_and_invariance():
+def test_bundled_smollm2_prompt_and_invariance(smollm2_dir):
     emb = EmbeddingModel.from_pretrained("smollm2-135m")
     assert emb.prompt("你好").prompt.endswith(
         "<|im_start|>user\n你好\nSummarize the above text in one word:<|im_end|>\n<|im_start|>assistant\n")

@@ -159,3 +159,24 @@ def test_qrels_to_indices():
         qrels_to_indices(qrels, ["q1"], ["d1", "d2"])
     with pytest.raises(UserError, match="'q9'"):
         qrels_to_indices(qrels, ["q1", "q9"], ["d1", "d2", "d3"])
+
+
+def test_mcnemar_exact_hand_computed_and_against_scipy():
+    from scipy.stats import binomtest
+
+    from genrep.lco.metrics import mcnemar_exact
+
+    before = [1, 1, 0, 0, 0, 0, 1, 0]
+    after = [1, 0, 1, 1, 1, 0, 1, 1]  # gained 4 (items 2, 3, 4, 7), lost 1 (item 1)
+    t = mcnemar_exact(before, after)
+    assert (t["gained"], t["lost"]) == (4, 1)
+    assert t["p_value"] == pytest.approx(2 * (1 + 5) / 32)  # 2 P[Bin(5, 1/2) <= 1]
+    assert t["p_value"] == pytest.approx(binomtest(1, 5, 0.5).pvalue)
+    assert mcnemar_exact([1, 0], [1, 0]) == {"gained": 0, "lost": 0, "p_value": 1.0}
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        b, a = rng.random(40) < 0.4, rng.random(40) < 0.5
+        t = mcnemar_exact(b, a)
+        assert t["p_value"] == pytest.approx(binomtest(min(t["gained"], t["lost"]), t["gained"] + t["lost"]).pvalue)
+    with pytest.raises(UserError, match="3 items before but 2 after"):
+        mcnemar_exact([1, 0, 1], [1, 0])

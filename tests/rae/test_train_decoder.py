@@ -129,16 +129,17 @@ def test_gan_and_perceptual_terms_run_and_are_logged(cache_dir, tmp_path):
     assert any(k.startswith("model.disc.heads") for k in ck) and any(k.startswith("optim.disc.") for k in ck)
 
 
-def _torchrun(*args, timeout=300):
+def _torchrun(*args):
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GENREP_NO_PROGRESS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # torchrun, 2 processes
 def test_latent_stats_merge_exactly_across_two_gloo_ranks(tmp_path):
     from pathlib import Path
 
@@ -149,6 +150,7 @@ def test_latent_stats_merge_exactly_across_two_gloo_ranks(tmp_path):
     assert r["count"] == 37 and r["err_mean"] < 1e-12 and r["err_var"] < 1e-12
 
 
+@pytest.mark.slow  # torchrun, 2 processes
 def test_train_decoder_runs_data_parallel_under_torchrun(cache_dir, tmp_path):
     proc = _torchrun("-m", "genrep", "rae", "train-decoder", "--latents", str(cache_dir), "--max-steps", "4",
                      "--batch-size", "8", "--set", "perceptual=none", "--set", "log_every=2", "--set", "device=cpu",

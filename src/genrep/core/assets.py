@@ -1,7 +1,9 @@
 """The registry of every bundled offline asset: what it is, whether it is here, how to load it.
 
-``genrep assets`` lists them with their status; ``genrep assets check`` loads each one and runs a
-tiny forward pass. Systems load assets by name through :func:`load`.
+``genrep assets`` lists them with their status; ``genrep assets prepare`` materialises the ones
+that need it (the bundled LMs, de-quantised once into the cache) and is a quick no-op when all are
+ready; ``genrep assets check`` loads each one and runs a tiny forward pass. Systems load assets by
+name through :func:`load`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class Asset:
     available: Callable[[], bool]
     loader: Callable[..., Any]
     smoke: Callable[[Any], str]  # a tiny forward pass / read on the loaded object -> summary
+    # Assets built into the cache before use: whether that is done (cheap), and the build itself.
+    materialized: Callable[[], bool] | None = None
+    materialize: Callable[[], Any] | None = None
 
 
 def _module_available(module: str) -> Callable[[], bool]:
@@ -104,6 +109,8 @@ ASSETS: dict[str, Asset] = {
                 available=(lambda name=lm.name: _lm.is_installed(name)),
                 loader=(lambda name=lm.name, **kw: _lm.load_causal_lm(name, **kw)),
                 smoke=_smoke_lm,
+                materialized=(lambda name=lm.name: _lm.is_materialized(name)),
+                materialize=(lambda name=lm.name: _lm.materialize(name)),
             )
             for lm in _lm.BUNDLED_LMS.values()
         ],
@@ -190,3 +197,58 @@ def check(names: list[str] | None = None) -> list[dict[str, Any]]:
             ok = False
         rows.append({"name": name, "ok": ok, "seconds": round(time.perf_counter() - start, 2), "summary": summary})
     return rows
+
+
+def _materialize_quietly(asset: Asset) -> None:
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        asset.materialize()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def prepare(names: list[str] | None = None, *, on_start: Callable[[str], None] | None = None,
+            on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Materialise every asset (or ``names``) that needs it; one row each: name, status, seconds, detail.
+
+    ``status`` is ``"ready"`` (nothing to do: installed and, where it applies, already materialised),
+    ``"materialised"`` (built now, taking ``seconds``) or ``"missing"`` (not installed; ``detail`` is
+    the install command). Checking costs no loading, so with everything ready this returns at once.
+    ``on_start(name)`` is called before a materialisation, ``on_done(row)`` after each asset. A
+    materialisation that fails raises :class:`AssetError` with one line naming the asset.
+    """
+    chosen = [get(name) for name in (names or list(ASSETS))]  # unknown names fail before any work
+    rows = []
+    for asset in chosen:
+        row: dict[str, Any] = {"name": asset.name, "status": "ready", "seconds": 0.0, "detail": ""}
+        if not asset.available():
+            row.update(status="missing", detail=asset.install)
+        elif asset.materialized is not None and asset.materialize is not None and not asset.materialized():
+            if on_start is not None:
+                on_start(asset.name)
+            start = time.perf_counter()
+            try:
+                _materialize_quietly(asset)
+            except AssetError:
+                raise
+            except Exception as err:
+                first = str(err).splitlines()[0] if str(err) else ""
+                raise AssetError(f"materialising '{asset.name}' failed: {type(err).__name__}: {first}") from err
+            row.update(status="materialised", seconds=round(time.perf_counter() - start, 1))
+        rows.append(row)
+        if on_done is not None:
+            on_done(row)
+    return rows
+
+
+def prepare_line(row: dict[str, Any]) -> str:
+    """The one line ``genrep assets prepare`` prints for a row of :func:`prepare`."""
+    if row["status"] == "materialised":
+        return f"{row['name']}: materialised in {row['seconds']:.1f} s"
+    if row["status"] == "missing":
+        return f"{row['name']}: missing: {row['detail']}"
+    return f"{row['name']}: ready"

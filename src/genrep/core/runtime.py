@@ -73,3 +73,62 @@ def environment() -> dict[str, object]:
     except ImportError:
         pass
     return info
+
+
+# ---------------------------------------------------------------------------------------------- precision
+#: bf16 autocast is chosen by ``precision: auto`` only where the probe measures it at least this much faster.
+BF16_MIN_SPEEDUP = 1.5
+
+
+def _time_matmul(a: torch.Tensor, b: torch.Tensor, reps: int) -> float:
+    """Median seconds of ``a @ b`` over ``reps`` runs (after one warm-up), synchronising on CUDA."""
+    import time
+
+    def once() -> float:
+        if a.is_cuda:
+            torch.cuda.synchronize(a.device)
+        t0 = time.perf_counter()
+        (a @ b).sum().item()
+        return time.perf_counter() - t0
+
+    once()
+    return float(np.median([once() for _ in range(reps)]))
+
+
+def probe_bf16_speedup(device: torch.device, size: int | None = None, reps: int = 3) -> dict:
+    """How much faster a bf16 matmul is than an fp32 one on ``device``: a square matmul (``size``
+    512 on CPU, 4096 on CUDA), the median of ``reps`` runs each. Returns ``{"size", "fp32_ms",
+    "bf16_ms", "speedup"}`` (speedup = fp32 time / bf16 time). CPUs differ: with AVX512-BF16 or AMX a
+    bf16 matmul is several times faster, without them it is emulated and many times slower, so the
+    choice is measured, never assumed. A bf16 run slower than the fp32 median ends the probe at once,
+    so it costs well under a second either way."""
+    size = size or (4096 if device.type == "cuda" else 512)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(device)
+    b = torch.randn(size, size, generator=gen).to(device)
+    fp32 = _time_matmul(a, b, reps)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    bf16 = _time_matmul(a16, b16, 1)
+    if bf16 < fp32:
+        bf16 = _time_matmul(a16, b16, reps)
+    return {"size": size, "fp32_ms": round(fp32 * 1e3, 3), "bf16_ms": round(bf16 * 1e3, 3),
+            "speedup": round(fp32 / max(bf16, 1e-12), 3)}
+
+
+def resolve_precision(requested: str, device: torch.device, probe=probe_bf16_speedup) -> tuple[str, dict]:
+    """The precision a run uses, and why. ``fp32`` and ``bf16`` are taken as given; ``auto`` runs the
+    matmul probe (:func:`probe_bf16_speedup`) and picks bf16 autocast only where it is at least
+    :data:`BF16_MIN_SPEEDUP` times faster than fp32 on this device. The returned record
+    (``requested``, ``chosen``, ``reason`` and the probe's numbers when it ran) goes into the run's log
+    and metrics.json."""
+    if requested in ("fp32", "bf16"):
+        return requested, {"requested": requested, "chosen": requested, "reason": "set by the user or the config"}
+    if requested != "auto":
+        from genrep.core.errors import UserError
+
+        raise UserError(f"precision '{requested}': expected one of auto, fp32, bf16")
+    result = probe(device)
+    chosen = "bf16" if result["speedup"] >= BF16_MIN_SPEEDUP else "fp32"
+    reason = (f"auto: a bf16 matmul ran {result['speedup']:.2f}x as fast as fp32 on {device.type} "
+              f"({'>=' if chosen == 'bf16' else '<'} {BF16_MIN_SPEEDUP}x), so {chosen}")
+    return chosen, {"requested": "auto", "chosen": chosen, "reason": reason, **result}

@@ -38,7 +38,7 @@ from genrep.lco.captions import SYNONYMS, caption, caption_triplets, class_promp
 from genrep.lco.data import write_triplets
 from genrep.lco.embedding import EmbeddingModel
 from genrep.lco.grsl import GRSLPoint, fit_grsl, plot_grsl
-from genrep.lco.metrics import cosine_matrix, retrieval_metrics, zero_shot_accuracy
+from genrep.lco.metrics import cosine_matrix, mcnemar_exact, retrieval_metrics, zero_shot_accuracy
 from genrep.lco.pretrain_vlm import SCORE_FILE, CaptionData, PretrainConfig, backbone_name, fashion_split, pretrain
 
 GENERATIVE_METRICS = ("caption_loglik", "caption_accuracy")
@@ -74,6 +74,9 @@ class GRSLExperimentConfig:
     representation_metric: str = "zero_shot_accuracy"
     seed: int = 0  # used everywhere: it replaces pretrain.seed (one seed for splits, captions, refinement)
     device: str = "auto"  # replaces pretrain.device
+    # false: claim (1) only (text-only refinement -> image transfer) on one or more backbones, no GRSL fit;
+    # for budgets too small to rank backbones (the demo)
+    fit: bool = True
 
 
 def fast_config() -> GRSLExperimentConfig:
@@ -115,7 +118,8 @@ def representation_scores(emb: EmbeddingModel, data: CaptionData, cfg: GRSLExper
     qrels = [np.flatnonzero(text_labels == y).tolist() for y in data.labels]
     ret = retrieval_metrics(scores, qrels, ks=(1, 10), ndcg_k=10)
     top1 = text_labels[scores.argmax(1)] == data.labels
-    return {"zero_shot_accuracy": zs["accuracy"], "zero_shot_per_class": [None if np.isnan(a) else a for a in zs["per_class"]],
+    return {"zero_shot_accuracy": zs["accuracy"], "zero_shot_correct": (np.asarray(zs["predictions"]) == data.labels).tolist(),
+            "zero_shot_per_class": [None if np.isnan(a) else a for a in zs["per_class"]],
             "i2t_top1": float(top1.mean()), "i2t_ndcg@10": ret["ndcg@10"], "i2t_mrr": ret["mrr"],
             "anisotropy_image": anisotropy(img), "anisotropy_text": anisotropy(txt),
             "image_text_gap": float(np.linalg.norm(img.mean(0) - txt.mean(0))),
@@ -169,7 +173,7 @@ def _validate(cfg: GRSLExperimentConfig) -> None:
     if cfg.representation_metric not in REPRESENTATION_METRICS:
         raise UserError(f"representation_metric: unknown '{cfg.representation_metric}' "
                         f"(one of {', '.join(REPRESENTATION_METRICS)})")
-    if len(set(cfg.pretrain.save_at) | {cfg.pretrain.steps}) < 3:
+    if cfg.fit and len(set(cfg.pretrain.save_at) | {cfg.pretrain.steps}) < 3:
         raise UserError("pretrain.save_at: the scaling-law fit needs at least 3 backbones (save_at + the last step)")
 
 
@@ -239,12 +243,15 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
     atomic_write_text(run / "points.jsonl", "".join(
         json.dumps({"name": p.name, "generative": p.generative, "representation": p.representation}) + "\n"
         for p in points))
-    try:
-        fit = fit_grsl(points)
-    except UserError as err:  # e.g. all backbones equally good: no line to fit
-        fit = {"error": str(err)}
-    fits_other = {}
-    for g in GENERATIVE_METRICS:
+    fits_other: dict = {}
+    if not cfg.fit:
+        fit = {"error": "not fitted (fit: false): this run measures text-to-image transfer only"}
+    else:
+        try:
+            fit = fit_grsl(points)
+        except UserError as err:  # e.g. all backbones equally good: no line to fit
+            fit = {"error": str(err)}
+    for g in GENERATIVE_METRICS if cfg.fit else ():
         try:
             fits_other[g] = fit_grsl([GRSLPoint(r["name"], r["generative"][g], r["after"][cfg.representation_metric])
                                       for r in results])
@@ -261,6 +268,9 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
         (run.figures / "grsl.png").unlink(missing_ok=True)  # never show an earlier run's fit
     atomic_write_bytes(run.figures / "transfer.png", _transfer_figure(results))
     delta = [r["after"]["zero_shot_accuracy"] - r["before"]["zero_shot_accuracy"] for r in results]
+    # paired test on the same test images (scores written by an older genrep lack per-image results)
+    paired = [mcnemar_exact(r["before"]["zero_shot_correct"], r["after"]["zero_shot_correct"])
+              if "zero_shot_correct" in r["before"] and "zero_shot_correct" in r["after"] else None for r in results]
     aniso = [r["after"]["anisotropy_image"] - r["before"]["anisotropy_image"] for r in results]
     metrics = {
         "backbones": results,
@@ -269,7 +279,9 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
         "generative_metric": cfg.generative_metric,
         "representation_metric": cfg.representation_metric,
         "transfer": {"zero_shot_gain": delta, "image_anisotropy_change": aniso,
-                     "backbones_improved": int(sum(d > 0 for d in delta)), "n": len(delta)},
+                     "backbones_improved": int(sum(d > 0 for d in delta)), "n": len(delta),
+                     "zero_shot_se": [[_se(r["before"]), _se(r["after"])] for r in results],
+                     "zero_shot_mcnemar": paired},
         "pretrain": {k: pre[k] for k in ("steps", "final_loss", "trainable_params") if k in pre},
     }
     run.write_metrics(metrics)

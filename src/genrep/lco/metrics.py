@@ -205,7 +205,28 @@ def zero_shot_accuracy(item_emb: np.ndarray, class_emb: np.ndarray, labels: Sequ
         "accuracy": float(np.mean(pred == labels)),
         "per_class": per_class,
         "confusion": confusion.tolist(),
+        "predictions": pred.tolist(),
     }
+
+
+def mcnemar_exact(correct_before: Sequence[bool], correct_after: Sequence[bool]) -> dict:
+    """Exact (binomial) McNemar test of two classifiers scored on the *same* items.
+
+    Only discordant items count: ``gained`` (wrong before, right after) and ``lost`` (right before, wrong
+    after). Under the null hypothesis of equal accuracy each discordant item is a fair coin, so the
+    two-sided p-value is ``min(1, 2 P[Binomial(gained + lost, 1/2) <= min(gained, lost)])``. Returns
+    ``{"gained", "lost", "p_value"}`` (p = 1 when no item changed).
+    """
+    from scipy.stats import binom
+
+    before = np.asarray(correct_before, dtype=bool)
+    after = np.asarray(correct_after, dtype=bool)
+    if before.shape != after.shape:
+        raise UserError(f"mcnemar_exact: {before.size} items before but {after.size} after")
+    gained, lost = int(np.sum(~before & after)), int(np.sum(before & ~after))
+    n = gained + lost
+    p = 1.0 if n == 0 else float(min(1.0, 2.0 * binom.cdf(min(gained, lost), n, 0.5)))
+    return {"gained": gained, "lost": lost, "p_value": p}
 
 
 def _is_int(text: str) -> bool:

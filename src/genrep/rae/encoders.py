@@ -40,7 +40,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 
-EFFNET_LAYERS = {"block16": 16, "head": None}  # layer name -> ``upto`` of EfficientNetLite0.features
+EFFNET_LAYERS = {"block16": 16, "block11": 11, "head": None}  # layer name -> ``upto`` of EfficientNetLite0.features
 
 # Known names and their defaults. ``kind`` picks the loader and the token rule; ``source`` is the
 # hub id (or "bundled"); ``input_size`` the square resolution fed to the network.

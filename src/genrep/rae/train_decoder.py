@@ -59,6 +59,7 @@ class TrainDecoderConfig:
     noise_dist: Literal["abs-normal", "uniform"] = "abs-normal"
     perceptual: Literal["auto", "lpips", "effnet", "none"] = "auto"
     perceptual_weight: float = 1.0
+    perceptual_resolution: int = 128  # effnet distance only: images resized to this short side (>= 32)
     gan: bool = False
     gan_weight: float = 0.75
     disc_start_epoch: float = 6.0
@@ -117,7 +118,7 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
     sched = warmup_cosine(opt, cfg.warmup_steps, cfg.max_steps, cfg.final_lr / cfg.lr)
     perceptual = None
     if cfg.perceptual != "none" and cfg.perceptual_weight > 0:
-        perceptual = build_perceptual_loss(cfg.perceptual).to(device)
+        perceptual = build_perceptual_loss(cfg.perceptual, cfg.perceptual_resolution).to(device)
 
     disc = d_opt = None
     if cfg.gan:

@@ -1,8 +1,9 @@
 """A small but complete training loop for the resume test: dropout (torch RNG), numpy noise,
 AdamW, warmup + cosine LR, EMA, gradient clipping and a checkpoint every few steps.
 
-usage: train_loop.py OUT STEPS [--resume] [--slow SECONDS]
-Writes OUT/final.safetensors with the model and EMA parameters at the end.
+usage: train_loop.py OUT STEPS [--resume] [--slow SECONDS] [--stall-at STEP]
+Writes OUT/final.safetensors with the model and EMA parameters at the end. With --stall-at the
+loop stops before that step and waits to be killed.
 """
 
 import sys
@@ -21,6 +22,7 @@ from genrep.core.runtime import seed_everything
 out, steps = Path(sys.argv[1]), int(sys.argv[2])
 resume = "--resume" in sys.argv
 slow = float(sys.argv[sys.argv.index("--slow") + 1]) if "--slow" in sys.argv else 0.0
+stall_at = int(sys.argv[sys.argv.index("--stall-at") + 1]) if "--stall-at" in sys.argv else None
 
 torch.set_num_threads(1)
 seed_everything(0)
@@ -35,6 +37,8 @@ if resume:
     if meta is not None:
         start = meta["step"]
 for step in range(start, steps):
+    while step == stall_at:  # until SIGKILL
+        time.sleep(1)
     x = torch.randn(16, 8)
     y = x.sum(1, keepdim=True) + torch.from_numpy(np.random.randn(16, 1).astype(np.float32)) * 0.1
     loss = torch.nn.functional.mse_loss(model(x), y)

@@ -83,10 +83,16 @@ def is_installed(name: str) -> bool:
     return _package_dir(BUNDLED_LMS[name].package) is not None
 
 
+def is_materialized(name: str) -> bool:
+    """Whether :func:`materialize` has built ``name`` already (a cheap look at the cache, loads nothing)."""
+    final = cache_dir("models") / name
+    return (final / "config.json").exists() and any(final.glob("*.safetensors"))
+
+
 def materialize(name: str) -> Path:
     """Dense safetensors + config + tokenizer of a bundled LM in the cache (built once)."""
     final = cache_dir("models") / name
-    if (final / "config.json").exists() and any(final.glob("*.safetensors")):
+    if is_materialized(name):
         return final
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
