@@ -200,13 +200,25 @@ def check(names: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 def _materialize_quietly(asset: Asset) -> None:
+    """``asset.materialize()`` without transformers' progress bars (the GGUF de-quantiser has its own)."""
+    import functools
+
     from transformers.utils import logging as hf_logging
 
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # another transformers layout: its bars stay
+        gguf_utils = None
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
         asset.materialize()
     finally:
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
         if bars:
             hf_logging.enable_progress_bar()
 
