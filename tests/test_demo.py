@@ -2,9 +2,35 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 
+def test_run_demo_times_every_section_and_keeps_going_past_a_missing_asset(tmp_path, monkeypatch, capsys):
+    """The report machinery in seconds: the systems' sections are replaced by two stand-ins."""
+    from genrep import demo
+    from genrep.core.errors import AssetError
+
+    def fine(report, cfg, run):
+        report.section("stand-in").text("ran")
+        return {"stand_in": {"profile": cfg.profile}}
+
+    def missing(report, cfg, run):
+        raise AssetError("asset 'x' is not installed: pip install x")
+
+    monkeypatch.setattr(demo, "system_sections", lambda: [("first", fine), ("second", missing)])
+    md_path, _ = demo.run_demo(demo.DemoConfig(profile="smoke", lms=[]), tmp_path / "d")
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert metrics["stand_in"] == {"profile": "smoke"} and metrics["skipped"] == ["second: asset 'x' is not installed: pip install x"]
+    assert {"bundled assets", "first", "second"} <= set(metrics["section_seconds"])
+    assert sum(metrics["section_seconds"].values()) <= metrics["seconds"] + 0.5
+    md = md_path.read_text()
+    assert md.index("## stand-in") < md.index("## second: skipped") < md.index("## Run time per section")
+    err = capsys.readouterr().err
+    assert "[demo] first:" in err and "[demo]   total" in err
+
+
+@pytest.mark.slow  # the whole demo (smoke profile): about 4 minutes on 2 cores; make test-all runs it
 def test_demo_writes_a_report_with_pictures(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(

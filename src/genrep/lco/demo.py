@@ -8,7 +8,7 @@ from genrep.core.report import Report
 from genrep.core.rundir import RunDir
 
 # (training steps, batch of triplets, HSK test pairs evaluated, LoRA rank) per demo profile
-PROFILES = {"smoke": (2, 4, 40, 8), "fast": (8, 8, 100, 16), "full": (150, 16, 500, 64)}
+PROFILES = {"smoke": (2, 4, 40, 8), "fast": (6, 8, 80, 16), "full": (150, 16, 500, 64)}
 
 
 def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
@@ -30,7 +30,7 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     tcfg.lora.dropout = 0.0 if cfg.profile != "full" else tcfg.lora.dropout
     ecfg = EvalConfig(model="base:smollm2-135m", tasks=["hsk-retrieval"], limit=n_test, device="cpu")
     # anisotropy per layer, before and after, on the same test sentences
-    test = hsk_pairs_split(ecfg.hsk_test_size).test[:min(n_test, 100)]
+    test = hsk_pairs_split(ecfg.hsk_test_size).test[:min(n_test, 60)]
     texts = [p["zh"] for p in test] + [p["en"] for p in test]
     per_layer = {}
 
@@ -121,7 +121,7 @@ def grsl_profile(profile: str):
         return GRSLExperimentConfig()
     if profile == "fast":
         return GRSLExperimentConfig(
-            pretrain=PretrainConfig(steps=15, save_at=[15], batch_size=16, train_images=2000, eval_images=32,
+            pretrain=PretrainConfig(steps=15, save_at=[15], batch_size=16, train_images=2000, eval_images=24,
                                     log_every=5, checkpoint_every=15),
             refine=RefineConfig(steps=8, text_rows=400), test_images=120, captions_per_class=4, fit=False)
     return GRSLExperimentConfig(
