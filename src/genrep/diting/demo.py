@@ -8,7 +8,7 @@ from genrep.core.report import Report
 from genrep.core.rundir import RunDir
 
 # (items per dimension, max new tokens) per demo profile
-PROFILES = {"smoke": (1, 12), "fast": (1, 40), "full": (25, 96)}
+PROFILES = {"smoke": (1, 12), "fast": (1, 32), "full": (25, 96)}
 # AgentEval with the bundled SmolLM2: (translations evaluated, max debate rounds) per profile
 AGENTEVAL = {"smoke": (1, 1), "fast": (1, 1), "full": (6, 4)}
 SYSTEMS = ["smollm2=local:smollm2-135m", "gemma3=local:gemma3-270m"]

@@ -8,7 +8,7 @@ from genrep.core.report import Report
 from genrep.core.rundir import RunDir
 
 # (training steps, batch of triplets, HSK test pairs evaluated, LoRA rank) per demo profile
-PROFILES = {"smoke": (2, 4, 40, 8), "fast": (6, 8, 80, 16), "full": (150, 16, 500, 64)}
+PROFILES = {"smoke": (2, 4, 40, 8), "fast": (6, 8, 60, 16), "full": (150, 16, 500, 64)}
 
 
 def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
@@ -121,7 +121,7 @@ def grsl_profile(profile: str):
         return GRSLExperimentConfig()
     if profile == "fast":
         return GRSLExperimentConfig(
-            pretrain=PretrainConfig(steps=15, save_at=[15], batch_size=16, train_images=2000, eval_images=24,
+            pretrain=PretrainConfig(steps=15, save_at=[15], batch_size=16, train_images=2000, eval_images=16,
                                     log_every=5, checkpoint_every=15),
             refine=RefineConfig(steps=8, text_rows=400), test_images=120, captions_per_class=4, fit=False)
     return GRSLExperimentConfig(

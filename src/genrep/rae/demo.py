@@ -34,7 +34,7 @@ class RAEDemoProfile:
 
 PROFILES = {
     "smoke": RAEDemoProfile(256, 20, 16, 32, 6, 8, 5e-4, 20, 4, 2.0, 40),
-    "fast": RAEDemoProfile(1200, 400, 64, 100, 40, 64, 2e-3, 100, 20, 3.0, 150),
+    "fast": RAEDemoProfile(1000, 350, 64, 100, 30, 64, 2e-3, 100, 20, 3.0, 150),
     "full": RAEDemoProfile(20000, 4000, 64, 1000, 3000, 64, 5e-4, 500, 50, 3.0, 1000),
 }
 

