@@ -30,4 +30,4 @@ def test_an_explicit_choice_is_kept_without_probing():
 def test_the_real_probe_measures_both_dtypes_on_this_machine():
     r = probe_bf16_speedup(torch.device("cpu"), size=64, reps=1)
     assert r["size"] == 64 and r["fp32_ms"] > 0 and r["bf16_ms"] > 0
-    assert r["speedup"] == pytest.approx(r["fp32_ms"] / r["bf16_ms"], rel=1e-2)
+    assert r["speedup"] == pytest.approx(r["fp32_ms"] / r["bf16_ms"], rel=2e-3)  # all kept to 4 significant digits

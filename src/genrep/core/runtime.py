@@ -111,8 +111,8 @@ def probe_bf16_speedup(device: torch.device, size: int | None = None, reps: int 
     bf16 = _time_matmul(a16, b16, 1)
     if bf16 < fp32:
         bf16 = _time_matmul(a16, b16, reps)
-    return {"size": size, "fp32_ms": round(fp32 * 1e3, 3), "bf16_ms": round(bf16 * 1e3, 3),
-            "speedup": round(fp32 / max(bf16, 1e-12), 3)}
+    return {"size": size, "fp32_ms": float(f"{fp32 * 1e3:.4g}"), "bf16_ms": float(f"{bf16 * 1e3:.4g}"),
+            "speedup": float(f"{fp32 / max(bf16, 1e-12):.4g}")}
 
 
 def resolve_precision(requested: str, device: torch.device, probe=probe_bf16_speedup) -> tuple[str, dict]:
