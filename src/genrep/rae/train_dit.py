@@ -156,11 +156,12 @@ class _Monitor:
 
 
 def _agreed_precision(requested: str, device: torch.device, info) -> tuple[str, dict]:
-    """:func:`resolve_precision` on the main process; under DDP every rank takes its choice."""
+    """:func:`resolve_precision`; under DDP with ``auto`` the main process probes and every rank takes its choice."""
+    if not info.enabled or requested != "auto":
+        return resolve_precision(requested, device)
     choice = [resolve_precision(requested, device) if info.is_main else None]
-    if info.enabled and requested == "auto":
-        torch.distributed.broadcast_object_list(choice, src=0)
-    return choice[0] if choice[0] is not None else resolve_precision(requested, device)
+    torch.distributed.broadcast_object_list(choice, src=0)
+    return choice[0]
 
 
 def train_step(net, model: DiT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, alpha: float,
