@@ -10,6 +10,8 @@ import random
 import numpy as np
 import torch
 
+from genrep.core.errors import UserError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
@@ -36,8 +38,6 @@ def pick_device(preference: str = "auto") -> torch.device:
         return torch.device("cpu")
     device = torch.device(preference)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from genrep.core.errors import UserError
-
         raise UserError(f"device '{preference}' requested but CUDA is not available")
     return device
 
@@ -124,8 +124,6 @@ def resolve_precision(requested: str, device: torch.device, probe=probe_bf16_spe
     if requested in ("fp32", "bf16"):
         return requested, {"requested": requested, "chosen": requested, "reason": "set by the user or the config"}
     if requested != "auto":
-        from genrep.core.errors import UserError
-
         raise UserError(f"precision '{requested}': expected one of auto, fp32, bf16")
     result = probe(device)
     chosen = "bf16" if result["speedup"] >= BF16_MIN_SPEEDUP else "fp32"

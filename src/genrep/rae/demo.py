@@ -22,6 +22,7 @@ class RAEDemoProfile:
     train_images: int  # Fashion-MNIST training images encoded once (the latent cache)
     decoder_steps: int
     decoder_batch: int
+    decoder_lr: float
     test_images: int  # held-out images reconstructed
     dit_steps: int
     dit_batch: int
@@ -33,9 +34,9 @@ class RAEDemoProfile:
 
 
 PROFILES = {
-    "smoke": RAEDemoProfile(256, 20, 16, 32, 6, 8, 5e-4, 20, 4, 2.0, 40),
-    "fast": RAEDemoProfile(1000, 350, 64, 100, 30, 64, 2e-3, 100, 20, 3.0, 150),
-    "full": RAEDemoProfile(20000, 4000, 64, 1000, 3000, 64, 5e-4, 500, 50, 3.0, 1000),
+    "smoke": RAEDemoProfile(256, 20, 16, 1e-3, 32, 6, 8, 5e-4, 20, 4, 2.0, 40),
+    "fast": RAEDemoProfile(1000, 350, 64, 2e-3, 100, 30, 64, 2e-3, 100, 20, 3.0, 150),
+    "full": RAEDemoProfile(20000, 4000, 64, 1e-3, 1000, 3000, 64, 5e-4, 500, 50, 3.0, 1000),
 }
 
 
@@ -50,7 +51,7 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     encoder = build_encoder("effnet-lite0")
     cache_latents(encoder, "fashion-mnist", base / "latents", limit=p.train_images, batch_size=128)
     train_cfg = TrainDecoderConfig(latents=base / "latents", decoder="tiny", max_steps=p.decoder_steps,
-                                   batch_size=p.decoder_batch, lr=2e-3 if cfg.profile == "fast" else 1e-3,
+                                   batch_size=p.decoder_batch, lr=p.decoder_lr,
                                    warmup_steps=min(100, p.decoder_steps // 4), perceptual="none", noise_tau=0.8,
                                    log_every=max(1, p.decoder_steps // 20), checkpoint_every=p.decoder_steps,
                                    seed=cfg.seed)

@@ -219,7 +219,8 @@ class EffNetEncoder(FrozenEncoder):
     16x16 grid). The CPU-scale analogue keeps >= 320 channels on a >= 4x4 grid: ``layer="block16"``
     (default) is the output of the last MBConv block, 320 channels at stride 32, so input 128 gives
     (320, 4, 4), m = 5120 — a latent per token wider than the small CPU DiTs, yet cheap to
-    diffuse. ``layer="head"`` is the 1280-channel head conv: (1280, 4, 4); input_size 224 gives
+    diffuse. ``layer="block11"`` is the last stride-16 block (112 channels): less abstract, easier to
+    decode (at input 64 a (112, 4, 4) latent; docs/rae.md compares it). ``layer="head"`` is the 1280-channel head conv: (1280, 4, 4); input_size 224 gives
     7x7 grids (the network's native resolution). EfficientNet's ``features()`` normalises
     internally with the TF-Lite mean/std (127/255, 128/255), which are exactly this encoder's
     ``pixel_mean``/``pixel_std``, so encode() feeds it resized pixels and never normalises twice.
@@ -430,7 +431,7 @@ def _load_hf(name: str, kind: str, source: str) -> nn.Module:
 def build_encoder(name: str, source: str | None = None, input_size: int | None = None, **options: Any) -> FrozenEncoder:
     """Build a registered encoder (see ENCODERS). ``source`` overrides the hub id with another id or
     a local directory; ``input_size`` the square input resolution. Options: ``layer`` for
-    effnet-lite0 ("block16" | "head"); ``pixel_mean``/``pixel_std`` for the transformers encoders
+    effnet-lite0 ("block16" | "block11" | "head"); ``pixel_mean``/``pixel_std`` for the transformers encoders
     (default: the image processor config at source if found, else the family's values)."""
     if name not in ENCODERS:
         raise UserError(f"unknown encoder '{name}' (known: {', '.join(ENCODERS)})")
