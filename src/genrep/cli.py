@@ -1,6 +1,7 @@
 """The ``genrep`` command: groups ``rae``, ``lco``, ``diting``, plus ``demo`` and ``assets``.
 
-User errors (bad config key or type, missing file, unknown asset, bad flag) are reported as one
+User errors (bad config key or type, missing file, unknown asset, bad flag) and ordinary
+file-system problems (full disk, read-only directory, a file that is not UTF-8) are reported as one
 line on stderr with exit code 2; ``--debug`` shows the traceback as well.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import click
 
 from genrep import __version__
+from genrep.core.cli_options import out_option
 from genrep.core.errors import UserError
 from genrep.diting.cli import diting as diting_group
 from genrep.lco.cli import lco as lco_group
@@ -120,8 +122,7 @@ def assets_check(names: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
-              help="Output directory for report.html, report.md, config.yaml and metrics.json.")
+@out_option(Path("runs/demo"), "Output directory for report.html, report.md, config.yaml and metrics.json.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML file with DemoConfig fields (see configs/demo.yaml).")
 @click.option("--profile", type=click.Choice(["fast", "full", "smoke"]), default=None,
@@ -143,15 +144,31 @@ cli.add_command(diting_group)
 cli.add_command(lco_group)
 
 
+def _fail(message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"genrep: error: {message}", err=True)
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    from genrep.core.files import check_utf8_argument, describe_os_error
+
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
     try:
+        for arg in args:
+            check_utf8_argument(arg)
         cli.main(args=argv, prog_name="genrep", standalone_mode=False)
     except UserError as err:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"genrep: error: {err}", err=True)
-        sys.exit(2)
+        _fail(str(err), debug)
+    except OSError as err:  # ordinary file-system trouble (full disk, read-only, permissions): one line
+        message = describe_os_error(err)
+        if message is None:
+            raise
+        _fail(message, debug)
+    except UnicodeDecodeError as err:  # a reader that did not go through core.files.read_text
+        _fail(f"an input file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8", debug)
     except click.UsageError as err:
         hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
         click.echo(f"genrep: error: {err.format_message()}{hint}", err=True)

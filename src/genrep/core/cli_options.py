@@ -1,4 +1,10 @@
-"""Click options every run command shares (``--out``, ``--config``, ``--set``) and the flag filter."""
+"""Click options every run command shares (``--out``, ``--config``, ``--set``) and the flag filter.
+
+``--out`` is checked when the command line is parsed, before any work starts
+(:func:`genrep.core.files.prepare_out`), and locked for the whole command
+(:class:`genrep.core.files.OutLock`): a second genrep process on the same directory fails at
+once. torchrun workers other than rank 0 share rank 0's directory and do not take the lock.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,38 @@ from pathlib import Path
 
 import click
 
-OUT = click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
+
+def out_callback(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Check, create and lock ``--out`` for the life of the command."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from genrep.core.files import OutLock, is_secondary_rank, prepare_out
+
+    path, created = prepare_out(value)
+    if is_secondary_rank():
+        return path
+    lock = OutLock.acquire(path)
+
+    def release() -> None:
+        lock.release()
+        if created:
+            try:
+                path.rmdir()  # only when the command failed before writing anything
+            except OSError:
+                pass
+
+    ctx.call_on_close(release)
+    return path
+
+
+def out_option(default: Path | None = None, help: str = "Output directory.") -> callable:
+    if default is None:
+        return click.option("--out", type=click.Path(path_type=Path), required=True, help=help, callback=out_callback)
+    return click.option("--out", type=click.Path(path_type=Path), default=default, show_default=True, help=help,
+                        callback=out_callback)
+
+
+OUT = out_option()
 CONFIG = click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
                       help="YAML file with the command's config fields.")
 SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
