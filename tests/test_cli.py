@@ -19,8 +19,8 @@ def run_cli(capsys, *argv):
     [
         (["demo", "--config", "missing.yaml"], "genrep: error: missing.yaml: config file not found"),
         (["demo", "--set", "nosuch=1"], "genrep: error: config: unknown key 'nosuch'"),
-        (["demo", "--set", "seed=abc"], "genrep: error: config: seed: expected an integer, got 'abc'"),
-        (["demo", "--set", "profile=slow"], "genrep: error: config: profile: expected one of 'fast', 'full'"),
+        (["demo", "--set", "seed=abc"], "genrep: error: --set seed: expected an integer, got 'abc'"),
+        (["demo", "--set", "profile=slow"], "genrep: error: --set profile: expected one of 'fast', 'full'"),
         (["assets", "check", "nosuch"], "genrep: error: unknown asset 'nosuch'"),
         (["assets", "prepare", "nosuch"], "genrep: error: unknown asset 'nosuch'"),
         (["nosuchcommand"], "genrep: error: No such command 'nosuchcommand'"),
@@ -57,7 +57,7 @@ def test_console_script_exit_code_and_single_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "genrep", "demo", "--set", "seed=x", "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr == "genrep: error: config: seed: expected an integer, got 'x'\n"
+    assert proc.stderr == "genrep: error: --set seed: expected an integer, got 'x'\n"
 
 
 def test_assets_check_command_succeeds(tmp_path):

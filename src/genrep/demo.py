@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from genrep.core import assets
+from genrep.core.config import Count
 from genrep.core.errors import AssetError
 from genrep.core.images import figure_png, image_grid, png_bytes
 from genrep.core.report import Report
@@ -31,7 +32,7 @@ class DemoConfig:
     profile: Literal["fast", "full", "smoke"] = "fast"  # smoke: seconds, for tests
     seed: int = 0
     lms: list[str] = field(default_factory=lambda: ["smollm2-135m", "gemma3-270m"])
-    max_new_tokens: int = 24
+    max_new_tokens: Count = 24
 
 
 # Prompts for the bundled LMs: SmolLM2 is an instruct model (chat template), Gemma-3-270M a base

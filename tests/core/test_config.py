@@ -4,7 +4,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from genrep.core.config import dump_yaml, from_dict, load_config, parse_override
+from genrep.core.config import Count, Fraction, Positive, dump_yaml, from_dict, load_config, parse_override
 from genrep.core.errors import ConfigError
 
 
@@ -88,3 +88,45 @@ def test_override_parsing():
         parse_override("novalue")
     with pytest.raises(ConfigError, match="unknown key 'optim.nope'"):
         load_config(Train, None, ["optim.nope=1"])
+
+
+# -- numeric bounds and finite floats ------------------------------------------------------------
+
+@dataclass
+class _Bounded:
+    limit: Optional[Count] = None
+    lr: Positive = 1e-3
+    decay: Fraction = 0.9
+    scale: float = 1.0
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("limit=0", "--set limit: must be >= 1, got 0"),
+    ("limit=-2", "--set limit: must be >= 1, got -2"),
+    ("lr=0", "--set lr: must be > 0, got 0"),
+    ("decay=1.5", "--set decay: must be <= 1, got 1.5"),
+    ("scale=nan", "--set scale: must be a finite number"),
+    ("scale=.inf", "--set scale: must be a finite number"),
+    ("lr=-inf", "--set lr: must be a finite number"),
+    ("betas=[0.9, 2]", "--set betas[1]: must be <= 1, got 2"),
+])
+def test_bounds_refuse_bad_numbers_naming_the_option(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(_Bounded, overrides=[override])
+    assert message in str(err.value)
+
+
+def test_bounds_name_the_cli_flag_and_the_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--limit: must be >= 1, got -4$"):
+        load_config(_Bounded, flags={"limit": -4})
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.0\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: lr: must be > 0, got 0.0$"):
+        load_config(_Bounded, path)
+
+
+def test_bounds_accept_values_inside_and_none():
+    cfg = load_config(_Bounded, overrides=["limit=1", "lr=1e-5", "decay=1", "scale=-3", "betas=[0, 1]"])
+    assert (cfg.limit, cfg.lr, cfg.decay, cfg.scale, cfg.betas) == (1, 1e-5, 1.0, -3.0, (0.0, 1.0))
+    assert load_config(_Bounded, overrides=["limit=null"]).limit is None

@@ -3,22 +3,63 @@
 A config is any (nested) dataclass. :func:`load_config` reads a YAML file, applies dotted
 overrides such as ``train.lr=3e-4`` and converts every value to the field's declared type.
 Unknown keys and wrong types raise :class:`~genrep.core.errors.ConfigError` with one line that
-names the file and the dotted key. Nothing is instantiated from strings: a config holds data only.
+names the file (or the CLI flag, or ``--set``) and the dotted key. Nothing is instantiated from
+strings: a config holds data only.
+
+Numbers are checked where they enter: every float must be finite (``nan`` and ``inf`` are refused),
+and a field annotated with a bound (:data:`Count`, :data:`NonNegInt`, :data:`Positive`,
+:data:`NonNeg`, :data:`Fraction` or any ``Annotated[T, Bounds(...)]``) refuses values outside it,
+naming the option, the bound and the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, TypeVar, Union
+from typing import Annotated, Any, Iterable, Literal, TypeVar, Union
 
 import yaml
 
 from genrep.core.errors import ConfigError
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Inclusive (``ge``, ``le``) or exclusive (``gt``, ``lt``) limits of a numeric config field."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violation(self, value: float) -> str | None:
+        """``"must be >= 1"`` for a value outside the bounds, else None."""
+        for op, bound, ok in ((">=", self.ge, lambda v, b: v >= b), (">", self.gt, lambda v, b: v > b),
+                              ("<=", self.le, lambda v, b: v <= b), ("<", self.lt, lambda v, b: v < b)):
+            if bound is not None and not ok(value, bound):
+                return f"must be {op} {bound:g}"
+        return None
+
+
+Count = Annotated[int, Bounds(ge=1)]  # sizes, steps, limits, intervals: at least 1
+NonNegInt = Annotated[int, Bounds(ge=0)]  # 0 has a meaning (off, all, none)
+Positive = Annotated[float, Bounds(gt=0)]  # learning rates, softmax temperatures, timeouts
+NonNeg = Annotated[float, Bounds(ge=0)]  # loss weights, noise levels, sampling temperatures
+Fraction = Annotated[float, Bounds(ge=0, le=1)]  # decays, dropout probabilities, shares, times in [0, 1]
+
+
+def _where(source: str, key: str) -> str:
+    """How an error names a value: ``file.yaml: key``, ``--set key`` or ``--flag``."""
+    if not source:
+        return key
+    if source == "--set":
+        return f"--set {key}"
+    return f"{source}: {key}"
 
 
 def _type_name(tp: Any) -> str:
@@ -32,10 +73,19 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
 
     def fail(expected: str | None = None) -> ConfigError:
         want = expected or _type_name(tp)
-        return ConfigError(f"{source}: {key}: expected {want}, got {value!r}")
+        return ConfigError(f"{_where(source, key)}: expected {want}, got {value!r}")
 
     if tp is Any:
         return value
+    if typing.get_origin(tp) is Annotated:
+        base, *extras = typing.get_args(tp)
+        out = _convert(base, value, key, source)
+        for bound in extras:
+            if isinstance(bound, Bounds) and out is not None:
+                problem = bound.violation(out)
+                if problem:
+                    raise ConfigError(f"{_where(source, key)}: {problem}, got {value!r}")
+        return out
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
             return value
@@ -48,13 +98,14 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        for arg in options:
             try:
                 return _convert(arg, value, key, source)
             except ConfigError as err:
                 errors.append(err)
+        if len(options) == 1:  # Optional[X]: X's own message (a bound, say) is the clearest
+            raise errors[0]
         raise fail()
     if origin is Literal:
         if value in args:
@@ -91,14 +142,19 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             return int(value)
         raise fail("an integer")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise fail("a number")
+        if number is None:
+            raise fail("a number")
+        if not math.isfinite(number):
+            raise ConfigError(f"{_where(source, key)}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -114,9 +170,14 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
     raise fail()
 
 
-def from_dict(cls: type[T], data: dict, *, source: str = "config", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, checking keys and converting types."""
-    hints = typing.get_type_hints(cls)
+def from_dict(cls: type[T], data: dict, *, source: str = "config", prefix: str = "",
+              key_sources: dict[str, str] | None = None) -> T:
+    """Build dataclass ``cls`` from a mapping, checking keys, types and bounds.
+
+    ``key_sources`` maps a top-level key to where its value came from (``"--set"`` or ``"--flag"``),
+    so that an error names the option the user typed; other keys are named after ``source``.
+    """
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
@@ -127,7 +188,13 @@ def from_dict(cls: type[T], data: dict, *, source: str = "config", prefix: str =
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _convert(hints[name], value, key, source)
+        origin = (key_sources or {}).get(name)
+        if origin is None:
+            kwargs[name] = _convert(hints[name], value, key, source)
+        elif origin == "--set":
+            kwargs[name] = _convert(hints[name], value, key, "--set")
+        else:  # a CLI flag: the flag names the value
+            kwargs[name] = _convert(hints[name], value, origin, "")
     missing = [
         n for n, f in fields.items()
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -218,13 +285,17 @@ def load_config(
     """
     data: dict = to_dict(base) if base is not None else {}
     source = "config"
+    key_sources: dict[str, str] = {}
     if path is not None:
         data = _deep_merge(data, read_yaml(path))
         source = str(path)
     if flags:
         data = _deep_merge(data, flags)
+        key_sources.update({k: "--" + k.replace("_", "-") for k in flags})
+    overrides = list(overrides)
     merge_overrides(data, overrides)
-    return from_dict(cls, data, source=source)
+    key_sources.update({parse_override(o)[0][0]: "--set" for o in overrides})
+    return from_dict(cls, data, source=source, key_sources=key_sources)
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

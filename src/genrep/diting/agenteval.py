@@ -49,6 +49,7 @@ from typing import Annotated, Any, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema
 
+from genrep.core.config import Count, NonNeg, NonNegInt, Positive
 from genrep.core.errors import UserError
 from genrep.core.progress import progress_bar
 from genrep.core.rundir import RunDir
@@ -83,16 +84,16 @@ class AgentEvalConfig:
     judge: str = ""  # also the single-agent judge
     mode: Literal["multi", "single"] = "multi"
     lang: Literal["en", "zh"] = "en"  # language of the prompts (the rubric in English or Chinese)
-    max_rounds: int = 4
-    limit: Optional[int] = None  # evaluate the first N translations (file order)
-    concurrency: int = 8  # items in flight
-    max_tokens: int = 1024  # per reply
-    max_repairs: int = 2  # per answer, after the first reply
+    max_rounds: Count = 4
+    limit: Optional[Count] = None  # evaluate the first N translations (file order)
+    concurrency: Count = 8  # items in flight
+    max_tokens: Count = 1024  # per reply
+    max_repairs: NonNegInt = 2  # per answer, after the first reply
     json_mode: Literal["json_schema", "json_object", "none"] = "json_schema"
-    temperature: float = 0.0
+    temperature: NonNeg = 0.0
     seed: int = 0
-    timeout_s: float = 300.0
-    max_retries: int = 4
+    timeout_s: Positive = 300.0
+    max_retries: NonNegInt = 4
     cache: bool = True
     prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [USD per 1M prompt, per 1M completion]
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+from genrep.core.config import Count, NonNeg, NonNegInt, Positive
 from genrep.core.errors import UserError
 from genrep.core.progress import progress_bar
 from genrep.core.rundir import RunDir
@@ -45,14 +46,14 @@ class TranslateConfig:
     bench: str = "starter"  # a bundled benchmark name or an items file (.jsonl / .csv)
     systems: list[str] = field(default_factory=list)  # NAME=BACKEND
     dimensions: list[str] = field(default_factory=list)  # empty: all
-    limit: Optional[int] = None  # items per dimension
+    limit: Optional[Count] = None  # items per dimension
     prompt: Literal["auto", "chat", "fewshot"] = "auto"
-    max_tokens: int = 256
-    temperature: float = 0.0
+    max_tokens: Count = 256
+    temperature: NonNeg = 0.0
     seed: int = 0
-    concurrency: int = 8
-    timeout_s: float = 120.0
-    max_retries: int = 4
+    concurrency: Count = 8
+    timeout_s: Positive = 120.0
+    max_retries: NonNegInt = 4
     cache: bool = True
     prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [USD per 1M prompt, per 1M completion tokens]
 

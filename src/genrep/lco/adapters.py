@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,8 @@ def soup(model_dirs: list[str | Path], out: str | Path, weights: list[float] | N
     weights = weights or [1.0 / len(model_dirs)] * len(model_dirs)
     if len(weights) != len(model_dirs):
         raise UserError(f"soup: {len(weights)} weights for {len(model_dirs)} models")
+    if not all(math.isfinite(w) for w in weights):
+        raise UserError(f"soup: --weight must be finite numbers, got {list(weights)}")
     base_name = specs[0].get("base_backbone") or specs[0]["backbone"]
     if len({s.get("base_backbone") or s["backbone"] for s in specs}) > 1:
         raise UserError("soup: the runs start from different backbones")

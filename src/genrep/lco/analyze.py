@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from genrep.core.config import Count
 from genrep.core.errors import UserError
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.lco.analysis import anisotropy, linear_cka, mutual_knn_alignment, plot_anisotropy
@@ -27,11 +28,11 @@ from genrep.lco.embedding import MODALITIES
 class AnalyzeConfig:
     models: list[str] = field(default_factory=lambda: ["base:smollm2-135m"])
     pairs: str = "hsk"  # hsk or a JSONL file of rows with one item per modality
-    limit: int = 300
+    limit: Count = 300
     layers: list[int] = field(default_factory=list)  # hidden-state indices; empty = every layer
-    k: int = 10
-    batch_size: int = 16
-    hsk_test_size: int = 500
+    k: Count = 10
+    batch_size: Count = 16
+    hsk_test_size: Count = 500
     device: str = "auto"
 
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from genrep.core.config import Count
 from genrep.core.errors import UserError
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.lco.analysis import anisotropy, linear_cka, mutual_knn_alignment
@@ -37,10 +39,10 @@ from genrep.lco.metrics import qrels_to_indices, read_qrels_tsv, retrieval_metri
 class EvalConfig:
     model: str = "base:smollm2-135m"  # base:NAME or a trained model directory
     tasks: list[str] = field(default_factory=lambda: ["hsk-retrieval"])
-    batch_size: int = 16
-    hsk_test_size: int = 500
+    batch_size: Count = 16
+    hsk_test_size: Count = 500
     hsk_seed: int = 0
-    limit: int = 0  # evaluate on the first N queries / pairs only (0 = all)
+    limit: Optional[Count] = None  # evaluate on the first N queries / pairs only (None = all)
     class_prompt: str = ""
     device: str = "auto"
     layers: list[int] = field(default_factory=list)  # also report anisotropy at these hidden-state layers

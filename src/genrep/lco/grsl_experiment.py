@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrep.core.config import require_positive
+from genrep.core.config import Count, Fraction, NonNegInt, Positive, require_positive
 from genrep.core.errors import UserError
 from genrep.core.images import figure_png
 from genrep.core.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -49,17 +49,17 @@ REPRESENTATION_METRICS = ("zero_shot_accuracy", "i2t_top1", "i2t_ndcg@10")
 class RefineConfig:
     """The text-only LoRA refinement run on every backbone (same data, steps and seed for all)."""
 
-    steps: int = 30
-    batch_size: int = 8  # triplets per step (the paper: 768)
-    lr: float = 4e-4
-    warmup_steps: int = 3
-    lora_r: int = 16
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    text_rows: int = 2000  # caption triplets generated (text only)
+    steps: Count = 30
+    batch_size: Count = 8  # triplets per step (the paper: 768)
+    lr: Positive = 4e-4
+    warmup_steps: NonNegInt = 3
+    lora_r: Count = 16
+    lora_alpha: Positive = 16.0
+    lora_dropout: Fraction = 0.0
+    text_rows: Count = 2000  # caption triplets generated (text only)
     extra_data: str = ""  # optional text triplet JSONL mixed in (e.g. NLI triplets)
-    temperature: float = 0.03
-    max_length: int = 64
+    temperature: Positive = 0.03
+    max_length: Count = 64
 
 
 @dataclass
@@ -67,9 +67,9 @@ class GRSLExperimentConfig:
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(
         steps=200, save_at=[0, 15, 40, 90, 200], eval_images=200))
     refine: RefineConfig = field(default_factory=RefineConfig)
-    test_images: int = 300  # Fashion-MNIST test images for the representation scores
-    captions_per_class: int = 10  # retrieval gallery size = 10 x this
-    encode_batch_size: int = 32
+    test_images: Count = 300  # Fashion-MNIST test images for the representation scores
+    captions_per_class: Count = 10  # retrieval gallery size = 10 x this
+    encode_batch_size: Count = 32
     generative_metric: str = "caption_loglik"
     representation_metric: str = "zero_shot_accuracy"
     seed: int = 0  # used everywhere: it replaces pretrain.seed (one seed for splits, captions, refinement)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from genrep.core.checkpoint import Checkpointer
-from genrep.core.config import require_positive
+from genrep.core.config import Count, Fraction, NonNeg, NonNegInt, Positive, require_positive
 from genrep.core.errors import UserError
 from genrep.core.images import figure_png
 from genrep.core.lr_schedule import warmup_cosine
@@ -49,26 +49,26 @@ SCORE_FILE = "generative.json"
 @dataclass
 class PretrainConfig:
     vlm: TinyVLMConfig = field(default_factory=TinyVLMConfig)
-    steps: int = 150
-    batch_size: int = 16
-    lr: float = 1e-3  # projector
-    lm_lora_r: int = 0  # 0: projector only (LLaVA stage 1); > 0: also a LoRA (alpha 2r) on the LM's linear layers
-    lm_lr: float = 2e-4
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    save_at: list[int] = field(default_factory=lambda: [0, 10, 40, 150])  # backbones; the last step is always saved
-    train_images: int = 20000  # Fashion-MNIST training images used (a fixed random subset)
-    eval_images: int = 200  # held-out Fashion-MNIST test images for the generative score
-    photos_fraction: float = 0.0  # share of training rows that are a scikit-image photo (random crop)
+    steps: Count = 150
+    batch_size: Count = 16
+    lr: Positive = 1e-3  # projector
+    lm_lora_r: NonNegInt = 0  # 0: projector only (LLaVA stage 1); > 0: also a LoRA (alpha 2r) on the LM's linear layers
+    lm_lr: Positive = 2e-4
+    warmup_steps: NonNegInt = 10
+    weight_decay: NonNeg = 0.0
+    grad_clip: NonNeg = 1.0
+    save_at: list[NonNegInt] = field(default_factory=lambda: [0, 10, 40, 150])  # backbones; the last step is always saved
+    train_images: Count = 20000  # Fashion-MNIST training images used (a fixed random subset)
+    eval_images: Count = 200  # held-out Fashion-MNIST test images for the generative score
+    photos_fraction: Fraction = 0.0  # share of training rows that are a scikit-image photo (random crop)
     instruction: str = "Describe the image."
-    max_new_tokens: int = 16
-    eval_batch_size: int = 32
+    max_new_tokens: Count = 16
+    eval_batch_size: Count = 32
     seed: int = 0
     device: str = "auto"
-    log_every: int = 10
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
+    log_every: Count = 10
+    checkpoint_every: Count = 50
+    keep_checkpoints: NonNegInt = 2
 
 
 # ---------------------------------------------------------------------------------------------- data

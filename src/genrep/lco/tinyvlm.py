@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrep.core.config import Count, NonNegInt
 from genrep.core.errors import UserError
 from genrep.core.rundir import atomic_write_json
 
@@ -62,9 +63,9 @@ class TinyVLMConfig:
 
     lm: str = "smollm2-135m"
     vision: str = "effnet-lite0"
-    image_size: int = 96
-    grid: int = 3
-    projector_hidden: int = 0  # 0 = the LM's hidden size (LLaVA-1.5's two-layer MLP)
+    image_size: Count = 96
+    grid: Count = 3
+    projector_hidden: NonNegInt = 0  # 0 = the LM's hidden size (LLaVA-1.5's two-layer MLP)
     image_token: str = "<image>"
     seed: int = 0  # initialises the projector (and a random vision tower)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from genrep.core.checkpoint import Checkpointer
-from genrep.core.config import require_positive
+from genrep.core.config import Count, NonNeg, NonNegInt, Positive, require_positive
 from genrep.core.distributed import all_reduce_mean, init_distributed
 from genrep.core.errors import UserError
 from genrep.core.images import figure_png
@@ -46,28 +46,28 @@ class TrainConfig:
     data: str = "hsk"  # "hsk" (bundled zh<->en pairs, train split) or a triplet JSONL file
     method: str = "lora"  # lora | full | head
     lora: LoraSettings = field(default_factory=LoraSettings)
-    max_steps: int = 100
-    batch_size: int = 32  # global batch of triplets (the paper: 768 text-only)
-    chunk_size: int = 0  # GradCache chunk (items per forward); 0 = the whole batch in one forward
-    lr: float = 4e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    temperature: float = 0.03
+    max_steps: Count = 100
+    batch_size: Count = 32  # global batch of triplets (the paper: 768 text-only)
+    chunk_size: NonNegInt = 0  # GradCache chunk (items per forward); 0 = the whole batch in one forward
+    lr: Positive = 4e-4
+    weight_decay: NonNeg = 0.0
+    warmup_steps: NonNegInt = 100
+    temperature: Positive = 0.03
     gather: str = "local"  # local (the reference) | full (exact global gradient) | none
     hard_negatives: bool = True
     grad_checkpointing: bool = False
-    grad_clip: float = 1.0
-    max_length: int = 128  # tokens of content (the suffix prompt is never cut)
+    grad_clip: NonNeg = 1.0
+    max_length: Count = 128  # tokens of content (the suffix prompt is never cut)
     layer: int = -1
     prompts: PromptConfig = field(default_factory=PromptConfig)
-    hsk_test_size: int = 500
+    hsk_test_size: Count = 500
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"  # bfloat16 on GPUs (the paper)
     quantize: str = ""  # "nf4": QLoRA base weights (CUDA + bitsandbytes)
-    log_every: int = 5
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
+    log_every: Count = 5
+    checkpoint_every: Count = 50
+    keep_checkpoints: NonNegInt = 2
 
 
 def load_training_rows(cfg: TrainConfig) -> list[Triplet]:

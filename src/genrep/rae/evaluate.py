@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from genrep.core.config import Count
 from genrep.core.errors import UserError
 from genrep.core.rundir import RunDir
 from genrep.core.runtime import pick_device
@@ -36,9 +37,9 @@ class EvalConfig:
     samples: Optional[Path] = None  # a sample --out directory (samples.npz) or the .npz file
     dataset: str = "fashion-mnist"
     split: str = "test"
-    real_limit: int = 1000  # real images for FD / precision / recall
-    classifier_train: int = 2000  # real training images for the class-accuracy classifier
-    k: int = 3
+    real_limit: Count = 1000  # real images for FD / precision / recall
+    classifier_train: Count = 2000  # real training images for the class-accuracy classifier
+    k: Count = 3
     cache_real: bool = True  # reuse the features of the real images across evaluations
     device: str = "auto"
 

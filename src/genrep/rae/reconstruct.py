@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from genrep.core.config import Count, NonNeg
 from genrep.core.errors import UserError
 from genrep.core.images import image_grid, png_bytes
 from genrep.core.progress import progress_bar
@@ -35,10 +36,10 @@ class ReconstructConfig:
     model: Path | None = None  # an RAE directory, or a train-decoder --out directory
     dataset: str = "fashion-mnist"
     split: str = "test"
-    limit: int = 1000
-    batch_size: int = 100
-    latent_noise: float = 0.0  # fixed sigma of Gaussian noise added to the raw latent
-    grid_images: int = 16
+    limit: Count = 1000
+    batch_size: Count = 100
+    latent_noise: NonNeg = 0.0  # fixed sigma of Gaussian noise added to the raw latent
+    grid_images: Count = 16
     seed: int = 0
     device: str = "auto"
 

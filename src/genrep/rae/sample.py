@@ -17,7 +17,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from genrep.core.config import require_positive
+from genrep.core.config import Count, Fraction, require_positive
 from genrep.core.errors import UserError
 from genrep.core.images import image_grid, png_bytes
 from genrep.core.rundir import RunDir, atomic_write_bytes
@@ -34,16 +34,16 @@ class SampleConfig:
     """``genrep rae sample``."""
 
     dit: Optional[Path] = None
-    num: int = 100
-    steps: int = 50
+    num: Count = 100
+    steps: Count = 50
     sampler: Literal["euler", "heun"] = "euler"
     guidance: Literal["none", "cfg", "autoguidance"] = "none"
     scale: float = 1.0
-    interval: tuple[float, float] = (0.0, 1.0)
+    interval: tuple[Fraction, Fraction] = (0.0, 1.0)
     guide: Optional[Path] = None  # the guide DiT for autoguidance (smaller or earlier)
     rae: Optional[Path] = None  # decode with this stage-1 decoder instead of the DiT's (same encoder)
-    batch_size: int = 100
-    per_class: int = 10  # images per class row in the grid
+    batch_size: Count = 100
+    per_class: Count = 10  # images per class row in the grid
     seed: int = 0
     device: str = "auto"
 

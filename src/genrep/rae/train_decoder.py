@@ -16,12 +16,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import torch
 
 from genrep.core.checkpoint import Checkpointer
-from genrep.core.config import require_positive
+from genrep.core.config import Bounds, Count, Fraction, NonNeg, NonNegInt, Positive, require_positive
 from genrep.core.distributed import init_distributed
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
@@ -44,31 +44,31 @@ class TrainDecoderConfig:
 
     latents: Optional[Path] = None  # a cache from cache-latents
     decoder: str = "tiny"  # tiny | S | B | L | XL
-    patch: Optional[int] = None  # default: image_size // grid
-    max_steps: int = 1000
-    batch_size: int = 64
-    lr: float = 2e-4
-    final_lr: float = 2e-5
-    warmup_steps: int = 100
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.9978
+    patch: Optional[Count] = None  # default: image_size // grid
+    max_steps: Count = 1000
+    batch_size: Count = 64
+    lr: Positive = 2e-4
+    final_lr: NonNeg = 2e-5
+    warmup_steps: NonNegInt = 100
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
+    weight_decay: NonNeg = 0.0
+    grad_clip: NonNeg = 1.0
+    ema_decay: Fraction = 0.9978
     ema_warmup: bool = True  # d_t = min(decay, (1+t)/(10+t)); matters only for short runs
-    noise_tau: float = 0.8
+    noise_tau: NonNeg = 0.8
     noise_dist: Literal["abs-normal", "uniform"] = "abs-normal"
     perceptual: Literal["auto", "lpips", "effnet", "none"] = "auto"
-    perceptual_weight: float = 1.0
-    perceptual_resolution: int = 128  # effnet distance only: images resized to this short side (>= 32)
+    perceptual_weight: NonNeg = 1.0
+    perceptual_resolution: Annotated[int, Bounds(ge=32)] = 128  # effnet distance only: images resized to this short side (>= 32)
     gan: bool = False
-    gan_weight: float = 0.75
-    disc_start_epoch: float = 6.0
-    gan_start_epoch: float = 8.0
-    disc_lr: float = 2e-4
+    gan_weight: NonNeg = 0.75
+    disc_start_epoch: NonNeg = 6.0
+    gan_start_epoch: NonNeg = 8.0
+    disc_lr: Positive = 2e-4
     on_the_fly: bool = False  # encode each batch instead of reading the cache (benchmarks)
-    log_every: int = 25
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
+    log_every: Count = 25
+    checkpoint_every: Count = 500
+    keep_checkpoints: NonNegInt = 2
     seed: int = 0
     device: str = "auto"
 

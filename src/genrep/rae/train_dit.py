@@ -21,7 +21,7 @@ from typing import Literal, Optional
 import torch
 
 from genrep.core.checkpoint import Checkpointer
-from genrep.core.config import require_positive
+from genrep.core.config import Count, Fraction, NonNeg, NonNegInt, Positive, require_positive
 from genrep.core.distributed import init_distributed
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
@@ -45,29 +45,29 @@ class TrainDiTConfig:
     latents: Optional[Path] = None  # latent cache; default: the one the RAE's decoder was trained on
     model: str = "ditdh-tiny"
     model_args: dict[str, int] = field(default_factory=dict)  # DiTConfig fields over the preset (width, depth, ...)
-    max_steps: int = 2000
-    batch_size: int = 64
-    lr: float = 2e-4
-    warmup_steps: int = 0
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.9995
+    max_steps: Count = 2000
+    batch_size: Count = 64
+    lr: Positive = 2e-4
+    warmup_steps: NonNegInt = 0
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
+    weight_decay: NonNeg = 0.0
+    grad_clip: NonNeg = 1.0
+    ema_decay: Fraction = 0.9995
     ema_warmup: bool = True
-    class_dropout: float = 0.1
+    class_dropout: Fraction = 0.1
     shift: bool = True
-    shift_base: int = 4096
+    shift_base: Count = 4096
     # auto: bf16 autocast only where a matmul probe measures it >= 1.5x faster than fp32 on this device
     # (core.runtime.resolve_precision); the paper's recipe (configs/rae/train_dit.yaml) is fp32
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    log_every: int = 25
-    checkpoint_every: int = 500
-    sample_every: int = 0  # a grid of EMA samples (figures/samples-step-N.png) every N steps; 0: only at the end
-    eval_every: int = 0  # fd_effnet / class_accuracy of eval_num EMA samples every N steps (eval_log.jsonl); 0: off
-    eval_num: int = 200
-    eval_real: int = 1000  # real test images (and 2x training images for the class-accuracy classifier)
-    eval_steps: int = 50  # Euler steps for periodic samples and evaluations
-    keep_checkpoints: int = 2
+    log_every: Count = 25
+    checkpoint_every: Count = 500
+    sample_every: NonNegInt = 0  # a grid of EMA samples (figures/samples-step-N.png) every N steps; 0: only at the end
+    eval_every: NonNegInt = 0  # fd_effnet / class_accuracy of eval_num EMA samples every N steps (eval_log.jsonl); 0: off
+    eval_num: Count = 200
+    eval_real: Count = 1000  # real test images (and 2x training images for the class-accuracy classifier)
+    eval_steps: Count = 50  # Euler steps for periodic samples and evaluations
+    keep_checkpoints: NonNegInt = 2
     seed: int = 0
     device: str = "auto"
 
