@@ -247,11 +247,14 @@ def _set_dotted(data: dict, path: list[str], value: Any) -> None:
 
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing or malformed file is a one-line ConfigError."""
+    from genrep.core.files import read_text
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    text = read_text(path, "config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -198,3 +198,15 @@ def is_secondary_rank() -> bool:
     """True in a torchrun worker other than global rank 0 (it shares rank 0's ``--out``)."""
     rank = os.environ.get("RANK")
     return rank is not None and rank.strip() not in ("", "0")
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> object:
+    """A JSON document from an input or model file: one-line errors for not found, not UTF-8 and
+    not valid JSON (naming the line)."""
+    import json
+
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{_printable(str(path))}:{err.lineno}: not valid JSON ({err.msg}) in the {what}") from None

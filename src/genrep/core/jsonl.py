@@ -106,11 +106,14 @@ def read_log(path: str | Path) -> list[Any]:
 def append_jsonl(path: str | Path, obj: Any, *, fsync: bool = True) -> None:
     """Append one record as a complete JSON line and flush it (to disk with ``fsync``)."""
     line = dumps_line(obj).encode("utf-8")
-    with Path(path).open("ab") as f:
-        f.write(line)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
+    try:
+        with Path(path).open("ab") as f:
+            f.write(line)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+    except OSError as err:  # a full disk or a vanished directory: name the log
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 def fsync_file(path: str | Path) -> None:

@@ -16,7 +16,6 @@ and B separately).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from genrep.core.errors import UserError
+from genrep.core.files import read_json
 from genrep.core.rundir import atomic_write_json
 from genrep.lco.backbones import TOWER_WORDS, language_linear_names, load_backbone
 from genrep.lco.embedding import EmbeddingModel, PromptConfig
@@ -135,10 +135,10 @@ def read_spec(path: str | Path) -> dict:
     f = path / MODEL_FILE
     if not f.is_file():
         raise UserError(f"{path}: not a trained LCO model (no {MODEL_FILE}); use base:NAME for an untuned backbone")
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{f}: invalid JSON ({err.msg})") from None
+    spec = read_json(f, "model spec")
+    if not isinstance(spec, dict) or "method" not in spec:
+        raise UserError(f"{f}: not an LCO model spec (expected an object with 'method')")
+    return spec
 
 
 def load_model(spec_or_dir: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -198,14 +198,14 @@ def soup(model_dirs: list[str | Path], out: str | Path, weights: list[float] | N
     """
     if len(model_dirs) < 2:
         raise UserError("soup needs at least two model directories")
+    if weights is not None and not all(math.isfinite(w) for w in weights):
+        raise UserError(f"soup: --weight must be finite numbers, got {list(weights)}")
     specs = [read_spec(d) for d in model_dirs]
     if any(s["method"] not in ("lora", "full", "merged") for s in specs):
         raise UserError("soup: only LoRA, full fine-tuning and merged models can be averaged")
     weights = weights or [1.0 / len(model_dirs)] * len(model_dirs)
     if len(weights) != len(model_dirs):
         raise UserError(f"soup: {len(weights)} weights for {len(model_dirs)} models")
-    if not all(math.isfinite(w) for w in weights):
-        raise UserError(f"soup: --weight must be finite numbers, got {list(weights)}")
     base_name = specs[0].get("base_backbone") or specs[0]["backbone"]
     if len({s.get("base_backbone") or s["backbone"] for s in specs}) > 1:
         raise UserError("soup: the runs start from different backbones")

@@ -95,9 +95,10 @@ def analyze_cmd(models, pairs, limit, layers, config_path, overrides, out):
 def merge_cmd(model, out):
     """Merge a LoRA adapter into the base weights (a standalone model directory)."""
     from genrep.core.rundir import RunDir
-    from genrep.lco.adapters import merge
+    from genrep.lco.adapters import merge, read_spec
 
     model = model / "model" if (model / "model" / "lco_model.json").is_file() else model
+    read_spec(model)  # a directory of the wrong kind fails before anything is written
     run = RunDir(out)
     run.write_config({"model": str(model), "out": str(out)})
     merged = merge(model, out)
@@ -112,10 +113,17 @@ def merge_cmd(model, out):
 @OUT
 def soup_cmd(models, weights, out):
     """Model soup: average the weight changes of several runs of the same backbone."""
+    import math
+
+    from genrep.core.errors import UserError
     from genrep.core.rundir import RunDir
-    from genrep.lco.adapters import soup
+    from genrep.lco.adapters import read_spec, soup
 
     dirs = [m / "model" if (m / "model" / "lco_model.json").is_file() else m for m in models]
+    if any(not math.isfinite(w) for w in weights):
+        raise UserError(f"soup: --weight must be finite numbers, got {list(weights)}")
+    for d in dirs:
+        read_spec(d)  # a directory of the wrong kind fails before anything is written
     run = RunDir(out)
     run.write_config({"models": [str(d) for d in dirs], "weights": list(weights) or None})
     souped = soup(dirs, out, list(weights) or None)

@@ -67,20 +67,15 @@ def _side(value: Any, where: str, base: Path | None) -> dict:
 
 def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for every non-blank line of a JSONL file; errors name the file and line."""
+    from genrep.core.jsonl import iter_jsonl
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} file not found")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{n}: expected a JSON object")
-            yield n, obj
+    for n, obj in iter_jsonl(path, f"{what} file"):
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object")
+        yield n, obj
 
 
 def read_triplets(path: str | Path) -> list[Triplet]:

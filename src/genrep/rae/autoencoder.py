@@ -10,7 +10,6 @@ encoder's own weights stay where they came from (a bundled package, a hub id or 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genrep.core.errors import UserError
+from genrep.core.files import read_json
 from genrep.core.rundir import atomic_write_json
 from genrep.rae.decoder import DecoderConfig, ViTDecoder
 from genrep.rae.encoders import FrozenEncoder, build_encoder
@@ -94,7 +94,9 @@ class RAE(nn.Module):
         cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not cfg_path.is_file() or not w_path.is_file():
             raise UserError(f"{directory}: not an RAE directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-        cfg = json.loads(cfg_path.read_text())
+        cfg = read_json(cfg_path, "RAE config")
+        if not isinstance(cfg, dict) or "encoder" not in cfg:
+            raise UserError(f"{cfg_path}: not an RAE config (expected an object with 'encoder')")
         enc = encoder if encoder is not None else build_encoder(**cfg["encoder"])
         tensors = load_file(str(w_path))
         stats = LatentStats(tensors["stats.mean"], tensors["stats.var"], eps=cfg.get("stats_eps", 1e-5))

@@ -113,9 +113,14 @@ def evaluate(cfg: EvalConfig, out: str | Path) -> dict:
     path = path / "samples.npz" if path.is_dir() else path
     if not path.is_file():
         raise UserError(f"{path}: samples.npz not found")
+    try:
+        data = np.load(path)
+        if "arr_0" not in data:
+            raise UserError(f"{path}: no 'arr_0' array (expected samples.npz from 'genrep rae sample')")
+    except (OSError, ValueError, EOFError) as err:
+        raise UserError(f"{path}: not a readable .npz file ({type(err).__name__})") from None
     run = RunDir(out)
     run.write_config(cfg)
-    data = np.load(path)
     metrics = score_images(data["arr_0"], data["labels"] if "labels" in data else None, cfg)
     run.write_metrics(metrics)
     return metrics

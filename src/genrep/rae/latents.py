@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Subset
 
 from genrep.core.distributed import barrier, current
 from genrep.core.errors import UserError
+from genrep.core.files import read_json
 from genrep.core.progress import progress_bar
 from genrep.core.rundir import atomic_write_json
 from genrep.rae.data import Skipped, collate_skip, load_images
@@ -139,7 +140,9 @@ def load_cache(directory: str | Path) -> CachedLatents:
     meta_path = directory / META
     if not meta_path.is_file():
         raise UserError(f"{directory}: not a latent cache (no {META}; run 'genrep rae cache-latents')")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path, "latent cache metadata")
+    if not isinstance(meta, dict) or "num_shards" not in meta:
+        raise UserError(f"{meta_path}: not latent cache metadata (expected an object with 'num_shards')")
     parts = [load_file(str(_shard_path(directory, i))) for i in range(meta["num_shards"])]
     st = load_file(str(directory / STATS))
     return CachedLatents(

@@ -25,6 +25,7 @@ from genrep.core.config import Count, Fraction, NonNeg, NonNegInt, Positive, req
 from genrep.core.distributed import init_distributed
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
+from genrep.core.files import read_json
 from genrep.core.progress import progress_bar
 from genrep.core.rundir import RunDir, atomic_write_json, truncate_log
 from genrep.core.runtime import pick_device, resolve_precision, seed_everything, step_generator
@@ -74,11 +75,12 @@ class TrainDiTConfig:
 
 def _latent_cache_of(rae_dir: Path) -> Path:
     """The cache a train-decoder run used (its config.yaml), if the RAE came from one."""
-    import yaml
 
     for cfg_path in (rae_dir.parent / "config.yaml", rae_dir / "config.yaml"):
         if cfg_path.is_file():
-            latents = (yaml.safe_load(cfg_path.read_text()) or {}).get("latents")
+            from genrep.core.config import read_yaml
+
+            latents = read_yaml(cfg_path).get("latents")
             if latents:
                 return Path(latents)
     raise UserError(f"{rae_dir}: cannot tell which latent cache to train on; pass --latents DIR")
@@ -106,7 +108,9 @@ def load_dit(directory: str | Path) -> tuple[DiT, dict]:
         directory = directory / "model"
     if not (directory / DIT_CONFIG).is_file():
         raise UserError(f"{directory}: no trained DiT found (expected {DIT_CONFIG} there or in {directory}/model)")
-    meta = json.loads((directory / DIT_CONFIG).read_text())
+    meta = read_json(directory / DIT_CONFIG, "DiT config")
+    if not isinstance(meta, dict) or "dit" not in meta:
+        raise UserError(f"{directory / DIT_CONFIG}: not a DiT config (expected an object with 'dit')")
     model = DiT(DiTConfig(**meta["dit"]))
     model.load_state_dict(load_file(str(directory / DIT_WEIGHTS)))
     return model.eval(), meta
