@@ -73,6 +73,8 @@ class ImageFolder(Dataset):
 
     def __post_init__(self):
         self.root = Path(self.root)
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"{self.root}: is a file; expected an image folder (or the name fashion-mnist)")
         if not self.root.is_dir():
             raise UserError(f"{self.root}: image folder not found")
         classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
