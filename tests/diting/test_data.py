@@ -15,7 +15,7 @@ from genrep.diting.schema import (
     Judgment,
     Translation,
     append_record,
-    read_appended,
+    read_log,
     read_records,
     write_records,
 )
@@ -119,6 +119,6 @@ def test_append_log_survives_a_torn_last_line(tmp_path):
     append_record(log, Translation(item_id="a", system="s", output="x"))
     with log.open("a") as f:
         f.write('{"item_id": "b", "sys')  # a crash in the middle of a write
-    assert [t.item_id for t in read_appended(log, Translation)] == ["a"]
+    assert [t.item_id for t in read_log(log, Translation)] == ["a"]
     append_record(log, Translation(item_id="c", system="s", output="y"))
-    assert [t.item_id for t in read_appended(log, Translation)] == ["a", "c"]
+    assert [t.item_id for t in read_log(log, Translation)] == ["a", "c"]

@@ -100,13 +100,10 @@ def score_cmd(translations: Path, bench_name: str, metrics, comet_model: str, mo
     from genrep.core.rundir import RunDir, atomic_write_text
     from genrep.diting.benchmark import load_benchmark
     from genrep.diting.refmetrics import score_translations
-    from genrep.diting.schema import Translation, read_records
-    from genrep.diting.translate import latest_translations
+    from genrep.diting.translate import read_translations
 
     names = list(metrics) + list(more_metrics) or ["chrf", "bleu"]
-    if not translations.is_file():
-        raise click.UsageError(f"{translations}: file not found")
-    trans = latest_translations(translations) if translations.suffix == ".jsonl" else read_records(translations, Translation)
+    trans = read_translations(translations)
     results, segments = score_translations(trans, load_benchmark(bench_name), names, comet_model)
     run = RunDir(out)
     run.write_config({"translations": str(translations), "bench": bench_name, "metrics": names,
@@ -227,17 +224,14 @@ def _meta_eval_inputs(official, judgments, translations, items_path):
     """(items, translations, judgments) from an official release or three record files."""
     from genrep.diting.benchmark import load_benchmark
     from genrep.diting.official import load_official
-    from genrep.diting.schema import Judgment, Translation, read_records
-    from genrep.diting.translate import latest_translations
+    from genrep.diting.schema import Judgment, read_records
+    from genrep.diting.translate import read_translations
 
     if official is not None:
         data = load_official(official)
         return data.items, data.translations, data.judgments
-    if not Path(translations).is_file():
-        raise click.UsageError(f"{translations}: file not found")
-    trans = latest_translations(translations) if Path(translations).suffix == ".jsonl" else \
-        read_records(translations, Translation)
-    return load_benchmark(items_path), trans, read_records(judgments, Judgment)
+    return load_benchmark(items_path), read_translations(translations), read_records(judgments, Judgment,
+                                                                                      "judgments file")
 
 
 @diting.command("leaderboard")
@@ -262,7 +256,7 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
         data = load_official(official)
         judged, items, source = data.judgments, data.items, {"official": str(official)}
     else:
-        judged = read_records(judgments, Judgment)
+        judged = read_records(judgments, Judgment, "judgments file")
         items = load_benchmark(items_path) if items_path else None
         source = {"judgments": str(judgments), "items": items_path}
     board = build_leaderboard(judged, items, resamples, seed)

@@ -52,6 +52,8 @@ import numpy as np
 from scipy import stats
 
 from genrep.core.errors import UserError
+from genrep.core.files import _printable
+from genrep.core.jsonl import iter_jsonl
 from genrep.core.rundir import atomic_write_text
 from genrep.diting.schema import DIMENSIONS, Judgment
 
@@ -660,54 +662,46 @@ def read_metricalign(path: str | Path) -> MetricAlignData:
     ``system``, optional ``dimension``, ``human`` (0-6, a list of per-rater 0-6 scores, or per-rater
     objects with ``specific``/``general_1``/``general_2``) and one number (or null) per metric."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    shown = _printable(str(path))
     totals: dict[Key, list[float]] = {}
     criteria: dict[Key, list[tuple[int, int, int]]] = {}
     metrics: dict[str, dict[Key, float]] = {}
     dimensions: dict[str, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
+    for n, rec in iter_jsonl(path, "MetricAlign file"):
+        where = f"{shown}:{n}"
+        if not isinstance(rec, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        for name in ("item_id", "system"):
+            if not isinstance(rec.get(name), str) or not rec[name]:
+                raise UserError(f"{where}: field '{name}': missing or not a non-empty string")
+        key = (rec["item_id"], rec["system"])
+        if key in totals:
+            raise UserError(f"{where}: field 'system': duplicate segment ({key[0]}, {key[1]})")
+        dim = rec.get("dimension")
+        if dim is not None:
+            if dim not in DIMENSIONS:
+                raise UserError(f"{where}: field 'dimension': {dim!r} is not one of {', '.join(DIMENSIONS)}")
+            if dimensions.setdefault(key[0], dim) != dim:
+                raise UserError(f"{where}: field 'dimension': item {key[0]} was {dimensions[key[0]]} before")
+        if "human" not in rec:
+            raise UserError(f"{where}: field 'human': missing")
+        totals[key], crit = _parse_human(rec["human"], where)
+        if crit is not None:
+            criteria[key] = crit
+        for name, value in rec.items():
+            if name in _RESERVED:
                 continue
-            where = f"{path}:{n}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise UserError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            for name in ("item_id", "system"):
-                if not isinstance(rec.get(name), str) or not rec[name]:
-                    raise UserError(f"{where}: field '{name}': missing or not a non-empty string")
-            key = (rec["item_id"], rec["system"])
-            if key in totals:
-                raise UserError(f"{where}: field 'system': duplicate segment ({key[0]}, {key[1]})")
-            dim = rec.get("dimension")
-            if dim is not None:
-                if dim not in DIMENSIONS:
-                    raise UserError(f"{where}: field 'dimension': {dim!r} is not one of {', '.join(DIMENSIONS)}")
-                if dimensions.setdefault(key[0], dim) != dim:
-                    raise UserError(f"{where}: field 'dimension': item {key[0]} was {dimensions[key[0]]} before")
-            if "human" not in rec:
-                raise UserError(f"{where}: field 'human': missing")
-            totals[key], crit = _parse_human(rec["human"], where)
-            if crit is not None:
-                criteria[key] = crit
-            for name, value in rec.items():
-                if name in _RESERVED:
-                    continue
-                if value is None:
-                    metrics.setdefault(name, {})
-                    continue
-                if not _number(value):
-                    raise UserError(f"{where}: field '{name}': expected a metric score (a number or null), "
-                                    f"got {json.dumps(value)[:40]}")
-                metrics.setdefault(name, {})[key] = float(value)
+            if value is None:
+                metrics.setdefault(name, {})
+                continue
+            if not _number(value):
+                raise UserError(f"{where}: field '{name}': expected a metric score (a number or null), "
+                                f"got {json.dumps(value)[:40]}")
+            metrics.setdefault(name, {})[key] = float(value)
     if not totals:
-        raise UserError(f"{path}: no records")
+        raise UserError(f"{shown}: no records")
     if not any(metrics.values()):
-        raise UserError(f"{path}: no metric scores (numeric fields besides {', '.join(_RESERVED)})")
+        raise UserError(f"{shown}: no metric scores (numeric fields besides {', '.join(_RESERVED)})")
     return MetricAlignData(HumanRatings(totals, criteria), metrics, dimensions)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genrep.core.errors import UserError
+from genrep.core.files import _printable, read_text
 from genrep.diting.schema import Item, Judgment, Translation, parse_record
 
 OFFICIAL_SAMPLE = Path(__file__).parent / "data" / "official_sample.json"  # the public sample, shipped (MIT)
@@ -94,20 +95,22 @@ def _score(choice: str, where: str) -> int:
 def load_official(path: str | Path) -> OfficialData:
     """Items, translations and human judgments from an official Label Studio export."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    shown = _printable(str(path))
+    text = read_text(path, "Label Studio export")
     try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
+        tasks = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise UserError(f"{shown}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{shown}: JSON nested too deeply") from None
     if not isinstance(tasks, list):
-        raise UserError(f"{path}: expected a list of Label Studio tasks")
+        raise UserError(f"{shown}: expected a JSON list of Label Studio tasks")
     items: dict[tuple[str, str], Item] = {}
     translations: list[Translation] = []
     judgments: list[Judgment] = []
     counters: dict[str, int] = {}
     for n, task in enumerate(tasks):
-        where = f"{path}: task {task.get('id', n) if isinstance(task, dict) else n}"
+        where = f"{shown}: task {task.get('id', n) if isinstance(task, dict) else n}"
         data = task.get("data") if isinstance(task, dict) else None
         if not isinstance(data, dict):
             raise UserError(f"{where}: no 'data' object")

@@ -9,6 +9,11 @@
 
 Records are read from and written to JSON Lines or CSV (by file suffix). A bad record raises a
 one-line :class:`~genrep.core.errors.UserError` naming the file, the line and the field.
+
+Two kinds of file: a user's input (:func:`read_records`) is read-only and strict, through
+:mod:`genrep.core.files` and :mod:`genrep.core.jsonl`; DITING's own append logs inside ``--out``
+(:func:`append_record`, :func:`read_log`) have a last line torn by a crash repaired before they are
+read again.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genrep.core.errors import UserError
+from genrep.core.files import _printable, read_text
+from genrep.core.jsonl import append_jsonl, dumps_line, iter_jsonl, repair_tail
 from genrep.core.rundir import atomic_write_text
 
 Dimension = Literal["idiom", "ambiguity", "terminology", "tense", "zero_pronoun", "cultural_safety"]
@@ -97,41 +103,57 @@ def parse_record(cls: type[R], data: Any, where: str) -> R:
         raise UserError(f"{where}: {_error_line(e)}") from None
 
 
-def read_records(path: str | Path, cls: type[R]) -> list[R]:
-    """Records of type ``cls`` from a ``.jsonl`` or ``.csv`` file (CSV: ``meta`` as a JSON string)."""
+def read_records(path: str | Path, cls: type[R], what: str = "file") -> list[R]:
+    """Records of type ``cls`` from a user's ``.jsonl`` or ``.csv`` file (by suffix), read-only and strict.
+
+    JSON Lines: every non-blank line is a record; a line that is not JSON (a torn last line too) is
+    an error naming ``file:line``. CSV: ``meta`` as a JSON string. The file must be UTF-8 (a BOM is
+    dropped); ``what`` names it in the 'not found' error.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path, cls, what)
+    return [parse_record(cls, value, f"{_printable(str(path))}:{n}") for n, value in iter_jsonl(path, what)]
+
+
+def read_log(path: str | Path, cls: type[R]) -> list[R]:
+    """Records of one of DITING's own append logs inside ``--out`` ([] when it does not exist yet).
+
+    A last line torn by a crash is cut from the file first (:func:`genrep.core.jsonl.repair_tail`),
+    so that the next append starts on a fresh line. Never call this on a user's file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: file not found")
+        return []
+    repair_tail(path)
+    return [parse_record(cls, value, f"{_printable(str(path))}:{n}") for n, value in iter_jsonl(path, "log")]
+
+
+def append_record(path: str | Path, record: _Record) -> None:
+    """Append one record as a JSON line to one of DITING's own logs and fsync it (the runners' crash-safe log)."""
+    append_jsonl(path, record.model_dump())
+
+
+def _read_csv(path: Path, cls: type[R], what: str) -> list[R]:
+    shown = _printable(str(path))
     out: list[R] = []
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            for n, row in enumerate(csv.DictReader(f), start=2):
-                row = {k: v for k, v in row.items() if v != "" or k in ("output", "context", "rationale")}
-                if "meta" in row:
-                    try:
-                        row["meta"] = json.loads(row["meta"])
-                    except json.JSONDecodeError:
-                        raise UserError(f"{path}:{n}: field 'meta': not valid JSON") from None
-                if "redacted" in row:
-                    row["redacted"] = row["redacted"].strip().lower() in ("1", "true", "yes")
-                out.append(parse_record(cls, row, f"{path}:{n}"))
-        return out
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    for n, row in enumerate(csv.DictReader(io.StringIO(read_text(path, what), newline="")), start=2):
+        row = {k: v for k, v in row.items() if v != "" or k in ("output", "context", "rationale")}
+        if "meta" in row:
             try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            out.append(parse_record(cls, data, f"{path}:{n}"))
+                row["meta"] = json.loads(row["meta"])
+            except json.JSONDecodeError:
+                raise UserError(f"{shown}:{n}: field 'meta': not valid JSON") from None
+        if "redacted" in row:
+            row["redacted"] = row["redacted"].strip().lower() in ("1", "true", "yes")
+        out.append(parse_record(cls, row, f"{shown}:{n}"))
     return out
 
 
 def records_to_text(records: Iterable[_Record], fmt: str = "jsonl") -> str:
     rows = [r.model_dump() for r in records]
     if fmt == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        return "".join(dumps_line(r) for r in rows)
     if fmt == "csv":
         buf = io.StringIO()
         if rows:
@@ -147,52 +169,3 @@ def write_records(path: str | Path, records: Iterable[_Record]) -> Path:
     """Write records atomically as JSON Lines or CSV (by suffix)."""
     path = Path(path)
     return atomic_write_text(path, records_to_text(records, "csv" if path.suffix.lower() == ".csv" else "jsonl"))
-
-
-def append_record(path: str | Path, record: _Record) -> None:
-    """Append one record as a JSON line and flush it to disk (the runners' crash-safe log)."""
-    with Path(path).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record.model_dump(), ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def cut_torn_tail(path: Path) -> None:
-    """Drop a last line cut short by a crash, reading only the tail of the file."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with path.open("rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        size, pos = f.seek(0, os.SEEK_END), 0
-        while size - pos > 0:
-            step = min(size - pos, 1 << 16)
-            f.seek(size - pos - step)
-            chunk = f.read(step)
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                f.truncate(size - pos - step + cut + 1)
-                return
-            pos += step
-        f.truncate(0)
-
-
-def read_appended(path: str | Path, cls: type[R]) -> list[R]:
-    """Records from an append log. A torn last line (a write cut short by a crash) is cut from the
-    file first (:func:`cut_torn_tail`), so that the next append starts on a fresh line."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    cut_torn_tail(path)
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{n}: not valid JSON") from None
-            out.append(parse_record(cls, data, f"{path}:{n}"))
-    return out

@@ -22,13 +22,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Iterable, Literal, Optional
 
 from genrep.core.errors import UserError
 from genrep.core.progress import progress_bar
 from genrep.core.rundir import RunDir
 from genrep.diting.benchmark import load_benchmark
-from genrep.diting.schema import Item, Translation, append_record, read_appended
+from genrep.diting.schema import Item, Translation, append_record, read_log, read_records
 
 FEWSHOT = (  # (context, source, translation of the source only)
     ("三年前，他被逐出了青云宗。", "如今再回来，山门前的石阶已长满青苔。",
@@ -158,7 +158,7 @@ def translate(cfg: TranslateConfig, out: str | Path) -> dict:
     run = RunDir(out)
     run.write_config(cfg)
     log = run / "translations.jsonl"
-    done = {(t.system, t.item_id) for t in read_appended(log, Translation) if not t.meta.get("failed")}
+    done = {(t.system, t.item_id) for t in read_log(log, Translation) if not t.meta.get("failed")}
     todo = {name: [i for i in items if (name, i.id) not in done] for name in systems}
     report: dict = {"bench": cfg.bench, "items": len(items), "systems": {}}
     meter = UsageMeter({k: (float(v[0]), float(v[1])) for k, v in cfg.prices.items()})
@@ -179,7 +179,7 @@ def translate(cfg: TranslateConfig, out: str | Path) -> dict:
 
             stats = asyncio.run(go())
             report["systems"][name] = {"backend": spec, "skipped": len(items) - len(todo[name]), **stats}
-    final = latest_translations(log)
+    final = read_translation_log(log)
     report["translations"] = len(final)
     report["failed"] = sum(bool(t.meta.get("failed")) for t in final)
     report["seconds"] = round(time.perf_counter() - start, 2)
@@ -188,10 +188,38 @@ def translate(cfg: TranslateConfig, out: str | Path) -> dict:
     return report
 
 
-def latest_translations(path: str | Path) -> list[Translation]:
-    """The last record per (system, item) of a translations log (a later success replaces a failure)."""
-    latest: dict[tuple[str, str], Translation] = {}
-    for t in read_appended(path, Translation):
-        latest[(t.system, t.item_id)] = t
-    return list(latest.values())
+def latest(translations: Iterable[Translation]) -> list[Translation]:
+    """The last record per (system, item), in order of first appearance (a later success replaces a failure)."""
+    out: dict[tuple[str, str], Translation] = {}
+    for t in translations:
+        out[(t.system, t.item_id)] = t
+    return list(out.values())
 
+
+def read_translations(path: str | Path) -> list[Translation]:
+    """A user's translations file (``.jsonl`` or ``.csv``, e.g. a ``translations.jsonl`` of an earlier run),
+    read-only and strict: the last record per (system, item). A malformed line, a torn last line
+    included, is an error naming ``file:line``; the file is never written."""
+    try:
+        return latest(read_records(path, Translation, "translations file"))
+    except UserError as err:
+        if _torn_last_line(Path(path), str(err)):
+            raise UserError(f"{err}; the last line is cut short, as a crash leaves it: if this is the log of a "
+                            "`genrep diting translate` run, re-running it with the same --out repairs it") from None
+        raise
+
+
+def _torn_last_line(path: Path, message: str) -> bool:
+    """Whether ``message`` reports the file's last line as not JSON and that line lacks its newline."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    lines = data.count(b"\n") + 1
+    return bool(data) and not data.endswith(b"\n") and f":{lines}: not valid JSON" in message
+
+
+def read_translation_log(path: str | Path) -> list[Translation]:
+    """This runner's own ``translations.jsonl`` inside ``--out``: a torn last line is cut first, then
+    the last record per (system, item)."""
+    return latest(read_log(path, Translation))
