@@ -25,6 +25,9 @@ def run_cli(capsys, *argv):
         (["assets", "prepare", "nosuch"], "genrep: error: unknown asset 'nosuch'"),
         (["nosuchcommand"], "genrep: error: No such command 'nosuchcommand'"),
         (["demo", "--profile", "huge"], "genrep: error: Invalid value for '--profile'"),
+        (["diting", "leaderboard", "--resamples", "100001"], "genrep: error: Invalid value for '--resamples': 100001 is "
+                                                             "not in the range 0<=x<=100000"),
+        (["diting", "meta-eval", "--seed", "-1"], "genrep: error: Invalid value for '--seed'"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(capsys, argv, message):

@@ -8,6 +8,7 @@ import click
 
 from genrep.core.cli_options import CONFIG, OUT, SET
 from genrep.core.cli_options import given_flags as _flags
+from genrep.diting.limits import MAX_RESAMPLES
 
 
 @click.group()
@@ -138,9 +139,9 @@ def serve_cmd(backend_spec: str, host: str, port: int) -> None:
 @click.option("--metric", "metrics", multiple=True,
               help="bleu, chrf, ter, comet (or the metric fields of --metricalign); '--metric chrf bleu' or "
                    "repeated (default: chrf bleu; with --metricalign every metric in the file).")
-@click.option("--resamples", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap resamples of items (0: no intervals).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resamples", type=click.IntRange(0, MAX_RESAMPLES), default=1000, show_default=True,
+              help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--comet-model", default="Unbabel/wmt22-comet-da", show_default=True)
 @click.argument("more_metrics", nargs=-1)
 @OUT
@@ -239,8 +240,9 @@ def _meta_eval_inputs(official, judgments, translations, items_path):
 @click.option("--items", "items_path", default=None, help="Items (bundled name or file) for the dimensions.")
 @click.option("--official", type=click.Path(path_type=Path), default=None,
               help="Official release: rank its human judgments (items from the release).")
-@click.option("--resamples", type=click.IntRange(min=0), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resamples", type=click.IntRange(0, MAX_RESAMPLES), default=1000, show_default=True,
+              help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @OUT
 def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, out: Path) -> None:
     """Systems x dimensions table of mean 0-6 scores with bootstrap CIs (md, html, csv, png heatmap)."""

@@ -55,6 +55,8 @@ from genrep.core.errors import UserError
 from genrep.core.files import _printable
 from genrep.core.jsonl import iter_jsonl
 from genrep.core.rundir import atomic_write_text
+from genrep.diting.limits import MAX_RESAMPLES as MAX_RESAMPLES  # re-exported: the bound on resamples
+from genrep.diting.limits import check_bootstrap
 from genrep.diting.schema import DIMENSIONS, Judgment
 
 Key = tuple[str, str]  # (item_id, system)
@@ -329,6 +331,7 @@ def weighted_pairwise_accuracy(human: np.ndarray, metric: np.ndarray, W: np.ndar
 
 def resample_counts(n_units: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n_units) multiplicities of units drawn with replacement (n_units draws each)."""
+    check_bootstrap(resamples, seed)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_units, size=(resamples, n_units))
     counts = np.zeros((resamples, n_units))
@@ -460,6 +463,7 @@ def inter_rater_agreement(ratings: HumanRatings, keys: Iterable[Key] | None = No
     """Agreement of the first two raters of each segment with at least two annotations (0-6 totals:
     Pearson, Spearman, Kendall tau-b, exact agreement, mean absolute difference; exact agreement per
     criterion where both raters' criteria are known); bootstrap over items."""
+    check_bootstrap(resamples, seed)
     wanted = set(ratings.totals) if keys is None else set(keys)
     pairs = sorted(k for k in wanted if len(ratings.totals.get(k, [])) >= 2)
     out: dict[str, Any] = {"segments": len(pairs), "raters": "the first two annotations of each segment"}
@@ -501,6 +505,7 @@ def evaluate_metric(human: Mapping[Key, float], metric: Mapping[Key, float], dim
 
     The overall segment-level ungrouped figures are repeated at the top (``pearson``, ``spearman``,
     ``kendall``, ``pairwise_accuracy``, ``pairwise_accuracy_calibrated``)."""
+    check_bootstrap(resamples, seed)
     a = align(human, metric)
     if len(a.keys) < 2:
         raise UserError(f"only {len(a.keys)} segment(s) have both a human and a metric score; nothing to correlate")
@@ -525,6 +530,7 @@ def meta_evaluate(ratings: HumanRatings, metrics: Mapping[str, Mapping[Key, floa
     """The meta-evaluation of every metric against the human ratings, plus inter-rater agreement.
 
     Metrics named in ``lower_is_better`` are negated first. Returns a JSON-ready dict."""
+    check_bootstrap(resamples, seed)
     lower = set(lower_is_better)
     human = ratings.means()
     results: dict[str, Any] = {}
