@@ -117,15 +117,21 @@ def score_cmd(translations: Path, bench_name: str, metrics, comet_model: str, mo
 
 @diting.command("serve")
 @click.option("--backend", "backend_spec", default="local:smollm2-135m", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-def serve_cmd(backend_spec: str, host: str, port: int) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; other than loopback only with --allow-remote.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--allow-remote", is_flag=True,
+              help="Listen on a non-loopback host too (the server has no authentication).")
+def serve_cmd(backend_spec: str, host: str, port: int, allow_remote: bool) -> None:
     """Expose a backend (e.g. a bundled local LM) as an OpenAI-compatible server on loopback."""
     from genrep.diting.llm import make_backend
-    from genrep.diting.llm.server import serve
+    from genrep.diting.llm.server import listen_address, serve
 
-    click.echo(f"serving {backend_spec} at http://{host}:{port}/v1 (Ctrl-C to stop)")
-    serve(make_backend(backend_spec, cache=False), host=host, port=port)
+    listen_address(host, port, allow_remote=allow_remote)  # a bad --host fails before the backend is made
+    if allow_remote:
+        click.echo(f"warning: serving on {host} without authentication: anyone who can reach it can use the backend",
+                   err=True)
+    serve(make_backend(backend_spec, cache=False), host=host, port=port, allow_remote=allow_remote)
 
 
 @diting.command("meta-eval")
