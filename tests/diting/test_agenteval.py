@@ -254,6 +254,9 @@ def test_bad_inputs_are_one_line_errors_and_unjudgeable_translations_are_set_asi
     path, _ = write_translations(tmp_path, 1, ["idiom"])
     with pytest.raises(UserError, match="max_rounds must be >= 1"):
         run_agenteval(config(path, max_rounds=0), tmp_path / "run")
+    with pytest.raises(UserError, match="unknown LLM backend kind 'vlm' in 'vlm:qwen'"):
+        run_agenteval(config(path, judge="vlm:qwen"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
     write_records(path, [Translation(item_id="zh-9999", system="mt", output="x")])
     with pytest.raises(UserError, match="item 'zh-9999' .* is not in benchmark 'starter'"):
         run_agenteval(config(path), tmp_path / "run")

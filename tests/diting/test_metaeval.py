@@ -328,3 +328,10 @@ def test_resamples_and_seed_are_bounded(tmp_path, capsys):
               "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Invalid value for '--resamples'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "tab\there"])
+def test_metric_names_that_cannot_name_a_file_are_refused(tmp_path, name):
+    path = _write_jsonl(tmp_path / "ma.jsonl", [{"item_id": "i", "system": "a", "human": 3, name: 1.0}])
+    with pytest.raises(UserError, match=r"ma.jsonl:1: field .*: cannot name the mt-metrics-eval files"):
+        me.read_metricalign(path)

@@ -49,6 +49,17 @@ def test_prompts_and_output_cleaning():
         parse_systems(["local:smollm2-135m"])
     with pytest.raises(UserError, match="given twice"):
         parse_systems(["a=local:x", "a=local:y"])
+    with pytest.raises(UserError, match="system name 'a' given twice"):
+        parse_systems(["a =local:x", " a=local:y"])
+    assert parse_systems([" smol = local:smollm2-135m "]) == {"smol": "local:smollm2-135m"}
+
+
+def test_a_bad_backend_spec_fails_before_the_run_directory_is_written(tmp_path):
+    with pytest.raises(UserError, match="unknown LLM backend kind 'locla'"):
+        translate(TranslateConfig(systems=["smol=locla:smollm2-135m"]), tmp_path / "run")
+    with pytest.raises(UserError, match="is not KIND:MODEL"):
+        parse_systems(["smol=smollm2-135m"])
+    assert not (tmp_path / "run").exists()
 
 
 def test_failures_are_recorded_per_item_and_retried_on_the_next_run(tmp_path):

@@ -55,6 +55,8 @@ from genrep.core.progress import progress_bar
 from genrep.core.rundir import RunDir
 from genrep.diting.benchmark import load_benchmark
 from genrep.diting.llm import Backend, Completion, LLMCache, LLMError, Sampling, UsageMeter, complete_json, make_backend
+from genrep.diting.llm.registry import parse_spec
+from genrep.diting.llm.usage import parse_prices
 from genrep.diting.rubric import CRITERIA, apply_global_rules, rubric_prompt
 from genrep.diting.schema import (
     DIMENSIONS,
@@ -457,6 +459,9 @@ def check_config(cfg: AgentEvalConfig) -> None:
         raise UserError(f"agenteval: max_repairs must be >= 0, got {cfg.max_repairs}")
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"agenteval: limit must be >= 1, got {cfg.limit}")
+    for spec in cfg.role_specs().values():
+        parse_spec(spec)  # a bad backend spec fails before any work starts
+    parse_prices(cfg.prices)
 
 
 def select_pairs(cfg: AgentEvalConfig) -> tuple[list[tuple[Item, Translation]], int]:
@@ -515,7 +520,7 @@ def run_agenteval(cfg: AgentEvalConfig, out: str | Path, *, backends: Mapping[st
     done = {(j.item_id, j.system) for j in read_log(logs.scores, Judgment) if j.rater == rater}
     todo = [(i, t) for i, t in pairs if (i.id, t.system) not in done]
 
-    meter = UsageMeter({k: (float(v[0]), float(v[1])) for k, v in cfg.prices.items()})
+    meter = UsageMeter(parse_prices(cfg.prices))
     cache = LLMCache() if cfg.cache and backends is None else None
     raw = dict(backends) if backends is not None else _make_backends(cfg, cache if cache is not None else False)
     wrapped = {id(b): meter.wrap(b) for b in raw.values()}

@@ -316,7 +316,7 @@ def agenteval_cmd(translations, bench_name, backend_spec, expert1, expert2, judg
                f"({m['this_run']['already_done']} already done); mean score "
                + ("n/a" if overall["mean"] is None else f"{overall['mean']:.2f}/6")
                + (f", mean rounds {m['rounds']['mean']}" if m["rounds"]["mean"] is not None else "")
-               + f", {m['per_item']['calls']} calls per item")
+               + (f", {m['per_item']['calls']} calls per item" if m["per_item"]["calls"] is not None else ""))
     for reason, n in list(m["failure_reasons"].items())[:3]:
         click.echo(f"  failed x{n}: {reason}")
     click.echo(f"wrote {out / 'scores.jsonl'}, {out / 'transcripts.jsonl'}, {out / 'metrics.json'}")

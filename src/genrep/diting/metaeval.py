@@ -583,6 +583,16 @@ def _mtme_name(system: str) -> str:
     return system
 
 
+def check_metric_name(name: str, where: str = "metric name") -> str:
+    """A metric name that can name the ``NAME.seg.score`` files: not empty, no path separators, no
+    control characters, not starting with a dot; a UserError naming it otherwise."""
+    if (not name or name.startswith(".") or len(name) > 200
+            or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise UserError(f"{where} {name!r}: cannot name the mt-metrics-eval files (no '/', '\\', control "
+                        "characters or leading '.', at most 200 characters)")
+    return name
+
+
 def _mtme_score(x: float | None) -> str:
     return "None" if x is None or not math.isfinite(x) else repr(float(x))
 
@@ -592,6 +602,7 @@ def write_mtme_scores(directory: str | Path, metric_name: str, seg_scores: Mappi
     """``{name}.seg.score`` (``system<TAB>score`` per segment of ``segment_order``, ``None`` where
     missing) and ``{name}.sys.score`` (``system<TAB>score`` per system, in order of first appearance)."""
     directory = Path(directory)
+    check_metric_name(metric_name)
     seg = "".join(f"{_mtme_name(s)}\t{_mtme_score(seg_scores.get((i, s)))}\n" for i, s in segment_order)
     systems = list(dict.fromkeys(s for _, s in segment_order))
     sys_text = "".join(f"{_mtme_name(s)}\t{_mtme_score(sys_scores.get(s))}\n" for s in systems)
@@ -697,6 +708,7 @@ def read_metricalign(path: str | Path) -> MetricAlignData:
         for name, value in rec.items():
             if name in _RESERVED:
                 continue
+            check_metric_name(name, f"{where}: field")
             if value is None:
                 metrics.setdefault(name, {})
                 continue

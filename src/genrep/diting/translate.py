@@ -58,15 +58,19 @@ class TranslateConfig:
 
 
 def parse_systems(specs: list[str]) -> dict[str, str]:
-    """``["name=backend", ...]`` -> {name: backend}; one-line errors for malformed or repeated names."""
+    """``["name=backend", ...]`` -> {name: backend}; one-line errors for malformed or repeated names and
+    for a backend that is not ``KIND:MODEL[@BASE_URL]`` of a known kind (before any work starts)."""
+    from genrep.diting.llm.registry import parse_spec
+
     out: dict[str, str] = {}
     for spec in specs:
-        name, sep, backend = spec.partition("=")
-        if not sep or not name.strip() or not backend.strip():
+        name, sep, backend = (part.strip() for part in spec.partition("="))
+        if not sep or not name or not backend:
             raise UserError(f"--system {spec!r}: expected NAME=BACKEND, e.g. smol=local:smollm2-135m")
         if name in out:
             raise UserError(f"--system {spec!r}: system name '{name}' given twice")
-        out[name.strip()] = backend.strip()
+        parse_spec(backend)
+        out[name] = backend
     if not out:
         raise UserError("translate: give at least one --system NAME=BACKEND")
     return out
@@ -150,8 +154,10 @@ async def _run_system(name: str, backend, items: list[Item], cfg: TranslateConfi
 
 def translate(cfg: TranslateConfig, out: str | Path) -> dict:
     from genrep.diting.llm import UsageMeter, make_backend
+    from genrep.diting.llm.usage import parse_prices
 
     systems = parse_systems(cfg.systems)
+    parse_prices(cfg.prices)
     if cfg.concurrency < 1 or cfg.max_tokens < 1:
         raise UserError("translate: concurrency and max_tokens must be >= 1")
     items = load_benchmark(cfg.bench, cfg.dimensions or None, cfg.limit)
@@ -161,7 +167,7 @@ def translate(cfg: TranslateConfig, out: str | Path) -> dict:
     done = {(t.system, t.item_id) for t in read_log(log, Translation) if not t.meta.get("failed")}
     todo = {name: [i for i in items if (name, i.id) not in done] for name in systems}
     report: dict = {"bench": cfg.bench, "items": len(items), "systems": {}}
-    meter = UsageMeter({k: (float(v[0]), float(v[1])) for k, v in cfg.prices.items()})
+    meter = UsageMeter(parse_prices(cfg.prices))
     start = time.perf_counter()
     with progress_bar(sum(len(v) for v in todo.values()), "translate") as bar:
         for name, spec in systems.items():
