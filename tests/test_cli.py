@@ -25,6 +25,12 @@ def run_cli(capsys, *argv):
         (["assets", "prepare", "nosuch"], "genrep: error: unknown asset 'nosuch'"),
         (["nosuchcommand"], "genrep: error: No such command 'nosuchcommand'"),
         (["demo", "--profile", "huge"], "genrep: error: Invalid value for '--profile'"),
+        (["diting", "serve", "--port", "0"], "genrep: error: Invalid value for '--port': 0 is not in the range 1<=x<=65535"),
+        (["diting", "serve", "--host", "0.0.0.0"], "genrep: error: refusing to serve on non-loopback host '0.0.0.0'"),
+        (["diting", "serve", "--host", "bad host"], "genrep: error: host 'bad host': not an IP address or a valid host"),
+        (["diting", "leaderboard", "--resamples", "100001"], "genrep: error: Invalid value for '--resamples': 100001 is "
+                                                             "not in the range 0<=x<=100000"),
+        (["diting", "meta-eval", "--seed", "-1"], "genrep: error: Invalid value for '--seed'"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(capsys, argv, message):

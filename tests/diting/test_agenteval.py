@@ -25,7 +25,7 @@ from genrep.diting.agenteval import (
 from genrep.diting.benchmark import load_benchmark
 from genrep.diting.llm import CachedBackend, Completion, LLMCache, LLMError, LLMServer
 from genrep.diting.rubric import criteria
-from genrep.diting.schema import Item, Judgment, Translation, read_appended, write_records
+from genrep.diting.schema import Item, Judgment, Translation, read_log, write_records
 
 from .fakes import EchoBackend, ScriptedBackend
 
@@ -110,15 +110,15 @@ def test_agreement_in_round_1_takes_one_round_and_three_calls(tmp_path):
     assert PROMPTS["en"]["final"] not in j_sent[-1]["content"]  # round 1 of 4 is not the last
     assert j_sampling.response_format["json_schema"]["name"] == "JudgeAnswer" and j_sampling.temperature == 0
 
-    (judgment,) = read_appended(tmp_path / "run" / "scores.jsonl", Judgment)
+    (judgment,) = read_log(tmp_path / "run" / "scores.jsonl", Judgment)
     assert (judgment.rater, judgment.specific, judgment.general_1, judgment.general_2) == ("agenteval", 2, 2, 1)
     assert judgment.rationale == "J: both accept the rendering"
-    (t,) = read_appended(tmp_path / "run" / "transcripts.jsonl", Transcript)
+    (t,) = read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)
     assert [(turn.round, turn.role) for turn in t.turns] == [(1, "expert1"), (1, "expert2"), (1, "judge")]
     assert t.agreed and (t.rounds, t.calls, t.repairs, t.failed, t.corrections) == (1, 3, 0, False, [])
     for role, backend in backends.items():  # every message sent and every raw reply is in the transcript
         assert role_conversation(t, role) == backend.calls[-1][0] + [{"role": "assistant", "content": replies[role]}]
-    (stats,) = read_appended(tmp_path / "run" / "stats.jsonl", ItemStats)
+    (stats,) = read_log(tmp_path / "run" / "stats.jsonl", ItemStats)
     assert stats.calls == 3 and stats.scores == {"specific": 2, "general_1": 2, "general_2": 1}
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["signature"]["genrep"] and (tmp_path / "run" / "config.yaml").exists()
@@ -140,9 +140,9 @@ def test_without_agreement_the_debate_runs_max_rounds_and_the_last_judge_must_co
         assert {"role": "assistant", "content": expert(2, 2, 2, f"E1 r{rnd - 1}")} in e1[rnd - 1][0]
         assert f"E1 r{rnd}" in last_user(e2[rnd - 1])  # E2 sees E1's answer of this round
         assert f"E1 r{rnd}" in last_user(judge[rnd - 1]) and f"E2 r{rnd}" in last_user(judge[rnd - 1])
-    (judgment,) = read_appended(tmp_path / "run" / "scores.jsonl", Judgment)
+    (judgment,) = read_log(tmp_path / "run" / "scores.jsonl", Judgment)
     assert (judgment.specific, judgment.general_1, judgment.general_2, judgment.rationale) == (1, 0, 1, "J r3 final")
-    (t,) = read_appended(tmp_path / "run" / "transcripts.jsonl", Transcript)
+    (t,) = read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)
     assert t.agreed is False and t.rounds == 3 and len(t.turns) == 9 and t.judge["agree"] == "no"
 
 
@@ -151,9 +151,9 @@ def test_global_rules_are_applied_to_the_judges_scores_and_logged(tmp_path):
     backends = scripted([expert(), expert()], [expert(), expert()],
                         [verdict("yes", 0, 2, 1), verdict("yes", 2, 2, 2, mis=True)])
     m = run_agenteval(config(path, concurrency=1), tmp_path / "run", backends=backends)
-    judged = {j.item_id: j for j in read_appended(tmp_path / "run" / "scores.jsonl", Judgment)}
+    judged = {j.item_id: j for j in read_log(tmp_path / "run" / "scores.jsonl", Judgment)}
     assert all(judged[i.id].total == 0 for i in items)
-    t = {t.item_id: t for t in read_appended(tmp_path / "run" / "transcripts.jsonl", Transcript)}
+    t = {t.item_id: t for t in read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)}
     assert t[items[0].id].judge["general_1"] == 2  # the judge's own answer is kept
     assert t[items[0].id].corrections == [
         "general_1 2 -> 0 (rule: if the specific score is 0, both general scores are 0)",
@@ -179,8 +179,8 @@ def test_a_judge_that_stays_invalid_is_repaired_a_bounded_number_of_times_then_t
     assert reason.startswith("judge round 1: invalid JSON after 1 repairs: ") and error in reason
     assert "Your reply could not be used" in last_user(backends["judge"].calls[1]) and error in last_user(
         backends["judge"].calls[1])
-    assert not read_appended(tmp_path / "run" / "scores.jsonl", Judgment)
-    (t,) = read_appended(tmp_path / "run" / "transcripts.jsonl", Transcript)
+    assert not read_log(tmp_path / "run" / "scores.jsonl", Judgment)
+    (t,) = read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)
     judge_turn = t.turns[-1]
     assert t.failed and t.reason == reason and judge_turn.replies == [bad, bad] and judge_turn.answer is None
     assert len(judge_turn.repair_prompts) == 1 and judge_turn.error in reason and t.repairs == 1
@@ -215,8 +215,8 @@ def test_a_rerun_makes_no_call_for_finished_items_and_the_cache_spares_a_failed_
     assert m["usage"]["total"]["cache_hits"] == 1
     m = run_agenteval(config(path, concurrency=1), tmp_path / "run", backends=backends)
     assert len(panel.calls) == 10 and m["this_run"]["evaluated"] == 0 and m["scored"] == 3
-    assert len(read_appended(tmp_path / "run" / "scores.jsonl", Judgment)) == 3  # one line per item
-    assert len(read_appended(tmp_path / "run" / "transcripts.jsonl", Transcript)) == 4  # 3 items + 1 failed attempt
+    assert len(read_log(tmp_path / "run" / "scores.jsonl", Judgment)) == 3  # one line per item
+    assert len(read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)) == 4  # 3 items + 1 failed attempt
 
 
 def test_the_single_agent_judge_takes_one_call_per_item(tmp_path):
@@ -229,9 +229,9 @@ def test_the_single_agent_judge_takes_one_call_per_item(tmp_path):
     schema = sampling.response_format["json_schema"]
     assert schema["name"] == "SingleAnswer" and "agree" not in schema["schema"]["properties"]
     assert "Expert" not in messages[0]["content"] and "chief judge" not in messages[0]["content"]
-    judged = read_appended(tmp_path / "run" / "scores.jsonl", Judgment)
+    judged = read_log(tmp_path / "run" / "scores.jsonl", Judgment)
     assert {j.rater for j in judged} == {"single-agent"} and {j.item_id for j in judged} == {i.id for i in items}
-    t = read_appended(tmp_path / "run" / "transcripts.jsonl", Transcript)
+    t = read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)
     assert all(x.rounds == 1 and x.agreed is None and x.mode == "single" and len(x.turns) == 1 for x in t)
 
 
@@ -243,17 +243,20 @@ def test_chinese_prompts_and_a_one_round_debate(tmp_path):
     assert criteria("zero_pronoun")[0].name("zh") in sent[0]["content"] and "首席评审" in sent[0]["content"]
     assert "待评译文" in sent[1]["content"] and PROMPTS["zh"]["final"] in sent[1]["content"]
     assert m["concluded_without_agreement"] == 1.0
-    assert read_appended(tmp_path / "run" / "scores.jsonl", Judgment)[0].total == 4
+    assert read_log(tmp_path / "run" / "scores.jsonl", Judgment)[0].total == 4
 
 
 def test_bad_inputs_are_one_line_errors_and_unjudgeable_translations_are_set_aside(tmp_path):
     with pytest.raises(UserError, match="give the translations"):
         run_agenteval(AgentEvalConfig(), tmp_path / "run")
-    with pytest.raises(UserError, match="nope.jsonl: file not found"):
+    with pytest.raises(UserError, match="nope.jsonl: translations file not found"):
         run_agenteval(config(tmp_path / "nope.jsonl"), tmp_path / "run")
     path, _ = write_translations(tmp_path, 1, ["idiom"])
     with pytest.raises(UserError, match="max_rounds must be >= 1"):
         run_agenteval(config(path, max_rounds=0), tmp_path / "run")
+    with pytest.raises(UserError, match="unknown LLM backend kind 'vlm' in 'vlm:qwen'"):
+        run_agenteval(config(path, judge="vlm:qwen"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
     write_records(path, [Translation(item_id="zh-9999", system="mt", output="x")])
     with pytest.raises(UserError, match="item 'zh-9999' .* is not in benchmark 'starter'"):
         run_agenteval(config(path), tmp_path / "run")
@@ -292,7 +295,7 @@ def test_a_killed_run_resumes_without_repeating_finished_calls(tmp_path):
         finally:
             proc.kill()
             panel.release.set()
-        first = {j.item_id for j in read_appended(scores, Judgment)}
+        first = {j.item_id for j in read_log(scores, Judgment)}
         assert 4 <= len(first) < len(items)
         before = len(panel.calls)
         m = run_agenteval(AgentEvalConfig(translations=str(path), backend=f"http:panel@{server.url}", concurrency=2),
@@ -303,8 +306,8 @@ def test_a_killed_run_resumes_without_repeating_finished_calls(tmp_path):
         assert not any(src in messages[1]["content"] for src in finished_sources)
     repeats = sum(n - 1 for n in Counter(json.dumps(msgs) for msgs, _ in panel.calls).values())
     assert repeats <= 2 and len(panel.calls) <= 3 * len(items) + 2  # only the calls in flight at the kill repeat
-    assert len(read_appended(out / "scores.jsonl", Judgment)) == 12
-    assert {t.item_id for t in read_appended(out / "transcripts.jsonl", Transcript)} == {i.id for i in items}
+    assert len(read_log(out / "scores.jsonl", Judgment)) == 12
+    assert {t.item_id for t in read_log(out / "transcripts.jsonl", Transcript)} == {i.id for i in items}
 
 
 def test_the_bundled_smollm2_runs_agenteval_end_to_end(tmp_path, smollm2_dir):
@@ -314,10 +317,10 @@ def test_the_bundled_smollm2_runs_agenteval_end_to_end(tmp_path, smollm2_dir):
     cfg = AgentEvalConfig(translations=str(path), backend="local:smollm2-135m", max_rounds=1, max_tokens=24,
                           max_repairs=0, concurrency=1)
     m = run_agenteval(cfg, tmp_path / "run")
-    (t,) = read_appended(tmp_path / "run" / "transcripts.jsonl", Transcript)
+    (t,) = read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)
     assert m["scored"] + m["failed"] == 1 and t.calls >= 1 and t.prompt_tokens > 200
     assert t.turns[0].replies and t.turns[0].completion_tokens <= 24
     if t.failed:  # a 135M model rarely writes valid JSON in 24 tokens: the failure must say why
         assert t.reason.startswith(("expert1 round 1: ", "expert2 round 1: ", "judge round 1: "))
     else:
-        assert len(read_appended(tmp_path / "run" / "scores.jsonl", Judgment)) == 1
+        assert len(read_log(tmp_path / "run" / "scores.jsonl", Judgment)) == 1

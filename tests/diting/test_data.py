@@ -15,7 +15,7 @@ from genrep.diting.schema import (
     Judgment,
     Translation,
     append_record,
-    read_appended,
+    read_log,
     read_records,
     write_records,
 )
@@ -119,6 +119,46 @@ def test_append_log_survives_a_torn_last_line(tmp_path):
     append_record(log, Translation(item_id="a", system="s", output="x"))
     with log.open("a") as f:
         f.write('{"item_id": "b", "sys')  # a crash in the middle of a write
-    assert [t.item_id for t in read_appended(log, Translation)] == ["a"]
+    assert [t.item_id for t in read_log(log, Translation)] == ["a"]
     append_record(log, Translation(item_id="c", system="s", output="y"))
-    assert [t.item_id for t in read_appended(log, Translation)] == ["a", "c"]
+    assert [t.item_id for t in read_log(log, Translation)] == ["a", "c"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.update(annotations="2分"), "task 7: field 'annotations': expected a list of objects"),
+    (lambda t: t.update(annotations=[1]), "task 7: field 'annotations': expected a list of objects"),
+    (lambda t: t["annotations"][0].update(result={"x": 1}), "task 7: annotation 1: field 'result': expected a list"),
+    (lambda t: t["annotations"][0]["result"].append("fluency"), "task 7: annotation 1: field 'result'"),
+    (lambda t: t["annotations"][0]["result"][-1].update(value=["2分"]), "fluency: unexpected score choice ''"),
+    (lambda t: t["annotations"][0]["result"][-1]["value"].update(choices=[2]), "fluency: unexpected score choice 2"),
+    (lambda t: t["annotations"][0]["result"][-1]["value"].update(choices="2分x"), "unexpected score choice '2分x'"),
+    (lambda t: t["annotations"][0]["result"][-1].update(from_name=["fluency"]), "missing criteria fluency"),
+    (lambda t: t.update(data=[]), "task 7: no 'data' object"),
+])
+def test_malformed_label_studio_tasks_are_one_line_errors(tmp_path, change, message):
+    task = {"id": 7, "data": {"model": "m", "instruction": "请翻译,其中\"一石二鸟\"是成语。 文本:<a><b>",
+                              "model_output": "x", "ground_truth": "y"},
+            "annotations": [{"result": [{"from_name": name, "value": {"choices": ["2分"]}} for name in
+                                        ("term_appropriateness", "localization_strategy", "fluency")]}]}
+    (tmp_path / "ok.json").write_text(json.dumps([task], ensure_ascii=False), encoding="utf-8")
+    assert load_official(tmp_path / "ok.json").judgments[0].total == 6
+    change(task)
+    (tmp_path / "bad.json").write_text(json.dumps([task], ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        load_official(tmp_path / "bad.json")
+    assert str(err.value).startswith(str(tmp_path / "bad.json")) and message in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", ":1: not valid JSON (Expecting value)"),
+    ('[{"id": 1,\n "data": }]', ":2: not valid JSON (Expecting value)"),
+    ('{"tasks": []}', ": expected a JSON list of Label Studio tasks"),
+    ("[" * 100_000 + "]" * 100_000, ": JSON nested too deeply"),
+])
+def test_an_export_that_is_not_a_list_of_tasks_is_one_line(tmp_path, capsys, text, message):
+    path = tmp_path / "export.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["diting", "load-official", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err == f"genrep: error: {path}{message}\n"

@@ -94,3 +94,23 @@ def test_leaderboard_cli_from_files_and_from_the_official_sample(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["diting", "leaderboard", "--out", str(tmp_path / "x")])
     assert "give --judgments" in capsys.readouterr().err
+
+
+def test_resamples_and_seed_are_bounded_in_the_library_and_the_cli(tmp_path, capsys):
+    from genrep.diting.metaeval import MAX_RESAMPLES
+
+    build_leaderboard(_judgments(), _items(), resamples=MAX_RESAMPLES // 1000, seed=2**70)  # a big seed is fine
+    for resamples in (MAX_RESAMPLES + 1, -1, 2.5, True, "10"):
+        with pytest.raises(UserError, match=f"^resamples must be an integer from 0 to {MAX_RESAMPLES}, got"):
+            build_leaderboard(_judgments(), _items(), resamples=resamples)
+    with pytest.raises(UserError, match="^seed must be a non-negative integer, got -1$"):
+        build_leaderboard(_judgments(), _items(), seed=-1)
+    write_records(tmp_path / "judgments.jsonl", _judgments())
+    for option, value, message in (("--resamples", MAX_RESAMPLES + 1, f"0<=x<={MAX_RESAMPLES}"),
+                                   ("--seed", -1, "-1 is not in the range x>=0")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["diting", "leaderboard", "--judgments", str(tmp_path / "judgments.jsonl"), option, str(value),
+                  "--out", str(tmp_path / "lb")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"Invalid value for '{option}'" in err and message in err, err
+        assert err.count("\n") == 1 and not (tmp_path / "lb").exists()

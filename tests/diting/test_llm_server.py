@@ -1,8 +1,10 @@
 import asyncio
+import socket
 
 import httpx
 import pytest
 
+from genrep.cli import main
 from genrep.core.errors import UserError
 from genrep.diting.llm import LLMError, LLMServer, LocalBackend, OpenAIBackend, Sampling
 from genrep.diting.llm.local import _SeededSampler, cut_at_stop, transcript
@@ -97,9 +99,77 @@ def test_a_backend_failure_is_a_502(echo_server):
 
 
 def test_only_loopback_unless_asked():
-    with pytest.raises(UserError, match="non-loopback host '0.0.0.0'"):
+    with pytest.raises(UserError, match="non-loopback host '0.0.0.0'.*pass --allow-remote .*allow_remote=True"):
         LLMServer(EchoBackend(), host="0.0.0.0")
-    LLMServer(EchoBackend(), host="localhost").close()
+    with LLMServer(EchoBackend(), host="0.0.0.0", allow_remote=True) as server:
+        assert server.url.startswith("http://0.0.0.0:")
+    if _resolves("localhost"):
+        with LLMServer(EchoBackend(), host="localhost") as server:
+            assert server.url.startswith("http://127.0.0.1:")  # a name resolving to both families listens on IPv4
+
+
+def _resolves(name: str) -> bool:
+    try:
+        socket.getaddrinfo(name, 0)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def busy_port():
+    """A loopback port this test holds (bound and listening), so that a server cannot take it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_port_in_use_and_a_bad_host_or_port_are_one_line_errors(busy_port):
+    with pytest.raises(UserError) as err:
+        LLMServer(EchoBackend(), port=busy_port)
+    assert str(err.value) == f"127.0.0.1:{busy_port} is already in use; pick another --port"
+    for host in ("a..b", "x y", "", "-bad", "a" * 64):
+        with pytest.raises(UserError, match=r"^host .*: not an IP address or a valid host name$"):
+            LLMServer(EchoBackend(), host=host)
+    for port in (-1, 65536, "80", True):
+        with pytest.raises(UserError, match="port must be an integer from 0 to 65535"):
+            LLMServer(EchoBackend(), port=port)
+
+
+def _serve_cli(capsys, *argv) -> tuple[int, str]:
+    """(exit code, stderr) of ``genrep diting serve ARGV`` with a backend that needs no model."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["diting", "serve", "--backend", "http:m@http://127.0.0.1:9/v1", *map(str, argv)])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_serve_cli_reports_bad_ports_and_hosts_in_one_line(capsys, busy_port):
+    cases = {(f"--port={busy_port}",): f"127.0.0.1:{busy_port} is already in use; pick another --port",
+             ("--port", "0"): "Invalid value for '--port': 0 is not in the range 1<=x<=65535",
+             ("--port", "65536"): "Invalid value for '--port': 65536 is not in the range 1<=x<=65535",
+             ("--port", "http"): "Invalid value for '--port': 'http' is not a valid integer",
+             ("--host", "my host"): "host 'my host': not an IP address or a valid host name",
+             ("--host", "0.0.0.0"): "refusing to serve on non-loopback host '0.0.0.0' (the server has no "
+                                    "authentication): pass --allow-remote to serve anyway"}
+    for argv, message in cases.items():
+        code, err = _serve_cli(capsys, *argv)
+        assert code == 2 and err.startswith(f"genrep: error: {message}"), err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_serve_cli_passes_allow_remote(capsys, monkeypatch):
+    import genrep.diting.llm.server as server_module
+
+    seen = {}
+    monkeypatch.setattr(server_module, "serve", lambda backend, **kw: seen.update(kw, model=backend.model))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["diting", "serve", "--backend", "http:m@http://127.0.0.1:9/v1", "--host", "0.0.0.0", "--port", "8123",
+              "--allow-remote"])
+        raise SystemExit(0)
+    assert exit_info.value.code == 0
+    assert seen == {"host": "0.0.0.0", "port": 8123, "allow_remote": True, "model": "m"}
+    assert "without authentication" in capsys.readouterr().err
 
 
 def test_local_decoding_helpers():

@@ -3,7 +3,9 @@ import json
 
 import pytest
 
+from genrep.core.errors import UserError
 from genrep.diting.llm import CachedBackend, LLMCache, LLMError, Sampling, UsageMeter
+from genrep.diting.llm.usage import parse_prices
 
 from .fakes import EchoBackend
 
@@ -27,3 +29,11 @@ def test_the_meter_counts_calls_hits_failures_tokens_and_cost(tmp_path):
     assert tally["cost_usd"] == pytest.approx((3 * 1.0 + 5 * 10.0) / 1e6)
     assert tally["failure_reasons"] == {"injected failure": 1} and summary["total"]["calls"] == 3
     assert summary["prices_usd_per_1M_tokens"] == {"echo": [1.0, 10.0]}
+
+
+def test_prices_from_a_config_are_checked():
+    assert parse_prices({"gpt-4o-mini": [0.15, 0.6], "free": (0, 0)}) == {"gpt-4o-mini": (0.15, 0.6),
+                                                                          "free": (0.0, 0.0)}
+    for bad in ([1.0], [1, 2, 3], [-1, 2], [float("nan"), 1], ["1", "2"], [True, 1], 3):
+        with pytest.raises(UserError, match=r"^prices: model 'm': expected \[USD per 1M prompt tokens"):
+            parse_prices({"m": bad})

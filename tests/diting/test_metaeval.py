@@ -308,3 +308,30 @@ def test_meta_eval_from_metricalign_file_and_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["diting", "meta-eval", "--judgments", str(path), "--out", str(tmp_path / "x")])
     assert "go together" in capsys.readouterr().err
+
+
+def test_resamples_and_seed_are_bounded(tmp_path, capsys):
+    human, metric = _random_task(3, n_items=3, n_systems=3)
+    ratings = me.HumanRatings({k: [v] for k, v in human.items()})
+    for call in (lambda **kw: me.meta_evaluate(ratings, {"m": metric}, **kw),
+                 lambda **kw: me.evaluate_metric(human, metric, **kw),
+                 lambda **kw: me.inter_rater_agreement(ratings, **kw),
+                 lambda **kw: me.resample_counts(3, **kw)):
+        with pytest.raises(UserError, match=f"resamples must be an integer from 0 to {me.MAX_RESAMPLES}, got 100001"):
+            call(resamples=me.MAX_RESAMPLES + 1, seed=0)
+        with pytest.raises(UserError, match="seed must be a non-negative integer"):
+            call(resamples=10, seed=-3)
+    rows = [{"item_id": i, "system": s, "human": h, "chrf": metric[(i, s)]} for (i, s), h in human.items()]
+    path = _write_jsonl(tmp_path / "ma.jsonl", rows)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["diting", "meta-eval", "--metricalign", str(path), "--resamples", "1000000",
+              "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Invalid value for '--resamples'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "tab\there"])
+def test_metric_names_that_cannot_name_a_file_are_refused(tmp_path, name):
+    path = _write_jsonl(tmp_path / "ma.jsonl", [{"item_id": "i", "system": "a", "human": 3, name: 1.0}])
+    with pytest.raises(UserError, match=r"ma.jsonl:1: field .*: cannot name the mt-metrics-eval files"):
+        me.read_metricalign(path)

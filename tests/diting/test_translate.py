@@ -13,14 +13,14 @@ import pytest
 
 from genrep.core.errors import UserError
 from genrep.diting.benchmark import load_benchmark
-from genrep.diting.schema import Translation, read_appended
+from genrep.diting.schema import Translation, read_log
 from genrep.diting.translate import (
     TranslateConfig,
     chat_messages,
     clean_output,
     fewshot_messages,
-    latest_translations,
     parse_systems,
+    read_translation_log,
     translate,
 )
 
@@ -49,6 +49,17 @@ def test_prompts_and_output_cleaning():
         parse_systems(["local:smollm2-135m"])
     with pytest.raises(UserError, match="given twice"):
         parse_systems(["a=local:x", "a=local:y"])
+    with pytest.raises(UserError, match="system name 'a' given twice"):
+        parse_systems(["a =local:x", " a=local:y"])
+    assert parse_systems([" smol = local:smollm2-135m "]) == {"smol": "local:smollm2-135m"}
+
+
+def test_a_bad_backend_spec_fails_before_the_run_directory_is_written(tmp_path):
+    with pytest.raises(UserError, match="unknown LLM backend kind 'locla'"):
+        translate(TranslateConfig(systems=["smol=locla:smollm2-135m"]), tmp_path / "run")
+    with pytest.raises(UserError, match="is not KIND:MODEL"):
+        parse_systems(["smol=smollm2-135m"])
+    assert not (tmp_path / "run").exists()
 
 
 def test_failures_are_recorded_per_item_and_retried_on_the_next_run(tmp_path):
@@ -62,7 +73,7 @@ def test_failures_are_recorded_per_item_and_retried_on_the_next_run(tmp_path):
         assert m["translations"] == 6 and m["failed"] == 1 and server.counts[bad] == 1  # 400 is not retried
         usage = m["usage"]["total"]
         assert usage["calls"] == 5 and usage["failures"] == 1 and usage["cost_usd"] > 0
-        rows = {t.item_id: t for t in latest_translations(tmp_path / "run" / "translations.jsonl")}
+        rows = {t.item_id: t for t in read_translation_log(tmp_path / "run" / "translations.jsonl")}
         assert rows[items[1].id].meta["failed"] and "400" in rows[items[1].id].meta["reason"]
         assert rows[items[0].id].output == f"translation {items[0].id}"
         m2 = translate(cfg, tmp_path / "run")  # the server answers now: only the failed item is asked again
@@ -101,7 +112,7 @@ def test_killed_run_loses_nothing_and_repeats_no_finished_request(tmp_path):
         finally:
             proc.kill()
             killed.set()
-        first = {t.item_id for t in read_appended(log, Translation)}
+        first = {t.item_id for t in read_log(log, Translation)}
         assert 6 <= len(first) < len(items)
         m = translate(TranslateConfig(systems=[f"mt=http:m@{server.url}"], limit=4, concurrency=2), out)
         assert m["translations"] == len(items) and m["failed"] == 0
@@ -109,4 +120,4 @@ def test_killed_run_loses_nothing_and_repeats_no_finished_request(tmp_path):
             n = server.counts[_prompt(item)]
             assert n == 1 if item.id in first else 1 <= n <= 2  # only requests in flight at the kill repeat
         assert server.total <= len(items) + 2
-    assert {t.item_id for t in latest_translations(out / "translations.jsonl")} == {i.id for i in items}
+    assert {t.item_id for t in read_translation_log(out / "translations.jsonl")} == {i.id for i in items}

@@ -41,13 +41,18 @@ def iter_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, Any]
     """``(line number, value)`` for each non-blank line of an input file; strict (see module doc)."""
     path = Path(path)
     text = decode_utf8(read_bytes(path, what), path)
-    for n, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() also splits on U+2028, U+0085 and others, which JSON strings
+    # written with ensure_ascii=False hold unescaped
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield n, json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{_printable(str(path))}:{n}: not valid JSON ({err.msg})") from None
+        except RecursionError:
+            raise UserError(f"{_printable(str(path))}:{n}: JSON nested too deeply") from None
+        yield n, value
 
 
 def read_jsonl(path: str | Path, what: str = "file") -> list[Any]:

@@ -51,10 +51,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema
 
 from genrep.core.config import Count, NonNeg, NonNegInt, Positive
 from genrep.core.errors import UserError
+from genrep.core.jsonl import repair_tail
 from genrep.core.progress import progress_bar
 from genrep.core.rundir import RunDir
 from genrep.diting.benchmark import load_benchmark
 from genrep.diting.llm import Backend, Completion, LLMCache, LLMError, Sampling, UsageMeter, complete_json, make_backend
+from genrep.diting.llm.registry import parse_spec
+from genrep.diting.llm.usage import parse_prices
 from genrep.diting.rubric import CRITERIA, apply_global_rules, rubric_prompt
 from genrep.diting.schema import (
     DIMENSIONS,
@@ -63,9 +66,7 @@ from genrep.diting.schema import (
     Translation,
     _Record,
     append_record,
-    cut_torn_tail,
-    read_appended,
-    read_records,
+    read_log,
 )
 
 ROLES = ("expert1", "expert2", "judge")
@@ -459,16 +460,17 @@ def check_config(cfg: AgentEvalConfig) -> None:
         raise UserError(f"agenteval: max_repairs must be >= 0, got {cfg.max_repairs}")
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"agenteval: limit must be >= 1, got {cfg.limit}")
+    for spec in cfg.role_specs().values():
+        parse_spec(spec)  # a bad backend spec fails before any work starts
+    parse_prices(cfg.prices)
 
 
 def select_pairs(cfg: AgentEvalConfig) -> tuple[list[tuple[Item, Translation]], int]:
     """The (item, translation) pairs to evaluate, in file order, and how many failed translations were left out."""
-    from genrep.diting.translate import latest_translations
+    from genrep.diting.translate import read_translations
 
     path = Path(cfg.translations)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    translations = latest_translations(path) if path.suffix.lower() == ".jsonl" else read_records(path, Translation)
+    translations = read_translations(path)
     items = {i.id: i for i in load_benchmark(cfg.bench)}
     usable = [t for t in translations if not t.meta.get("failed")]
     for t in usable:
@@ -513,13 +515,13 @@ def run_agenteval(cfg: AgentEvalConfig, out: str | Path, *, backends: Mapping[st
     run = RunDir(out)
     run.write_config(cfg)
     logs = _Logs(run / "transcripts.jsonl", run / "stats.jsonl", run / "scores.jsonl")
-    cut_torn_tail(logs.transcripts)
-    read_appended(logs.stats, ItemStats)  # cuts a torn last line
+    repair_tail(logs.transcripts)  # a line torn by a crash: the item is redone
+    repair_tail(logs.stats)
     rater = RATERS[cfg.mode]
-    done = {(j.item_id, j.system) for j in read_appended(logs.scores, Judgment) if j.rater == rater}
+    done = {(j.item_id, j.system) for j in read_log(logs.scores, Judgment) if j.rater == rater}
     todo = [(i, t) for i, t in pairs if (i.id, t.system) not in done]
 
-    meter = UsageMeter({k: (float(v[0]), float(v[1])) for k, v in cfg.prices.items()})
+    meter = UsageMeter(parse_prices(cfg.prices))
     cache = LLMCache() if cfg.cache and backends is None else None
     raw = dict(backends) if backends is not None else _make_backends(cfg, cache if cache is not None else False)
     wrapped = {id(b): meter.wrap(b) for b in raw.values()}
@@ -594,10 +596,10 @@ def summarize(cfg: AgentEvalConfig, pairs: list[tuple[Item, Translation]], logs:
     rater = RATERS[cfg.mode]
     wanted = {(i.id, t.system): i.dimension for i, t in pairs}
     stats: dict[tuple[str, str], ItemStats] = {}
-    for s in read_appended(logs.stats, ItemStats):
+    for s in read_log(logs.stats, ItemStats):
         if s.rater == rater and (s.item_id, s.system) in wanted:
             stats[(s.item_id, s.system)] = s  # the latest attempt
-    judged = {(j.item_id, j.system): j for j in read_appended(logs.scores, Judgment)
+    judged = {(j.item_id, j.system): j for j in read_log(logs.scores, Judgment)
               if j.rater == rater and (j.item_id, j.system) in wanted}
     final = [stats[k] for k in wanted if k in stats]
     failed = [s for s in final if s.failed and (s.item_id, s.system) not in judged]

@@ -55,7 +55,7 @@ def load_benchmark(name_or_path: str | Path = "starter", dimensions: list[str] |
                    limit_per_dimension: int | None = None) -> list[Item]:
     """The validated items of a benchmark, optionally only some dimensions / the first N of each."""
     path = benchmark_path(name_or_path)
-    items = read_records(path, Item)
+    items = read_records(path, Item, "items file")
     validate_items(items, str(path))
     if dimensions:
         unknown = sorted(set(dimensions) - set(DIMENSIONS))

@@ -8,6 +8,7 @@ import click
 
 from genrep.core.cli_options import CONFIG, OUT, SET
 from genrep.core.cli_options import given_flags as _flags
+from genrep.diting.limits import MAX_RESAMPLES
 
 
 @click.group()
@@ -100,13 +101,10 @@ def score_cmd(translations: Path, bench_name: str, metrics, comet_model: str, mo
     from genrep.core.rundir import RunDir, atomic_write_text
     from genrep.diting.benchmark import load_benchmark
     from genrep.diting.refmetrics import score_translations
-    from genrep.diting.schema import Translation, read_records
-    from genrep.diting.translate import latest_translations
+    from genrep.diting.translate import read_translations
 
     names = list(metrics) + list(more_metrics) or ["chrf", "bleu"]
-    if not translations.is_file():
-        raise click.UsageError(f"{translations}: file not found")
-    trans = latest_translations(translations) if translations.suffix == ".jsonl" else read_records(translations, Translation)
+    trans = read_translations(translations)
     results, segments = score_translations(trans, load_benchmark(bench_name), names, comet_model)
     run = RunDir(out)
     run.write_config({"translations": str(translations), "bench": bench_name, "metrics": names,
@@ -119,15 +117,21 @@ def score_cmd(translations: Path, bench_name: str, metrics, comet_model: str, mo
 
 @diting.command("serve")
 @click.option("--backend", "backend_spec", default="local:smollm2-135m", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-def serve_cmd(backend_spec: str, host: str, port: int) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; other than loopback only with --allow-remote.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--allow-remote", is_flag=True,
+              help="Listen on a non-loopback host too (the server has no authentication).")
+def serve_cmd(backend_spec: str, host: str, port: int, allow_remote: bool) -> None:
     """Expose a backend (e.g. a bundled local LM) as an OpenAI-compatible server on loopback."""
     from genrep.diting.llm import make_backend
-    from genrep.diting.llm.server import serve
+    from genrep.diting.llm.server import listen_address, serve
 
-    click.echo(f"serving {backend_spec} at http://{host}:{port}/v1 (Ctrl-C to stop)")
-    serve(make_backend(backend_spec, cache=False), host=host, port=port)
+    listen_address(host, port, allow_remote=allow_remote)  # a bad --host fails before the backend is made
+    if allow_remote:
+        click.echo(f"warning: serving on {host} without authentication: anyone who can reach it can use the backend",
+                   err=True)
+    serve(make_backend(backend_spec, cache=False), host=host, port=port, allow_remote=allow_remote)
 
 
 @diting.command("meta-eval")
@@ -141,9 +145,9 @@ def serve_cmd(backend_spec: str, host: str, port: int) -> None:
 @click.option("--metric", "metrics", multiple=True,
               help="bleu, chrf, ter, comet (or the metric fields of --metricalign); '--metric chrf bleu' or "
                    "repeated (default: chrf bleu; with --metricalign every metric in the file).")
-@click.option("--resamples", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap resamples of items (0: no intervals).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resamples", type=click.IntRange(0, MAX_RESAMPLES), default=1000, show_default=True,
+              help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--comet-model", default="Unbabel/wmt22-comet-da", show_default=True)
 @click.argument("more_metrics", nargs=-1)
 @OUT
@@ -227,17 +231,14 @@ def _meta_eval_inputs(official, judgments, translations, items_path):
     """(items, translations, judgments) from an official release or three record files."""
     from genrep.diting.benchmark import load_benchmark
     from genrep.diting.official import load_official
-    from genrep.diting.schema import Judgment, Translation, read_records
-    from genrep.diting.translate import latest_translations
+    from genrep.diting.schema import Judgment, read_records
+    from genrep.diting.translate import read_translations
 
     if official is not None:
         data = load_official(official)
         return data.items, data.translations, data.judgments
-    if not Path(translations).is_file():
-        raise click.UsageError(f"{translations}: file not found")
-    trans = latest_translations(translations) if Path(translations).suffix == ".jsonl" else \
-        read_records(translations, Translation)
-    return load_benchmark(items_path), trans, read_records(judgments, Judgment)
+    return load_benchmark(items_path), read_translations(translations), read_records(judgments, Judgment,
+                                                                                      "judgments file")
 
 
 @diting.command("leaderboard")
@@ -245,8 +246,9 @@ def _meta_eval_inputs(official, judgments, translations, items_path):
 @click.option("--items", "items_path", default=None, help="Items (bundled name or file) for the dimensions.")
 @click.option("--official", type=click.Path(path_type=Path), default=None,
               help="Official release: rank its human judgments (items from the release).")
-@click.option("--resamples", type=click.IntRange(min=0), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resamples", type=click.IntRange(0, MAX_RESAMPLES), default=1000, show_default=True,
+              help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @OUT
 def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, out: Path) -> None:
     """Systems x dimensions table of mean 0-6 scores with bootstrap CIs (md, html, csv, png heatmap)."""
@@ -262,7 +264,7 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
         data = load_official(official)
         judged, items, source = data.judgments, data.items, {"official": str(official)}
     else:
-        judged = read_records(judgments, Judgment)
+        judged = read_records(judgments, Judgment, "judgments file")
         items = load_benchmark(items_path) if items_path else None
         source = {"judgments": str(judgments), "items": items_path}
     board = build_leaderboard(judged, items, resamples, seed)
@@ -314,7 +316,7 @@ def agenteval_cmd(translations, bench_name, backend_spec, expert1, expert2, judg
                f"({m['this_run']['already_done']} already done); mean score "
                + ("n/a" if overall["mean"] is None else f"{overall['mean']:.2f}/6")
                + (f", mean rounds {m['rounds']['mean']}" if m["rounds"]["mean"] is not None else "")
-               + f", {m['per_item']['calls']} calls per item")
+               + (f", {m['per_item']['calls']} calls per item" if m["per_item"]["calls"] is not None else ""))
     for reason, n in list(m["failure_reasons"].items())[:3]:
         click.echo(f"  failed x{n}: {reason}")
     click.echo(f"wrote {out / 'scores.jsonl'}, {out / 'transcripts.jsonl'}, {out / 'metrics.json'}")

@@ -21,14 +21,14 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     from genrep.diting.benchmark import load_benchmark
     from genrep.diting.refmetrics import score_translations
     from genrep.diting.schema import DIMENSIONS
-    from genrep.diting.translate import TranslateConfig, latest_translations, translate
+    from genrep.diting.translate import TranslateConfig, read_translation_log, translate
 
     per_dim, max_tokens = PROFILES[cfg.profile]
     base = run.path / "diting"
     tm = translate(TranslateConfig(bench="starter", systems=SYSTEMS, limit=per_dim, max_tokens=max_tokens,
                                    concurrency=4), base / "translate")
     items = load_benchmark("starter", limit_per_dimension=per_dim)
-    trans = latest_translations(base / "translate" / "translations.jsonl")
+    trans = read_translation_log(base / "translate" / "translations.jsonl")
     res, _ = score_translations(trans, items, ["chrf", "bleu"])
 
     import matplotlib

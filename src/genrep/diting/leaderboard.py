@@ -31,6 +31,7 @@ import numpy as np
 
 from genrep.core.errors import UserError
 from genrep.core.rundir import atomic_write_bytes, atomic_write_text
+from genrep.diting.limits import check_bootstrap
 from genrep.diting.metaeval import Key, ratings_from_judgments, resample_counts
 from genrep.diting.schema import DIMENSIONS, Item, Judgment
 
@@ -109,6 +110,7 @@ def _coverage(mask: np.ndarray, item: np.ndarray) -> tuple[int, int]:
 def build_leaderboard(judgments: Iterable[Judgment], items: Iterable[Item] | None = None, resamples: int = 1000,
                       seed: int = 0) -> Leaderboard:
     """The leaderboard of rubric judgments; ``items`` give the dimensions (without them: overall only)."""
+    check_bootstrap(resamples, seed)
     judgments = list(judgments)
     if not judgments:
         raise UserError("no judgments to rank")

@@ -52,7 +52,11 @@ import numpy as np
 from scipy import stats
 
 from genrep.core.errors import UserError
+from genrep.core.files import _printable
+from genrep.core.jsonl import iter_jsonl
 from genrep.core.rundir import atomic_write_text
+from genrep.diting.limits import MAX_RESAMPLES as MAX_RESAMPLES  # re-exported: the bound on resamples
+from genrep.diting.limits import check_bootstrap
 from genrep.diting.schema import DIMENSIONS, Judgment
 
 Key = tuple[str, str]  # (item_id, system)
@@ -327,6 +331,7 @@ def weighted_pairwise_accuracy(human: np.ndarray, metric: np.ndarray, W: np.ndar
 
 def resample_counts(n_units: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n_units) multiplicities of units drawn with replacement (n_units draws each)."""
+    check_bootstrap(resamples, seed)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_units, size=(resamples, n_units))
     counts = np.zeros((resamples, n_units))
@@ -458,6 +463,7 @@ def inter_rater_agreement(ratings: HumanRatings, keys: Iterable[Key] | None = No
     """Agreement of the first two raters of each segment with at least two annotations (0-6 totals:
     Pearson, Spearman, Kendall tau-b, exact agreement, mean absolute difference; exact agreement per
     criterion where both raters' criteria are known); bootstrap over items."""
+    check_bootstrap(resamples, seed)
     wanted = set(ratings.totals) if keys is None else set(keys)
     pairs = sorted(k for k in wanted if len(ratings.totals.get(k, [])) >= 2)
     out: dict[str, Any] = {"segments": len(pairs), "raters": "the first two annotations of each segment"}
@@ -499,6 +505,7 @@ def evaluate_metric(human: Mapping[Key, float], metric: Mapping[Key, float], dim
 
     The overall segment-level ungrouped figures are repeated at the top (``pearson``, ``spearman``,
     ``kendall``, ``pairwise_accuracy``, ``pairwise_accuracy_calibrated``)."""
+    check_bootstrap(resamples, seed)
     a = align(human, metric)
     if len(a.keys) < 2:
         raise UserError(f"only {len(a.keys)} segment(s) have both a human and a metric score; nothing to correlate")
@@ -523,6 +530,7 @@ def meta_evaluate(ratings: HumanRatings, metrics: Mapping[str, Mapping[Key, floa
     """The meta-evaluation of every metric against the human ratings, plus inter-rater agreement.
 
     Metrics named in ``lower_is_better`` are negated first. Returns a JSON-ready dict."""
+    check_bootstrap(resamples, seed)
     lower = set(lower_is_better)
     human = ratings.means()
     results: dict[str, Any] = {}
@@ -575,6 +583,16 @@ def _mtme_name(system: str) -> str:
     return system
 
 
+def check_metric_name(name: str, where: str = "metric name") -> str:
+    """A metric name that can name the ``NAME.seg.score`` files: not empty, no path separators, no
+    control characters, not starting with a dot; a UserError naming it otherwise."""
+    if (not name or name.startswith(".") or len(name) > 200
+            or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise UserError(f"{where} {name!r}: cannot name the mt-metrics-eval files (no '/', '\\', control "
+                        "characters or leading '.', at most 200 characters)")
+    return name
+
+
 def _mtme_score(x: float | None) -> str:
     return "None" if x is None or not math.isfinite(x) else repr(float(x))
 
@@ -584,6 +602,7 @@ def write_mtme_scores(directory: str | Path, metric_name: str, seg_scores: Mappi
     """``{name}.seg.score`` (``system<TAB>score`` per segment of ``segment_order``, ``None`` where
     missing) and ``{name}.sys.score`` (``system<TAB>score`` per system, in order of first appearance)."""
     directory = Path(directory)
+    check_metric_name(metric_name)
     seg = "".join(f"{_mtme_name(s)}\t{_mtme_score(seg_scores.get((i, s)))}\n" for i, s in segment_order)
     systems = list(dict.fromkeys(s for _, s in segment_order))
     sys_text = "".join(f"{_mtme_name(s)}\t{_mtme_score(sys_scores.get(s))}\n" for s in systems)
@@ -660,54 +679,47 @@ def read_metricalign(path: str | Path) -> MetricAlignData:
     ``system``, optional ``dimension``, ``human`` (0-6, a list of per-rater 0-6 scores, or per-rater
     objects with ``specific``/``general_1``/``general_2``) and one number (or null) per metric."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    shown = _printable(str(path))
     totals: dict[Key, list[float]] = {}
     criteria: dict[Key, list[tuple[int, int, int]]] = {}
     metrics: dict[str, dict[Key, float]] = {}
     dimensions: dict[str, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
+    for n, rec in iter_jsonl(path, "MetricAlign file"):
+        where = f"{shown}:{n}"
+        if not isinstance(rec, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        for name in ("item_id", "system"):
+            if not isinstance(rec.get(name), str) or not rec[name]:
+                raise UserError(f"{where}: field '{name}': missing or not a non-empty string")
+        key = (rec["item_id"], rec["system"])
+        if key in totals:
+            raise UserError(f"{where}: field 'system': duplicate segment ({key[0]}, {key[1]})")
+        dim = rec.get("dimension")
+        if dim is not None:
+            if dim not in DIMENSIONS:
+                raise UserError(f"{where}: field 'dimension': {dim!r} is not one of {', '.join(DIMENSIONS)}")
+            if dimensions.setdefault(key[0], dim) != dim:
+                raise UserError(f"{where}: field 'dimension': item {key[0]} was {dimensions[key[0]]} before")
+        if "human" not in rec:
+            raise UserError(f"{where}: field 'human': missing")
+        totals[key], crit = _parse_human(rec["human"], where)
+        if crit is not None:
+            criteria[key] = crit
+        for name, value in rec.items():
+            if name in _RESERVED:
                 continue
-            where = f"{path}:{n}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise UserError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            for name in ("item_id", "system"):
-                if not isinstance(rec.get(name), str) or not rec[name]:
-                    raise UserError(f"{where}: field '{name}': missing or not a non-empty string")
-            key = (rec["item_id"], rec["system"])
-            if key in totals:
-                raise UserError(f"{where}: field 'system': duplicate segment ({key[0]}, {key[1]})")
-            dim = rec.get("dimension")
-            if dim is not None:
-                if dim not in DIMENSIONS:
-                    raise UserError(f"{where}: field 'dimension': {dim!r} is not one of {', '.join(DIMENSIONS)}")
-                if dimensions.setdefault(key[0], dim) != dim:
-                    raise UserError(f"{where}: field 'dimension': item {key[0]} was {dimensions[key[0]]} before")
-            if "human" not in rec:
-                raise UserError(f"{where}: field 'human': missing")
-            totals[key], crit = _parse_human(rec["human"], where)
-            if crit is not None:
-                criteria[key] = crit
-            for name, value in rec.items():
-                if name in _RESERVED:
-                    continue
-                if value is None:
-                    metrics.setdefault(name, {})
-                    continue
-                if not _number(value):
-                    raise UserError(f"{where}: field '{name}': expected a metric score (a number or null), "
-                                    f"got {json.dumps(value)[:40]}")
-                metrics.setdefault(name, {})[key] = float(value)
+            check_metric_name(name, f"{where}: field")
+            if value is None:
+                metrics.setdefault(name, {})
+                continue
+            if not _number(value):
+                raise UserError(f"{where}: field '{name}': expected a metric score (a number or null), "
+                                f"got {json.dumps(value)[:40]}")
+            metrics.setdefault(name, {})[key] = float(value)
     if not totals:
-        raise UserError(f"{path}: no records")
+        raise UserError(f"{shown}: no records")
     if not any(metrics.values()):
-        raise UserError(f"{path}: no metric scores (numeric fields besides {', '.join(_RESERVED)})")
+        raise UserError(f"{shown}: no metric scores (numeric fields besides {', '.join(_RESERVED)})")
     return MetricAlignData(HumanRatings(totals, criteria), metrics, dimensions)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genrep.core.errors import UserError
+from genrep.core.files import _printable, read_text
 from genrep.diting.schema import Item, Judgment, Translation, parse_record
 
 OFFICIAL_SAMPLE = Path(__file__).parent / "data" / "official_sample.json"  # the public sample, shipped (MIT)
@@ -84,8 +85,9 @@ def _split_instruction(instruction: str) -> tuple[str, str, str]:
     return body.strip(), context.strip(), source.strip()
 
 
-def _score(choice: str, where: str) -> int:
-    m = re.match(r"^\s*([012])\s*分?\s*$", choice)
+def _score(choice: object, where: str) -> int:
+    """A criterion's 0/1/2 from its Label Studio choice (``"2分"``), or a UserError naming it."""
+    m = re.match(r"^\s*([012])\s*分?\s*$", choice) if isinstance(choice, str) else None
     if not m:
         raise UserError(f"{where}: unexpected score choice {choice!r} (expected 0分, 1分 or 2分)")
     return int(m.group(1))
@@ -94,20 +96,22 @@ def _score(choice: str, where: str) -> int:
 def load_official(path: str | Path) -> OfficialData:
     """Items, translations and human judgments from an official Label Studio export."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    shown = _printable(str(path))
+    text = read_text(path, "Label Studio export")
     try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
+        tasks = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise UserError(f"{shown}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{shown}: JSON nested too deeply") from None
     if not isinstance(tasks, list):
-        raise UserError(f"{path}: expected a list of Label Studio tasks")
+        raise UserError(f"{shown}: expected a JSON list of Label Studio tasks")
     items: dict[tuple[str, str], Item] = {}
     translations: list[Translation] = []
     judgments: list[Judgment] = []
     counters: dict[str, int] = {}
     for n, task in enumerate(tasks):
-        where = f"{path}: task {task.get('id', n) if isinstance(task, dict) else n}"
+        where = f"{shown}: task {task.get('id', n) if isinstance(task, dict) else n}"
         data = task.get("data") if isinstance(task, dict) else None
         if not isinstance(data, dict):
             raise UserError(f"{where}: no 'data' object")
@@ -136,14 +140,22 @@ def load_official(path: str | Path) -> OfficialData:
             meta["reasoning_path"] = data["reasoning_path"]
         translations.append(parse_record(Translation, {"item_id": item.id, "system": data["model"],
                                                         "output": data["model_output"], "meta": meta}, where))
-        annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+        annotations = task.get("annotations") or []
+        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+            raise UserError(f"{where}: field 'annotations': expected a list of objects")
+        annotations = [a for a in annotations if not a.get("was_cancelled")]
         for k, ann in enumerate(annotations, start=1):
             scores = {}
-            for res in ann.get("result") or []:
+            results = ann.get("result") or []
+            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+                raise UserError(f"{where}: annotation {k}: field 'result': expected a list of objects")
+            for res in results:
                 name = res.get("from_name")
-                if name in CRITERIA:
-                    choices = (res.get("value") or {}).get("choices") or [""]
-                    scores[CRITERIA[name]] = _score(choices[0], f"{where}: annotation {k}: {name}")
+                if isinstance(name, str) and name in CRITERIA:
+                    value = res.get("value") or {}
+                    choices = (value.get("choices") if isinstance(value, dict) else None) or [""]
+                    choice = choices[0] if isinstance(choices, list) else choices
+                    scores[CRITERIA[name]] = _score(choice, f"{where}: annotation {k}: {name}")
             missing = [c for c, f in CRITERIA.items() if f not in scores]
             if missing:
                 raise UserError(f"{where}: annotation {k}: missing criteria {', '.join(missing)}")

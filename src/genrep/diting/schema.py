@@ -9,6 +9,11 @@
 
 Records are read from and written to JSON Lines or CSV (by file suffix). A bad record raises a
 one-line :class:`~genrep.core.errors.UserError` naming the file, the line and the field.
+
+Two kinds of file: a user's input (:func:`read_records`) is read-only and strict, through
+:mod:`genrep.core.files` and :mod:`genrep.core.jsonl`; DITING's own append logs inside ``--out``
+(:func:`append_record`, :func:`read_log`) have a last line torn by a crash repaired before they are
+read again.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+import types
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genrep.core.errors import UserError
+from genrep.core.files import _printable, read_text
+from genrep.core.jsonl import append_jsonl, dumps_line, iter_jsonl, repair_tail
 from genrep.core.rundir import atomic_write_text
 
 Dimension = Literal["idiom", "ambiguity", "terminology", "tense", "zero_pronoun", "cultural_safety"]
@@ -97,48 +105,203 @@ def parse_record(cls: type[R], data: Any, where: str) -> R:
         raise UserError(f"{where}: {_error_line(e)}") from None
 
 
-def read_records(path: str | Path, cls: type[R]) -> list[R]:
-    """Records of type ``cls`` from a ``.jsonl`` or ``.csv`` file (CSV: ``meta`` as a JSON string)."""
+def read_records(path: str | Path, cls: type[R], what: str = "file") -> list[R]:
+    """Records of type ``cls`` from a user's ``.jsonl`` or ``.csv`` file (by suffix), read-only and strict.
+
+    JSON Lines: every non-blank line is a record; a line that is not JSON (a torn last line too) is
+    an error naming ``file:line``. CSV: one column per field, cells converted by the field's type
+    (see :func:`csv_cells`). The file must be UTF-8 (a BOM is dropped); ``what`` names it in the
+    'not found' error.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path, cls, what)
+    return [parse_record(cls, value, f"{_printable(str(path))}:{n}") for n, value in iter_jsonl(path, what)]
+
+
+def read_log(path: str | Path, cls: type[R]) -> list[R]:
+    """Records of one of DITING's own append logs inside ``--out`` ([] when it does not exist yet).
+
+    A last line torn by a crash is cut from the file first (:func:`genrep.core.jsonl.repair_tail`),
+    so that the next append starts on a fresh line. Never call this on a user's file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    out: list[R] = []
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            for n, row in enumerate(csv.DictReader(f), start=2):
-                row = {k: v for k, v in row.items() if v != "" or k in ("output", "context", "rationale")}
-                if "meta" in row:
-                    try:
-                        row["meta"] = json.loads(row["meta"])
-                    except json.JSONDecodeError:
-                        raise UserError(f"{path}:{n}: field 'meta': not valid JSON") from None
-                if "redacted" in row:
-                    row["redacted"] = row["redacted"].strip().lower() in ("1", "true", "yes")
-                out.append(parse_record(cls, row, f"{path}:{n}"))
-        return out
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            out.append(parse_record(cls, data, f"{path}:{n}"))
+        return []
+    repair_tail(path)
+    return [parse_record(cls, value, f"{_printable(str(path))}:{n}") for n, value in iter_jsonl(path, "log")]
+
+
+def append_record(path: str | Path, record: _Record) -> None:
+    """Append one record as a JSON line to one of DITING's own logs and fsync it (the runners' crash-safe log)."""
+    append_jsonl(path, record.model_dump())
+
+
+# --- CSV -----------------------------------------------------------------------------------------------------------
+#
+# A cell holds a field's value as text: strings as they are, integers and floats in decimal, booleans as
+# true/false, dicts, lists and nested models as JSON, None as an empty cell. The reader turns each cell back
+# into its field's type from the model's annotations, so whatever write_records writes, read_records reads.
+
+_JSON, _TEXT, _INT, _FLOAT, _BOOL, _ANY = "json", "text", "int", "float", "bool", "any"
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+_CSV_FIELD_LIMIT = 2**31 - 1  # a transcript cell can exceed csv's default 128 KiB
+
+
+def _cell_kind(annotation: Any) -> tuple[str, bool]:
+    """(how a CSV cell of this field is parsed, whether the field accepts None)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _cell_kind(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        if len(args) == 1:
+            return _cell_kind(args[0])[0], optional
+        return _ANY, optional
+    if origin is Literal:
+        values = typing.get_args(annotation)
+        if all(isinstance(v, bool) for v in values):
+            return _BOOL, False
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return _INT, False
+        if all(isinstance(v, str) for v in values):
+            return _TEXT, False
+        return _ANY, False
+    if annotation is str:
+        return _TEXT, False
+    if annotation is bool:
+        return _BOOL, False
+    if annotation is int:
+        return _INT, False
+    if annotation is float:
+        return _FLOAT, False
+    if annotation is Any:
+        return _ANY, False
+    return _JSON, False  # dict, list, tuple, a nested model
+
+
+def _cell_value(kind: str, text: str, where: str) -> Any:
+    """A cell's text as the field's Python value, or a UserError naming the cell."""
+    if kind == _TEXT:
+        return text
+    value = text.strip()
+    if kind == _INT:
+        try:
+            return int(value)
+        except ValueError:
+            raise UserError(f"{where}: expected an integer, got {text!r}") from None
+    if kind == _FLOAT:
+        try:
+            return float(value)
+        except ValueError:
+            raise UserError(f"{where}: expected a number, got {text!r}") from None
+    if kind == _BOOL:
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise UserError(f"{where}: expected true or false, got {text!r}")
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        if kind == _ANY:
+            return text
+        raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{where}: JSON nested too deeply") from None
+
+
+def csv_cells(cls: type[_Record], row: dict[str, str], where: str) -> dict[str, Any]:
+    """The field values of one CSV row of ``cls`` records: each cell parsed by its field's type.
+
+    An empty cell is None for an optional field, ``""`` for a text field, and the default for any
+    other field that has one (an error for a required one)."""
+    out: dict[str, Any] = {}
+    for name, text in row.items():
+        info = cls.model_fields[name]
+        kind, optional = _cell_kind(info.annotation)
+        at = f"{where}: column '{name}'"
+        empty = text == "" if kind == _TEXT else not text.strip()
+        if empty and (optional or kind != _TEXT):
+            if optional:
+                out[name] = None
+            elif info.is_required():
+                raise UserError(f"{at}: empty, but the field is required")
+            continue
+        out[name] = _cell_value(kind, text, at)
     return out
 
 
+def _read_csv(path: Path, cls: type[R], what: str) -> list[R]:
+    shown = _printable(str(path))
+    text = read_text(path, what)
+    limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        rows: list[tuple[int, list[str]]] = []
+        start = 1
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                rows.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise UserError(f"{shown}:{reader.line_num}: not valid CSV ({e})") from None
+    finally:
+        csv.field_size_limit(limit)
+    if not rows:
+        return []
+    known = list(cls.model_fields)
+    header = [c.strip() for c in rows[0][1]]
+    named = [c for c in header if c]
+    for name in named:
+        if name not in cls.model_fields:
+            raise UserError(f"{shown}: unknown column '{name}' (known: {', '.join(known)})")
+    repeated = [c for c in dict.fromkeys(named) if named.count(c) > 1]
+    if repeated:
+        raise UserError(f"{shown}: column '{repeated[0]}' appears twice in the header")
+    missing = [n for n, f in cls.model_fields.items() if f.is_required() and n not in named]
+    if missing:
+        raise UserError(f"{shown}: missing column{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(repr(m) for m in missing)} (required for {cls.__name__} records)")
+    out: list[R] = []
+    for line, cells in rows[1:]:
+        where = f"{shown}:{line}"
+        if len(cells) < len(header) or any(c.strip() for c in cells[len(header):]):
+            raise UserError(f"{where}: {len(cells)} cells, but the header has {len(header)} columns")
+        row: dict[str, str] = {}
+        for name, cell in zip(header, cells):
+            if name:
+                row[name] = cell
+            elif cell.strip():
+                raise UserError(f"{where}: a value under a column without a name in the header")
+        out.append(parse_record(cls, csv_cells(cls, row, where), where))
+    return out
+
+
+def _csv_text(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
 def records_to_text(records: Iterable[_Record], fmt: str = "jsonl") -> str:
+    """Records as JSON Lines or CSV text (CSV: a header of the field names, then cells as
+    :func:`read_records` reads them back)."""
     rows = [r.model_dump() for r in records]
     if fmt == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        return "".join(dumps_line(r) for r in rows)
     if fmt == "csv":
         buf = io.StringIO()
         if rows:
             writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
             writer.writeheader()
             for r in rows:
-                writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v for k, v in r.items()})
+                writer.writerow({k: _csv_text(v) for k, v in r.items()})
         return buf.getvalue()
     raise ValueError(f"unknown format {fmt!r}")
 
@@ -147,52 +310,3 @@ def write_records(path: str | Path, records: Iterable[_Record]) -> Path:
     """Write records atomically as JSON Lines or CSV (by suffix)."""
     path = Path(path)
     return atomic_write_text(path, records_to_text(records, "csv" if path.suffix.lower() == ".csv" else "jsonl"))
-
-
-def append_record(path: str | Path, record: _Record) -> None:
-    """Append one record as a JSON line and flush it to disk (the runners' crash-safe log)."""
-    with Path(path).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record.model_dump(), ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def cut_torn_tail(path: Path) -> None:
-    """Drop a last line cut short by a crash, reading only the tail of the file."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with path.open("rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        size, pos = f.seek(0, os.SEEK_END), 0
-        while size - pos > 0:
-            step = min(size - pos, 1 << 16)
-            f.seek(size - pos - step)
-            chunk = f.read(step)
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                f.truncate(size - pos - step + cut + 1)
-                return
-            pos += step
-        f.truncate(0)
-
-
-def read_appended(path: str | Path, cls: type[R]) -> list[R]:
-    """Records from an append log. A torn last line (a write cut short by a crash) is cut from the
-    file first (:func:`cut_torn_tail`), so that the next append starts on a fresh line."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    cut_torn_tail(path)
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{n}: not valid JSON") from None
-            out.append(parse_record(cls, data, f"{path}:{n}"))
-    return out

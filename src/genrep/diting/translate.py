@@ -22,14 +22,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Iterable, Literal, Optional
 
 from genrep.core.config import Count, NonNeg, NonNegInt, Positive
 from genrep.core.errors import UserError
 from genrep.core.progress import progress_bar
 from genrep.core.rundir import RunDir
 from genrep.diting.benchmark import load_benchmark
-from genrep.diting.schema import Item, Translation, append_record, read_appended
+from genrep.diting.schema import Item, Translation, append_record, read_log, read_records
 
 FEWSHOT = (  # (context, source, translation of the source only)
     ("三年前，他被逐出了青云宗。", "如今再回来，山门前的石阶已长满青苔。",
@@ -59,15 +59,19 @@ class TranslateConfig:
 
 
 def parse_systems(specs: list[str]) -> dict[str, str]:
-    """``["name=backend", ...]`` -> {name: backend}; one-line errors for malformed or repeated names."""
+    """``["name=backend", ...]`` -> {name: backend}; one-line errors for malformed or repeated names and
+    for a backend that is not ``KIND:MODEL[@BASE_URL]`` of a known kind (before any work starts)."""
+    from genrep.diting.llm.registry import parse_spec
+
     out: dict[str, str] = {}
     for spec in specs:
-        name, sep, backend = spec.partition("=")
-        if not sep or not name.strip() or not backend.strip():
+        name, sep, backend = (part.strip() for part in spec.partition("="))
+        if not sep or not name or not backend:
             raise UserError(f"--system {spec!r}: expected NAME=BACKEND, e.g. smol=local:smollm2-135m")
         if name in out:
             raise UserError(f"--system {spec!r}: system name '{name}' given twice")
-        out[name.strip()] = backend.strip()
+        parse_spec(backend)
+        out[name] = backend
     if not out:
         raise UserError("translate: give at least one --system NAME=BACKEND")
     return out
@@ -151,18 +155,20 @@ async def _run_system(name: str, backend, items: list[Item], cfg: TranslateConfi
 
 def translate(cfg: TranslateConfig, out: str | Path) -> dict:
     from genrep.diting.llm import UsageMeter, make_backend
+    from genrep.diting.llm.usage import parse_prices
 
     systems = parse_systems(cfg.systems)
+    parse_prices(cfg.prices)
     if cfg.concurrency < 1 or cfg.max_tokens < 1:
         raise UserError("translate: concurrency and max_tokens must be >= 1")
     items = load_benchmark(cfg.bench, cfg.dimensions or None, cfg.limit)
     run = RunDir(out)
     run.write_config(cfg)
     log = run / "translations.jsonl"
-    done = {(t.system, t.item_id) for t in read_appended(log, Translation) if not t.meta.get("failed")}
+    done = {(t.system, t.item_id) for t in read_log(log, Translation) if not t.meta.get("failed")}
     todo = {name: [i for i in items if (name, i.id) not in done] for name in systems}
     report: dict = {"bench": cfg.bench, "items": len(items), "systems": {}}
-    meter = UsageMeter({k: (float(v[0]), float(v[1])) for k, v in cfg.prices.items()})
+    meter = UsageMeter(parse_prices(cfg.prices))
     start = time.perf_counter()
     with progress_bar(sum(len(v) for v in todo.values()), "translate") as bar:
         for name, spec in systems.items():
@@ -180,7 +186,7 @@ def translate(cfg: TranslateConfig, out: str | Path) -> dict:
 
             stats = asyncio.run(go())
             report["systems"][name] = {"backend": spec, "skipped": len(items) - len(todo[name]), **stats}
-    final = latest_translations(log)
+    final = read_translation_log(log)
     report["translations"] = len(final)
     report["failed"] = sum(bool(t.meta.get("failed")) for t in final)
     report["seconds"] = round(time.perf_counter() - start, 2)
@@ -189,10 +195,38 @@ def translate(cfg: TranslateConfig, out: str | Path) -> dict:
     return report
 
 
-def latest_translations(path: str | Path) -> list[Translation]:
-    """The last record per (system, item) of a translations log (a later success replaces a failure)."""
-    latest: dict[tuple[str, str], Translation] = {}
-    for t in read_appended(path, Translation):
-        latest[(t.system, t.item_id)] = t
-    return list(latest.values())
+def latest(translations: Iterable[Translation]) -> list[Translation]:
+    """The last record per (system, item), in order of first appearance (a later success replaces a failure)."""
+    out: dict[tuple[str, str], Translation] = {}
+    for t in translations:
+        out[(t.system, t.item_id)] = t
+    return list(out.values())
 
+
+def read_translations(path: str | Path) -> list[Translation]:
+    """A user's translations file (``.jsonl`` or ``.csv``, e.g. a ``translations.jsonl`` of an earlier run),
+    read-only and strict: the last record per (system, item). A malformed line, a torn last line
+    included, is an error naming ``file:line``; the file is never written."""
+    try:
+        return latest(read_records(path, Translation, "translations file"))
+    except UserError as err:
+        if _torn_last_line(Path(path), str(err)):
+            raise UserError(f"{err}; the last line is cut short, as a crash leaves it: if this is the log of a "
+                            "`genrep diting translate` run, re-running it with the same --out repairs it") from None
+        raise
+
+
+def _torn_last_line(path: Path, message: str) -> bool:
+    """Whether ``message`` reports the file's last line as not JSON and that line lacks its newline."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    lines = data.count(b"\n") + 1
+    return bool(data) and not data.endswith(b"\n") and f":{lines}: not valid JSON" in message
+
+
+def read_translation_log(path: str | Path) -> list[Translation]:
+    """This runner's own ``translations.jsonl`` inside ``--out``: a torn last line is cut first, then
+    the last record per (system, item)."""
+    return latest(read_log(path, Translation))

@@ -7,16 +7,19 @@ per connection, HTTP/1.1 keep-alive); the backend runs on one asyncio loop in it
 concurrent requests reach it concurrently. Non-streaming only. Fields a request leaves out take
 :class:`Sampling`'s defaults (temperature 0, not OpenAI's 1), except that no ``seed`` means
 unseeded. A malformed request gets a 400 with an OpenAI-style error body; a backend failure a
-502. The server listens on loopback unless ``allow_remote=True``, because it has no
-authentication.
+502. The server listens on loopback unless ``allow_remote=True`` (``--allow-remote``), because
+it has no authentication; an invalid or unresolvable host, a port in use and a port that needs
+privileges are one-line errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import json
 import logging
+import re
 import socket
 import sys
 import threading
@@ -41,12 +44,64 @@ class BadRequest(Exception):
 
 
 def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (no name resolution)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+# a DNS host name: dot-separated labels of letters, digits, '-' and '_', at most 253 characters
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?$")
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def listen_address(host: str, port: int, *, allow_remote: bool = False) -> tuple[socket.AddressFamily, tuple]:
+    """(address family, socket address) to listen on for ``host:port``, or a one-line UserError: a
+    port outside 0-65535, a host that is neither an IP address nor a valid host name, one that does
+    not resolve, or one that is not loopback without ``allow_remote`` (the server has no
+    authentication). A name resolving to both IPv4 and IPv6 listens on IPv4."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UserError(f"port must be an integer from 0 to 65535, got {port!r}")
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(name)
+        literal = True
+    except ValueError:
+        literal = False
+    if not literal and not _HOSTNAME.match(name):
+        raise UserError(f"host {host!r}: not an IP address or a valid host name")
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise UserError(f"host {host!r}: cannot resolve it ({reason})") from None
+    infos = [i for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)]
+    infos.sort(key=lambda i: i[0] != socket.AF_INET)  # IPv4 first
+    if not infos:
+        raise UserError(f"host {host!r}: resolves to no IPv4 or IPv6 address")
+    family, address = infos[0][0], infos[0][4]
+    if not allow_remote and not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+        raise UserError(f"refusing to serve on non-loopback host '{host}' (the server has no authentication): "
+                        "pass --allow-remote to serve anyway (library: allow_remote=True)")
+    return family, address
+
+
+def _bind_error(host: str, port: int, err: OSError) -> str:
+    """One line for a failure to listen on ``host:port``."""
+    where = _shown(host, port)
+    if err.errno == errno.EADDRINUSE:
+        return f"{where} is already in use; pick another --port"
+    if err.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: '{host}' is not an address of this machine; pick another --host"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"{where}: permission denied (ports below 1024 need privileges); pick another --port"
+    return f"{where}: cannot listen ({err.strerror or type(err).__name__})"
 
 
 def _number(req: dict, name: str, default: float, low: float, high: float) -> float:
@@ -192,8 +247,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default listen backlog of 5 drops connections from a concurrent client
 
-    def __init__(self, address: tuple[str, int], backend: Backend, loop: asyncio.AbstractEventLoop):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    def __init__(self, family: socket.AddressFamily, address: tuple, backend: Backend,
+                 loop: asyncio.AbstractEventLoop):
+        self.address_family = family
         self.backend, self.loop = backend, loop
         super().__init__(address, _Handler)
 
@@ -206,12 +262,14 @@ class LLMServer:
     """
 
     def __init__(self, backend: Backend, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False):
-        if not allow_remote and not is_loopback(host):
-            raise UserError(f"refusing to serve on non-loopback host '{host}' (no authentication): "
-                            "pass allow_remote=True")
+        family, address = listen_address(host, port, allow_remote=allow_remote)
         self.backend = backend
         self._loop = asyncio.new_event_loop()
-        self._httpd = _Server((host, port), backend, self._loop)
+        try:
+            self._httpd = _Server(family, address, backend, self._loop)
+        except OSError as err:
+            self._loop.close()
+            raise UserError(_bind_error(host, port, err)) from None
         self._threads: list[threading.Thread] = []
 
     @property

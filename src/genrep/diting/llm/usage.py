@@ -19,6 +19,25 @@ from genrep.diting.llm.types import Backend, Completion, LLMError, Sampling
 Prices = dict[str, tuple[float, float]]
 
 
+def parse_prices(prices: dict[str, Any], where: str = "prices") -> Prices:
+    """``{model: (usd_per_1M_prompt, usd_per_1M_completion)}`` from a config's ``prices`` field, or a
+    one-line UserError naming the model whose entry is not two non-negative finite numbers."""
+    import math
+
+    from genrep.core.errors import UserError
+
+    out: Prices = {}
+    for model, pair in prices.items():
+        values = list(pair) if isinstance(pair, (list, tuple)) else None
+        if values is None or len(values) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                for v in values):
+            raise UserError(f"{where}: model '{model}': expected [USD per 1M prompt tokens, USD per 1M completion "
+                            f"tokens] (two numbers >= 0), got {pair!r}")
+        out[str(model)] = (float(values[0]), float(values[1]))
+    return out
+
+
 @dataclass
 class _Tally:
     calls: int = 0
