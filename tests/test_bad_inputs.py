@@ -59,6 +59,8 @@ def inputs(tmp_path: Path) -> Path:
     (d / "torn_triplets.jsonl").write_text(f"{triplet}\n{triplet}\n{triplet[:20]}")
     (d / "binary.jsonl").write_bytes(b"\xff\xfe\x00garbage\x9c\n")
     (d / "binary.csv").write_bytes(b"name,generative,representation\n\xff\xfe,1,2\n")
+    (d / "judgments.csv").write_text("\ufeffitem_id,system,rater,specific,general_1,general_2,rationale,mood\n"
+                                     "idiom-001,a,r1,2,1,0,,happy\n")
     (d / "latin1.yaml").write_bytes("seed: 1  # café\n".encode("latin-1"))
     (d / "notnpz.npz").write_text("not a zip archive\n")
     (d / "afile").write_text("I am a file, not a directory\n")
@@ -77,6 +79,16 @@ def _cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["lco", "merge", "--model", f"{d}/notamodel", "--out", o], "notamodel: not a trained LCO model"),
         (["lco", "train", "--data", f"{d}/torn_triplets.jsonl", "--out", o], "torn_triplets.jsonl:3: not valid JSON"),
         (["lco", "train", "--data", f"{d}/binary.jsonl", "--out", o], "binary.jsonl:1: not UTF-8 text"),
+        (["diting", "score", "--translations", f"{d}/torn.jsonl", "--out", o], "torn.jsonl:3: not valid JSON"),
+        (["diting", "score", "--translations", f"{d}/binary.jsonl", "--out", o], "binary.jsonl:1: not UTF-8 text"),
+        (["diting", "agenteval", "--translations", f"{d}/torn.jsonl", "--out", o], "torn.jsonl:3: not valid JSON"),
+        (["diting", "meta-eval", "--judgments", f"{d}/judgments.csv", "--translations", f"{d}/torn.jsonl",
+          "--items", "starter", "--out", o], "torn.jsonl:3: not valid JSON"),
+        (["diting", "leaderboard", "--judgments", f"{d}/judgments.csv", "--out", o], "unknown column 'mood'"),
+        (["diting", "load-official", f"{d}/binary.jsonl", "--out", o], "binary.jsonl:1: not UTF-8 text"),
+        (["diting", "bench", "info", f"{d}/binary.jsonl"], "binary.jsonl:1: not UTF-8 text"),
+        (["diting", "translate", "--bench", f"{d}/binary.jsonl", "--system", "a=local:smollm2-135m", "--out", o],
+         "binary.jsonl:1: not UTF-8 text"),
         # numbers: limits, finite floats, learning rates, counts
         (["rae", "cache-latents", "--limit", "0", "--out", o], "--limit must be positive"),
         (["rae", "reconstruct", "--limit", "-4", "--out", o], "--limit: must be >= 1, got -4"),
@@ -98,6 +110,14 @@ def _cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["diting", "agenteval", "--limit", "-1", "--translations", f"{d}/good.jsonl", "--out", o],
          "--limit: must be >= 1, got -1"),
         (["demo", "--set", "max_new_tokens=0", "--out", o], "--set max_new_tokens: must be >= 1, got 0"),
+        (["diting", "meta-eval", "--official", f"{d}/good.jsonl", "--resamples", "100000000", "--out", o],
+         "--resamples"),
+        (["diting", "leaderboard", "--judgments", f"{d}/judgments.csv", "--resamples", "-1", "--out", o],
+         "--resamples"),
+        # serve: ports and hosts
+        (["diting", "serve", "--port", "99999"], "--port"),
+        (["diting", "serve", "--port", "-1"], "--port"),
+        (["diting", "serve", "--host", "0.0.0.0"], "--allow-remote"),
         # --out: an existing file, a path under a file, arguments that are not UTF-8
         (["diting", "score", "--translations", f"{d}/good.jsonl", "--out", f"{d}/afile"],
          "afile: exists and is not a directory"),
@@ -176,5 +196,5 @@ def test_full_disk_is_one_line_naming_the_log(capsys, tmp_path: Path, monkeypatc
     out = tmp_path / "run"
     out.mkdir()
     (out / "translations.jsonl").symlink_to("/dev/full")  # every write: ENOSPC
-    code, err = _run(capsys, ["diting", "translate", "--system", "a=fake:echo", "--limit", "1", "--out", str(out)])
+    code, err = _run(capsys, ["diting", "translate", "--system", "a=local:smollm2-135m", "--limit", "1", "--out", str(out)])
     _check(code, err, "translations.jsonl: no space left on device")

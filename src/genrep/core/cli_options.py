@@ -17,7 +17,7 @@ def out_callback(ctx: click.Context, param: click.Parameter, value: Path | None)
     """Check, create and lock ``--out`` for the life of the command."""
     if value is None or ctx.resilient_parsing:
         return value
-    from genrep.core.files import OutLock, is_secondary_rank, prepare_out
+    from genrep.core.files import OutLock, is_secondary_rank, prepare_out, remove_if_empty
 
     path, created = prepare_out(value)
     if is_secondary_rank():
@@ -26,11 +26,8 @@ def out_callback(ctx: click.Context, param: click.Parameter, value: Path | None)
 
     def release() -> None:
         lock.release()
-        if created:
-            try:
-                path.rmdir()  # only when the command failed before writing anything
-            except OSError:
-                pass
+        if created is not None:  # only when the command failed before writing anything
+            remove_if_empty(path, created)
 
     ctx.call_on_close(release)
     return path

@@ -98,21 +98,25 @@ def read_text(path: str | Path, what: str = "file") -> str:
     return decode_utf8(read_bytes(path, what), path)
 
 
-def prepare_out(path: str | Path) -> tuple[Path, bool]:
+def prepare_out(path: str | Path) -> tuple[Path, Path | None]:
     """Check (and create) an output directory before any work starts.
 
-    Returns ``(path, created)``. One-line errors: the path exists and is a file, a parent is a
-    file, the directory cannot be created or is not writable.
+    Returns ``(path, created)``: ``created`` is the outermost directory this call made (``path``
+    itself or an ancestor), None when ``path`` existed. One-line errors: the path exists and is a
+    file, a parent is a file, the directory cannot be created or is not writable.
     """
     path = Path(path)
     shown = _printable(str(path))
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {shown}: exists and is not a directory")
-    created = False
+    created: Path | None = None
     if not path.exists():
+        top = path
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
         try:
             path.mkdir(parents=True)
-            created = True
+            created = top
         except FileExistsError:
             if not path.is_dir():
                 raise UserError(f"--out {shown}: exists and is not a directory") from None
@@ -122,6 +126,20 @@ def prepare_out(path: str | Path) -> tuple[Path, bool]:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"--out {shown}: directory is not writable")
     return path, created
+
+
+def remove_if_empty(path: Path, up_to: Path) -> None:
+    """Remove ``path`` and its ancestors up to ``up_to`` (inclusive) while they are empty
+    (the directories :func:`prepare_out` made for a command that then failed)."""
+    node = path
+    while True:
+        try:
+            node.rmdir()
+        except OSError:
+            return
+        if node == up_to or node.parent == node:
+            return
+        node = node.parent
 
 
 class OutLock:
