@@ -71,6 +71,27 @@ def test_whole_pipeline_on_a_tiny_random_configuration(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (out / "family").rglob("*.json")} == before
     assert again["backbones"] == m["backbones"]
 
+    # a resume with other settings (a finished stage would keep the old ones) and a new run over the old
+    # checkpoints are one-line errors that write nothing
+    import hashlib
+
+    def fingerprint():
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    written = fingerprint()
+    changed = _cfg(lm)
+    changed.test_images = 10
+    with pytest.raises(UserError, match=r"lco grsl-experiment --resume: test_images is 10 but the experiment in .* "
+                                        r"ran with 12 \(start a new --out"):
+        run_experiment(changed, out, resume=True)
+    changed = _cfg(lm)
+    changed.refine.steps = 3
+    with pytest.raises(UserError, match="refine.steps is 3 but"):
+        run_experiment(changed, out, resume=True)
+    with pytest.raises(UserError, match=r"pretrain/checkpoints holds checkpoints of an earlier run \(step 4\)"):
+        run_experiment(_cfg(lm), out)
+    assert fingerprint() == written
+
 
 def test_transfer_only_run_takes_one_backbone_and_fits_nothing(tmp_path):
     lm = tiny_causal_lm(tmp_path / "lm")
@@ -86,6 +107,13 @@ def test_transfer_only_run_takes_one_backbone_and_fits_nothing(tmp_path):
     (test,) = m["transfer"]["zero_shot_mcnemar"]
     assert test["gained"] == int(np.sum(~correct["before"] & correct["after"]))
     assert test["lost"] == int(np.sum(correct["before"] & ~correct["after"])) and 0 < test["p_value"] <= 1
+    # a re-run into the same directory (the demo's) needs fresh, which replaces every stage's result
+    with pytest.raises(UserError, match="holds checkpoints of an earlier run"):
+        run_experiment(cfg, tmp_path / "exp")
+    (tmp_path / "exp" / "family" / "step_000002").mkdir()  # a backbone of some earlier run
+    again = run_experiment(cfg, tmp_path / "exp", fresh=True)
+    assert again["backbones"] == m["backbones"] and [p.name for p in (tmp_path / "exp" / "family").iterdir()] == [
+        "step_000004"]
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):

@@ -141,3 +141,36 @@ def test_reference_captions_are_fixed_per_image():
     ten = fashion_split("test", 10, 0)
     assert (ten.images[5:] == fashion_split("test", 5, 0, offset=5).images).all()  # offsets give disjoint slices
     assert (ten.images[:5] == data.images).all()
+
+
+def _fingerprint(run) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resume_rules(tiny_lm, tmp_path):
+    """Other settings and a lower step budget are refused before any write, so is a new run over the
+    old checkpoints; nothing left to train re-makes metrics.json; fresh starts over and drops old backbones."""
+    out = tmp_path / "run"
+    first = pretrain(_cfg(tiny_lm), out)
+    before = _fingerprint(out)
+    with pytest.raises(UserError, match=r"lco pretrain-vlm --resume: lr is 0.5 but the checkpoint in .* was trained "
+                                        r"with 0.01 \(start a new --out"):
+        pretrain(_cfg(tiny_lm, lr=0.5), out, resume=True)
+    with pytest.raises(UserError, match="vlm.image_size is 64 but"):
+        pretrain(_cfg(tiny_lm, vlm=TinyVLMConfig(lm=tiny_lm, vision="effnet-lite0-random", image_size=64, grid=1)),
+                 out, resume=True)
+    with pytest.raises(UserError, match="steps is 3 but the checkpoint .* at step 4"):
+        pretrain(_cfg(tiny_lm, steps=3), out, resume=True)
+    with pytest.raises(UserError, match="holds checkpoints of an earlier run .step 4."):
+        pretrain(_cfg(tiny_lm), out)
+    assert _fingerprint(out) == before
+    (out / "metrics.json").unlink()
+    again = pretrain(_cfg(tiny_lm), out, resume=True)
+    assert again["resumed_from"] == 4 and again["final_loss"] == first["final_loss"] is not None
+    assert again["backbones"] == first["backbones"]
+    pretrain(_cfg(tiny_lm, steps=2, save_at=[0]), out, fresh=True)
+    assert sorted(p.name for p in (out / "backbones").iterdir()) == ["step_000000", "step_000002"]
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]

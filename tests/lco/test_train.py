@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from genrep.cli import main
+from genrep.core.checkpoint import Checkpointer
 from genrep.core.errors import UserError
 from genrep.lco.adapters import load_model, merge, soup
 from genrep.lco.train import TrainConfig, batch_indices, train
@@ -212,3 +213,80 @@ def test_merge_and_soup_commands_write_config_and_metrics(setup, tmp_path):
     for d in ("m", "s"):
         assert (tmp_path / d / "config.yaml").is_file() and (tmp_path / d / "lco_model.json").is_file()
         assert json.loads((tmp_path / d / "metrics.json").read_text())["model"] == str(tmp_path / d)
+
+
+@pytest.fixture(scope="module")
+def lco_done(setup, tmp_path_factory):
+    """A finished 4-step LoRA run with checkpoints at 2 and 4."""
+    out = tmp_path_factory.mktemp("lco_done") / "run"
+    train(_cfg(setup, max_steps=4, checkpoint_every=2), out)
+    return out
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def _fingerprint(run: Path) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _train_argv(setup, out: Path, *extra) -> list[str]:
+    lm, data = setup
+    return ["lco", "train", "--backbone", lm, "--data", str(data), "--max-steps", "4", "--batch-size", "8",
+            "--lr", "0.003", "--set", "warmup_steps=2", "--set", "log_every=1", "--set", "checkpoint_every=2",
+            "--set", "device=cpu", "--set", "lora.r=4", "--set", "lora.alpha=8", "--out", str(out), *extra]
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_resume_refuses_other_settings_and_writes_nothing(setup, lco_done, tmp_path, capsys):
+    run = _copy(lco_done, tmp_path)
+    before = _fingerprint(run)
+    for extra, msg in ((["--resume", "--lr", "0.1"], f"lco train --resume: lr is 0.1 but the checkpoint in {run} "
+                                                     "was trained with 0.003"),
+                       (["--resume", "--set", "lora.r=8"], "lora.r is 8 but"),
+                       (["--resume", "--max-steps", "3"], "max_steps is 3 but the checkpoint"),
+                       ([], "holds checkpoints of an earlier run (step 4); pass --resume")):
+        with pytest.raises(SystemExit) as e:
+            main(_train_argv(setup, run, *extra))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and msg in err, err
+    assert _fingerprint(run) == before
+
+
+def test_resume_with_nothing_left_re_exports_the_checkpoint(setup, lco_done, tmp_path, capsys):
+    run = _copy(lco_done, tmp_path)
+    (run / "model" / "adapter" / "adapter_model.safetensors").unlink()
+    with (run / "train_log.jsonl").open("a") as f:
+        f.write('{"step": 5, "loss": 0.')  # torn by a kill
+    stale = run / "checkpoints" / ".step-00000006.safetensors.q9.tmp"
+    stale.write_bytes(b"\0" * 500)
+    main(_train_argv(setup, run, "--resume"))
+    out = capsys.readouterr().out
+    assert "nan" not in out and "nothing left to train" in out and "final loss" in out
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["steps"] == 4 and m["resumed_from"] == 4 and m["final"] == _log(run)[-1] and m["final"]["step"] == 4
+    assert [r["step"] for r in _log(run)] == [1, 2, 3, 4] and not stale.exists()
+    a, b = _adapter(lco_done), _adapter(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_raised_budget_on_resume_is_recorded_and_fresh_starts_over(setup, lco_done, tmp_path):
+    run = _copy(lco_done, tmp_path)
+    m = train(_cfg(setup, max_steps=5, checkpoint_every=2, chunk_size=4), run, resume=True)  # chunk_size: memory only
+    rows = _log(run)
+    (event,) = [r for r in rows if "event" in r]
+    assert (event["step"], event["from"], event["to"]) == (4, 4, 5) and "LR schedule follows max_steps=5" in event["note"]
+    assert [r["step"] for r in rows if "event" not in r] == [1, 2, 3, 4, 5]
+    assert m["resumed_from"] == 4 and json.loads((run / "metrics.json").read_text())["max_steps_changed"][0]["to"] == 5
+    train(_cfg(setup, max_steps=2, checkpoint_every=2), run, fresh=True)
+    assert [s for s, _ in Checkpointer(run / "checkpoints").all()] == [2]
+    assert [r["step"] for r in _log(run)] == [1, 2] and "resumed_from" not in json.loads((run / "metrics.json").read_text())

@@ -181,3 +181,93 @@ def test_train_dit_writes_periodic_sample_grids_and_evaluations(rae_run, tmp_pat
     rows = [json.loads(line) for line in (tmp_path / "dit" / "eval_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["fd_effnet"]) for r in rows)
     assert m["eval"]["step"] == 4 and 0 <= m["eval"]["class_accuracy"] <= 1
+
+
+@pytest.fixture(scope="module")
+def dit_done(rae_run, tmp_path_factory):
+    """A finished 4-step train-dit run with checkpoints at 2 and 4 and evaluations at 2 and 4."""
+    out = tmp_path_factory.mktemp("dit_done") / "run"
+    train_dit(_cfg(rae_run, max_steps=4, log_every=1, checkpoint_every=2, eval_every=2, eval_num=20, eval_steps=2,
+                   eval_real=20), out)
+    return out
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    return shutil.copytree(run, tmp_path / "run")
+
+
+def _fingerprint(run) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _dit_argv(rae_run, out, *extra):
+    return ["rae", "train-dit", "--rae", str(rae_run), "--model", "dit-tiny", "--max-steps", "4", "--batch-size", "8",
+            "--set", "log_every=1", "--set", "checkpoint_every=2", "--set", "eval_every=2", "--set", "eval_num=20",
+            "--set", "eval_steps=2", "--set", "eval_real=20", "--set", "device=cpu", "--out", str(out), *extra]
+
+
+def _rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_train_dit_resume_refuses_other_settings_and_writes_nothing(rae_run, dit_done, tmp_path, capsys):
+    run = _copy(dit_done, tmp_path)
+    before = _fingerprint(run)
+    with pytest.raises(SystemExit) as e:
+        main([*_dit_argv(rae_run, run, "--resume"), "--model", "ditdh-tiny"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert f"train-dit --resume: model is 'ditdh-tiny' but the checkpoint in {run} was trained with 'dit-tiny'" in err
+    base = dict(max_steps=4, log_every=1, checkpoint_every=2, eval_every=2, eval_num=20, eval_steps=2, eval_real=20)
+    with pytest.raises(UserError, match="max_steps is 3 but the checkpoint .* at step 4"):
+        train_dit(_cfg(rae_run, **{**base, "max_steps": 3}), run, resume=True)
+    with pytest.raises(UserError, match="lr is 0.1 but"):
+        train_dit(_cfg(rae_run, **base, lr=0.1), run, resume=True)
+    with pytest.raises(UserError, match="holds checkpoints of an earlier run .step 4.; pass --resume"):
+        train_dit(_cfg(rae_run, **base), run)
+    assert _fingerprint(run) == before
+
+
+def test_train_dit_resume_with_nothing_left_re_exports_the_checkpoint(rae_run, dit_done, tmp_path, capsys):
+    from genrep.core.checkpoint import load_model_weights
+
+    run = _copy(dit_done, tmp_path)
+    (run / "model" / "dit.safetensors").unlink()
+    with (run / "train_log.jsonl").open("a") as f:
+        f.write('{"step": 5, "lo')  # torn by a kill
+    stale = run / "checkpoints" / ".step-00000006.safetensors.x7.tmp"
+    stale.write_bytes(b"\0" * 500)
+    main(_dit_argv(rae_run, run, "--resume"))
+    out = capsys.readouterr().out
+    assert "nan" not in out and "nothing left to train" in out and "final loss" in out
+    m = json.loads((run / "metrics.json").read_text())
+    log = _rows(run / "train_log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and m["final"] == log[-1]
+    assert m["steps"] == 4 and m["resumed_from"] == 4
+    assert [r["step"] for r in _rows(run / "eval_log.jsonl")] == [2, 4] and m["eval"]["step"] == 4  # not re-evaluated
+    ema = load_model_weights(run / "checkpoints" / "step-00000004.safetensors", "ema")
+    exported = load_file(str(run / "model" / "dit.safetensors"))
+    assert ema.keys() == exported.keys() and all(torch.equal(ema[k], exported[k]) for k in ema)
+    assert not stale.exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002.safetensors",
+                                                                      "step-00000004.safetensors"]
+
+
+def test_train_dit_raised_budget_is_recorded_and_fresh_starts_over(rae_run, dit_done, tmp_path):
+    run = _copy(dit_done, tmp_path)
+    base = dict(log_every=1, checkpoint_every=2, eval_every=2, eval_num=20, eval_steps=2, eval_real=20)
+    m = train_dit(_cfg(rae_run, max_steps=5, **{**base, "eval_every": 0}), run, resume=True)
+    (event,) = [r for r in _rows(run / "train_log.jsonl") if "event" in r]
+    assert (event["step"], event["from"], event["to"]) == (4, 4, 5) and "does not depend" in event["note"]
+    assert m["resumed_from"] == 4 and m["final"]["step"] == 5
+    assert json.loads((run / "metrics.json").read_text())["max_steps_changed"][0]["to"] == 5
+    train_dit(_cfg(rae_run, max_steps=2, **{**base, "eval_every": 0}), run, fresh=True)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002.safetensors"]
+    assert [r["step"] for r in _rows(run / "train_log.jsonl")] == [1, 2]
+    assert not (run / "eval_log.jsonl").exists()  # the earlier run's evaluations went with it
+    assert "resumed_from" not in json.loads((run / "metrics.json").read_text())

@@ -1,10 +1,12 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from genrep.cli import main
+from genrep.core.checkpoint import Checkpointer, load_model_weights, read_metadata
 from genrep.core.errors import UserError
 from genrep.rae.autoencoder import RAE
 from genrep.rae.encoders import build_encoder
@@ -75,14 +77,124 @@ def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_decoder(_cfg(cache_dir, max_steps=20), tmp_path / "parts")
     monkeypatch.setattr(td, "add_latent_noise", real_noise)
-    assert [s for s, _ in td.Checkpointer(tmp_path / "parts" / "checkpoints").all()] == [10]
+    ckdir = tmp_path / "parts" / "checkpoints"
+    assert [s for s, _ in Checkpointer(ckdir).all()] == [10]
+    # what a kill can leave: a log line cut short and the temporary file of a checkpoint write
+    with (tmp_path / "parts" / "train_log.jsonl").open("a") as f:
+        f.write('{"step": 15, "epoch": 0.9, "lo')
+    stale = ckdir / ".step-00000020.safetensors.k1ll3d.tmp"
+    stale.write_bytes(b"\0" * 1000)
     train_decoder(_cfg(cache_dir, max_steps=20), tmp_path / "parts", resume=True)
+    assert not stale.exists() and not list(ckdir.glob(".*.tmp"))
     a = load_file(str(tmp_path / "full" / "checkpoints" / "step-00000020.safetensors"))
     b = load_file(str(tmp_path / "parts" / "checkpoints" / "step-00000020.safetensors"))
     keys = [k for k in a if not k.startswith("rng.")]
     assert keys and all(torch.equal(a[k], b[k]) for k in keys)
     steps = [json.loads(line)["step"] for line in (tmp_path / "parts" / "train_log.jsonl").read_text().splitlines()]
     assert steps == [5, 10, 15, 20]  # no duplicated log lines after the resume
+
+
+@pytest.fixture(scope="module")
+def done_run(cache_dir, tmp_path_factory):
+    """A finished 8-step run (checkpoints at 4 and 8); tests work on copies of it."""
+    out = tmp_path_factory.mktemp("done") / "run"
+    train_decoder(_cfg(cache_dir, max_steps=8, checkpoint_every=4, log_every=2), out)
+    return out
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def _fingerprint(run) -> dict:
+    """Hashes of every file in the run directory (a refused command must leave them all as they were)."""
+    import hashlib
+
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _cli(argv, capsys) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _decoder_argv(cache_dir, out, *extra):
+    return ["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "tiny", "--max-steps", "8",
+            "--batch-size", "16", "--set", "lr=0.001", "--set", "warmup_steps=5", "--set", "perceptual=none",
+            "--set", "log_every=2", "--set", "checkpoint_every=4", "--set", "device=cpu", "--out", str(out), *extra]
+
+
+def test_resume_with_a_changed_setting_is_one_line_and_writes_nothing(cache_dir, done_run, tmp_path, capsys):
+    run = _copy(done_run, tmp_path)
+    before = _fingerprint(run)
+    code, _, err = _cli([*_decoder_argv(cache_dir, run, "--resume"), "--decoder", "S"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"train-decoder --resume: decoder is 'S' but the checkpoint in {run} was trained with 'tiny'" in err
+    code, _, err = _cli([*_decoder_argv(cache_dir, run, "--resume"), "--max-steps", "6"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "max_steps is 6 but the checkpoint" in err and "at step 8" in err
+    assert _fingerprint(run) == before  # config.yaml, metrics.json, the log, the checkpoints: untouched
+
+
+def test_the_config_check_does_not_depend_on_config_yaml(cache_dir, done_run, tmp_path):
+    run = _copy(done_run, tmp_path)
+    (run / "config.yaml").write_text("decoder: S\n")  # the checkpoint's own record of its config wins
+    with pytest.raises(UserError, match="noise_tau is 0.5 but the checkpoint"):
+        train_decoder(_cfg(cache_dir, max_steps=8, checkpoint_every=4, log_every=2, noise_tau=0.5), run, resume=True)
+
+
+def test_resume_with_nothing_left_re_exports_the_checkpoint(cache_dir, done_run, tmp_path, capsys):
+    run = _copy(done_run, tmp_path)
+    (run / "model" / "rae.safetensors").unlink()  # as if the first run was killed while exporting
+    (run / "metrics.json").unlink()
+    code, out, err = _cli(_decoder_argv(cache_dir, run, "--resume"), capsys)
+    assert code == 0, err
+    assert "nan" not in out and "nothing left to train" in out and "final loss" in out
+    m = json.loads((run / "metrics.json").read_text())
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert m["steps"] == 8 and m["resumed_from"] == 8 and m["final"] == log[-1] and m["final"]["step"] == 8
+    assert [r["step"] for r in log] == [2, 4, 6, 8]
+    ema = load_model_weights(run / "checkpoints" / "step-00000008.safetensors", "ema")
+    exported = {k.removeprefix("decoder."): v for k, v in load_file(str(run / "model" / "rae.safetensors")).items()
+                if k.startswith("decoder.")}
+    assert ema.keys() == exported.keys() and all(torch.equal(ema[k], exported[k]) for k in ema)
+    assert [s for s, _ in Checkpointer(run / "checkpoints").all()] == [4, 8]
+
+
+def test_raising_max_steps_on_resume_is_recorded(cache_dir, done_run, tmp_path):
+    run = _copy(done_run, tmp_path)
+    m = train_decoder(_cfg(cache_dir, max_steps=12, checkpoint_every=4, log_every=2), run, resume=True)
+    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    events = [r for r in rows if "event" in r]
+    assert [r["step"] for r in rows if "event" not in r] == [2, 4, 6, 8, 10, 12]
+    assert len(events) == 1 and events[0]["step"] == 8 and (events[0]["from"], events[0]["to"]) == (8, 12)
+    assert "LR schedule follows max_steps=12 from step 8" in events[0]["note"]
+    written = json.loads((run / "metrics.json").read_text())
+    assert m["steps"] == written["steps"] == 12 and written["resumed_from"] == 8 and written["final"]["step"] == 12
+    assert written["max_steps_changed"] == [{k: events[0][k] for k in ("step", "from", "to", "note")}]
+    meta = read_metadata(run / "checkpoints" / "step-00000012.safetensors")
+    assert meta["extra"]["config"]["max_steps"] == 12 and meta["extra"]["config"]["decoder"] == "tiny"
+
+
+def test_a_new_run_into_an_out_with_checkpoints_is_refused_unless_fresh(cache_dir, done_run, tmp_path, capsys):
+    run = _copy(done_run, tmp_path)
+    before = _fingerprint(run)
+    code, _, err = _cli(_decoder_argv(cache_dir, run), capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{run / 'checkpoints'} holds checkpoints of an earlier run (step 8); pass --resume" in err
+    assert _fingerprint(run) == before
+    train_decoder(_cfg(cache_dir, max_steps=3, checkpoint_every=2, log_every=1), run, fresh=True)
+    assert [s for s, _ in Checkpointer(run / "checkpoints").all()] == [2, 3]
+    assert [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 3
 
 
 def test_reconstruct_writes_the_metric_contract(cache_dir, tmp_path):

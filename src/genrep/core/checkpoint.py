@@ -28,6 +28,8 @@ from genrep.core.errors import UserError
 
 _NAME = "step-{step:08d}.safetensors"
 _PATTERN = re.compile(r"step-(\d{8})\.safetensors$")
+# what save_checkpoint's mkstemp leaves behind when the process dies mid-write
+_TEMP_PATTERN = re.compile(r"\.step-\d{8}\.safetensors\..*\.tmp$")
 
 
 def _plain(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -182,6 +184,18 @@ def load_checkpoint(
     return meta
 
 
+def read_metadata(path: str | Path) -> dict:
+    """The JSON metadata of a checkpoint (``step``, ``extra``, ...) without reading any tensor."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return json.loads(f.metadata()["genrep"])
+    except (OSError, KeyError, TypeError, ValueError, SafetensorError) as err:
+        raise UserError(f"{path}: not a genrep checkpoint ({type(err).__name__})") from None
+
+
 def load_model_weights(path: str | Path, prefix: str = "model") -> dict[str, torch.Tensor]:
     """Only the model (or ``prefix="ema"``) weights of a checkpoint, as a state dict."""
     out = {}
@@ -212,6 +226,26 @@ class Checkpointer:
     def latest(self) -> Path | None:
         found = self.all()
         return found[-1][1] if found else None
+
+    def stale_temporaries(self) -> list[Path]:
+        """Temporary files of checkpoint writes that were cut short (the process was killed)."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if _TEMP_PATTERN.match(p.name) and p.is_file())
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete :meth:`stale_temporaries`; call it on rank 0 only, when a run starts (no write is
+        in flight then: ``--out`` is locked to one process). Returns the removed paths."""
+        removed = self.stale_temporaries()
+        for p in removed:
+            p.unlink(missing_ok=True)
+        return removed
+
+    def remove_all(self) -> None:
+        """Delete every checkpoint (and stale temporary file) of this directory, nothing else."""
+        for _, p in self.all():
+            p.unlink(missing_ok=True)
+        self.remove_stale_temporaries()
 
     def save(self, step: int, **objects: Any) -> Path:
         path = save_checkpoint(self.dir / _NAME.format(step=step), step=step, **objects)

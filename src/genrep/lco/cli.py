@@ -32,15 +32,15 @@ def train_cmd(backbone, data, method, max_steps, batch_size, chunk_size, lr, gra
               config_path, overrides, out):
     """Contrastive refinement (InfoNCE, in-batch + hard negatives) of a generative backbone."""
     from genrep.core.config import load_config
+    from genrep.core.resume import summary
     from genrep.lco.train import TrainConfig, train
 
     flags = _flags(backbone=backbone, data=data, method=method, max_steps=max_steps, batch_size=batch_size,
                    chunk_size=chunk_size, lr=lr, grad_checkpointing=grad_checkpointing)
     cfg = load_config(TrainConfig, config_path, overrides, flags=flags)
     m = train(cfg, out, resume=resume)
-    final = m.get("final", {})
-    click.echo(f"trained {cfg.method} on {cfg.backbone} for {cfg.max_steps} steps; final loss "
-               f"{final.get('loss', float('nan')):.4f}; model in {Path(out) / 'model'}")
+    click.echo(f"trained {cfg.method} on {cfg.backbone} for {m['steps']} steps; {summary(m)}; "
+               f"model in {Path(out) / 'model'}")
 
 
 @lco.command("eval")

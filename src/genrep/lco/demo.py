@@ -45,7 +45,7 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     before = evaluate(ecfg, base_dir / "eval_base", emb=emb)
     layer_anisotropy("base", emb)
     del emb
-    tm = train(tcfg, base_dir / "train")
+    tm = train(tcfg, base_dir / "train", fresh=True)  # a demo re-run replaces the last one
     ecfg.model = str(base_dir / "train" / "model")
     emb = load_model(ecfg.model, device=pick_device("cpu"))
     after = evaluate(ecfg, base_dir / "eval_tuned", emb=emb)
@@ -136,7 +136,7 @@ def add_grsl_section(report: Report, cfg, run: RunDir) -> dict:
 
     ecfg = grsl_profile(cfg.profile)
     ecfg.seed = cfg.seed
-    m = run_experiment(ecfg, run.path / "lco_grsl")
+    m = run_experiment(ecfg, run.path / "lco_grsl", fresh=True)
     figures = run.path / "lco_grsl" / "figures"
     pre = ecfg.pretrain
     sec = report.section("LCO-EMB: a tiny VLM, text-only refinement and the scaling law")

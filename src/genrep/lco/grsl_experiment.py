@@ -18,7 +18,10 @@ refinement. The experiment:
    against generative score, the correlation, plots, ``metrics.json`` and ``points.jsonl``.
 
 Every stage writes its result before the next starts; ``--resume`` skips finished stages and
-continues an interrupted pre-training or refinement from its last checkpoint.
+continues an interrupted pre-training or refinement from its last checkpoint. A resumed experiment
+must have the config of the run it continues (only :data:`RESUME_MAY_DIFFER` may change; checked
+against ``OUT/config.yaml`` before anything is written), and a run without ``--resume`` refuses an
+``OUT`` that holds checkpoints of an earlier one unless ``fresh`` is passed.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 from genrep.core.config import Count, Fraction, NonNegInt, Positive, require_positive
 from genrep.core.errors import UserError
 from genrep.core.images import figure_png
+from genrep.core.resume import check_same_config, refuse_earlier_run
 from genrep.core.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from genrep.lco.analysis import anisotropy
 from genrep.lco.captions import SYNONYMS, caption, caption_triplets, class_prompts
@@ -42,6 +46,10 @@ from genrep.lco.metrics import cosine_matrix, mcnemar_exact, retrieval_metrics, 
 from genrep.lco.pretrain_vlm import SCORE_FILE, CaptionData, PretrainConfig, backbone_name, fashion_split, pretrain
 
 GENERATIVE_METRICS = ("caption_loglik", "caption_accuracy")
+# what --resume accepts changed: where it runs and the pre-training's logging and checkpointing (a finished
+# stage is never redone, so anything that would change its result must stay as it was)
+RESUME_MAY_DIFFER = ("device", "pretrain.device", "pretrain.log_every", "pretrain.checkpoint_every",
+                     "pretrain.keep_checkpoints")
 REPRESENTATION_METRICS = ("zero_shot_accuracy", "i2t_top1", "i2t_ndcg@10")
 
 
@@ -177,8 +185,30 @@ def _validate(cfg: GRSLExperimentConfig) -> None:
         raise UserError("pretrain.save_at: the scaling-law fit needs at least 3 backbones (save_at + the last step)")
 
 
-def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = False) -> dict:
-    """Run (or with ``resume``, finish) the experiment; returns and writes the metrics."""
+def _check_start(cfg: GRSLExperimentConfig, run: RunDir, resume: bool, fresh: bool) -> None:
+    """The resume rules of the module docstring; after they pass, a run that is not resumed drops the
+    per-backbone results of an earlier run (it recomputes them all)."""
+    import shutil
+
+    from genrep.core.config import read_yaml
+
+    command = "lco grsl-experiment"
+    if resume and fresh:
+        raise UserError(f"{command}: resume and fresh exclude each other")
+    if resume:
+        if (run / "config.yaml").is_file():
+            check_same_config(command, cfg, read_yaml(run / "config.yaml"), f"the experiment in {run.path} ran with",
+                              RESUME_MAY_DIFFER)
+        return
+    if not fresh:
+        for ckpt_dir in [run / "pretrain" / "checkpoints", *sorted((run / "family").glob("*/refine/checkpoints"))]:
+            refuse_earlier_run(command, ckpt_dir)
+    shutil.rmtree(run / "family", ignore_errors=True)
+
+
+def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
+    """Run (or with ``resume``, finish) the experiment; returns and writes the metrics. ``fresh`` deletes
+    an earlier run's checkpoints, logs and results in ``out`` first."""
     from genrep.core.progress import track
     from genrep.core.runtime import pick_device
     from genrep.lco.adapters import LoraSettings, load_model
@@ -189,13 +219,14 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
     cfg.pretrain.device = device
     cfg.pretrain.seed = cfg.seed  # one seed for the whole experiment (data splits, captions, refinement)
     run = RunDir(out)
+    _check_start(cfg, run, resume, fresh)
     run.write_config(cfg)
 
     # 1. generative pre-training -> backbones with generative scores
     pre_dir = run / "pretrain"
     pre = _read(pre_dir / "metrics.json") if resume else None
     if pre is None:
-        pre = pretrain(cfg.pretrain, pre_dir, resume=resume)
+        pre = pretrain(cfg.pretrain, pre_dir, resume=resume, fresh=fresh)
     backbones = [(backbone_name(b["step"]), Path(b["dir"])) for b in pre["backbones"]]
 
     # 2-3. text-only refinement data, then per backbone: before, refine, after

@@ -17,6 +17,7 @@ its *generative score* on held-out Fashion-MNIST test images:
 
 Training is resumable (``--resume``): the trainable weights, the optimizer, the scheduler and the
 RNGs are checkpointed, the batches are a function of (seed, step), and saved backbones are kept.
+Only the fields in :data:`RESUME_MAY_DIFFER` may change on resume (``genrep.core.resume``).
 """
 
 from __future__ import annotations
@@ -32,18 +33,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genrep.core.checkpoint import Checkpointer
 from genrep.core.config import Count, Fraction, NonNeg, NonNegInt, Positive, require_positive
 from genrep.core.errors import UserError
 from genrep.core.images import figure_png
+from genrep.core.jsonl import append_jsonl
 from genrep.core.lr_schedule import warmup_cosine
 from genrep.core.progress import progress_bar, track
-from genrep.core.rundir import RunDir, atomic_write_bytes, atomic_write_json, truncate_log
+from genrep.core.resume import start_run
+from genrep.core.rundir import RunDir, atomic_write_bytes, atomic_write_json
 from genrep.core.runtime import pick_device, seed_everything
 from genrep.lco.captions import PHOTO_CAPTIONS, caption, class_of_caption, image_attributes
 from genrep.lco.tinyvlm import TinyVLM, TinyVLMConfig, TinyVLMProcessor, build_tinyvlm
 
 SCORE_FILE = "generative.json"
+# run-control fields that --resume accepts changed (``steps`` is this command's step budget)
+RESUME_MAY_DIFFER = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "device")
 
 
 @dataclass
@@ -312,8 +316,11 @@ def _curve_figure(points: list[dict], log: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict:
-    """Run the captioning pre-training; returns (and writes) the metrics with one entry per saved backbone."""
+def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
+    """Run the captioning pre-training; returns (and writes) the metrics with one entry per saved backbone.
+
+    ``resume`` continues the run in ``out``; ``fresh`` deletes its checkpoints and log and starts over.
+    """
     require_positive(cfg, ("steps", "batch_size", "eval_images", "eval_batch_size", "log_every", "checkpoint_every",
                            "max_new_tokens", "train_images"), "lco pretrain-vlm")
     cfg.vlm.validate()
@@ -327,6 +334,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict
     save_at = sorted(set(cfg.save_at) | {cfg.steps})
     device = pick_device(cfg.device)
     run = RunDir(out)
+    begin = start_run("lco pretrain-vlm", cfg, run.path, resume=resume, fresh=fresh, may_differ=RESUME_MAY_DIFFER,
+                      steps_key="steps", keep_last=cfg.keep_checkpoints)
     run.write_config(cfg)
     seed_everything(cfg.seed)
     train_data = fashion_split("train", cfg.train_images, cfg.seed)
@@ -352,22 +361,22 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
     sched = warmup_cosine(opt, min(cfg.warmup_steps, cfg.steps), cfg.steps)
     state = _Trainable(model)
-    ckpt = Checkpointer(run.checkpoints, keep_last=cfg.keep_checkpoints)
-    start = 0
-    if resume:
-        meta = ckpt.resume(model=state, optimizer=opt, scheduler=sched)
-        if meta is not None:
-            start = meta["step"]
+    if begin.resumed:
+        begin.load(model=state, optimizer=opt, scheduler=sched)
+    start = begin.step
     log_path = run / "train_log.jsonl"
-    truncate_log(log_path, start)
     backbones_dir = run / "backbones"
+    if not begin.resumed and backbones_dir.is_dir():
+        # a run from scratch saves every backbone anew; an earlier run's must not pass for its own on a later resume
+        for old in backbones_dir.glob("step_*"):
+            shutil.rmtree(old, ignore_errors=True)
     backbones_dir.mkdir(exist_ok=True)
     prompt = prompt_text(processor, cfg.instruction)
     trainable = [p for g in params for p in g["params"]]
 
     def maybe_save(step: int) -> None:
         target = backbones_dir / backbone_name(step)
-        if step in save_at and not (resume and (target / SCORE_FILE).is_file()):
+        if step in save_at and not (begin.resumed and (target / SCORE_FILE).is_file()):
             score = {"step": step, **generative_score(model, processor, eval_data, cfg)}
             save_backbone(model, processor, target, score, cfg.lm_lora_r > 0)
 
@@ -395,10 +404,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict
                 rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": grad_norm,
                        "seconds": time.perf_counter() - t0}
                 bar.status(f"loss {float(loss.detach()):.3f}")
-                with log_path.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                append_jsonl(log_path, rec, fsync=False)
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                ckpt.save(step + 1, model=state, optimizer=opt, scheduler=sched)
+                begin.save(step + 1, model=state, optimizer=opt, scheduler=sched)
             if step + 1 in save_at:
                 maybe_save(step + 1)
                 model.train()
@@ -408,13 +416,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False) -> dict
         f = backbones_dir / backbone_name(s) / SCORE_FILE
         if f.is_file():
             points.append({**json.loads(f.read_text()), "dir": str(f.parent.resolve())})
-    log = [json.loads(line) for line in log_path.read_text().splitlines() if line] if log_path.exists() else []
+    log = begin.log_rows()
     atomic_write_bytes(run.figures / "generative_score.png", _curve_figure(points, log))
     atomic_write_bytes(run.figures / "captions.png", _samples_figure(
         eval_data, [(backbone_name(p["step"]).replace("step_", "").lstrip("0") or "0",
                      [s["caption"] for s in p["samples"]]) for p in points]))
     metrics = {"backbones": [{k: v for k, v in p.items() if k != "samples"} for p in points],
                "steps": cfg.steps, "final_loss": log[-1]["loss"] if log else None,
-               "trainable_params": sum(p.numel() for p in trainable)}
+               "trainable_params": sum(p.numel() for p in trainable), **begin.metrics()}
     run.write_metrics(metrics)
     return metrics

@@ -9,12 +9,12 @@ of the whole batch, the activation memory of one chunk); ``grad_checkpointing`` 
 activations in the backward pass. Under torchrun every rank takes its slice of the global batch.
 
 The data order is a function of (seed, epoch) only and the checkpoint holds the trainable
-weights, the optimizer, the scheduler and every RNG, so ``--resume`` continues exactly.
+weights, the optimizer, the scheduler and every RNG, so ``--resume`` continues exactly; only the
+fields in :data:`RESUME_MAY_DIFFER` may change on resume (``genrep.core.resume``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,14 +22,15 @@ from pathlib import Path
 
 import torch
 
-from genrep.core.checkpoint import Checkpointer
 from genrep.core.config import Count, NonNeg, NonNegInt, Positive, require_positive
 from genrep.core.distributed import all_reduce_mean, init_distributed
 from genrep.core.errors import UserError
 from genrep.core.images import figure_png
+from genrep.core.jsonl import append_jsonl
 from genrep.core.lr_schedule import warmup_cosine
 from genrep.core.progress import progress_bar
-from genrep.core.rundir import RunDir, atomic_write_bytes, truncate_log
+from genrep.core.resume import RUN_CONTROL, start_run
+from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.core.runtime import pick_device, seed_everything
 from genrep.lco.adapters import LoraSettings, TrainableState, apply_method, save_model
 from genrep.lco.backbones import load_backbone
@@ -38,6 +39,9 @@ from genrep.lco.embedding import EmbeddingModel, PromptConfig
 from genrep.lco.loss import chunked_contrastive_backward, info_nce
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# run-control fields that --resume accepts changed, and two memory knobs that keep the recipe (the same
+# gradient up to float rounding: GradCache chunks, recomputed activations)
+RESUME_MAY_DIFFER = (*RUN_CONTROL, "chunk_size", "grad_checkpointing")
 
 
 @dataclass
@@ -101,7 +105,9 @@ def _loss_plot(log: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
+    """Train; writes config.yaml, checkpoints/, train_log.jsonl, model/ and metrics.json. ``resume``
+    continues the run in ``out``; ``fresh`` deletes its checkpoints and logs and starts over."""
     require_positive(cfg, ("max_steps", "batch_size", "log_every", "checkpoint_every", "max_length"), "lco train")
     if cfg.dtype not in DTYPES:
         raise UserError(f"dtype: unknown '{cfg.dtype}' (one of {', '.join(DTYPES)})")
@@ -114,11 +120,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
         raise UserError("lco train: different query/document prompts under DDP need chunk_size > 0 "
                         "(the plain step would run two forwards before one backward)")
     device = pick_device(cfg.device)
+    rows = load_training_rows(cfg)  # bad training data fails before anything is written
     run = RunDir(out)
+    begin = start_run("lco train", cfg, run.path, resume=resume, fresh=fresh, may_differ=RESUME_MAY_DIFFER,
+                      keep_last=cfg.keep_checkpoints, is_main=info.is_main)
     if info.is_main:
         run.write_config(cfg)
     seed_everything(cfg.seed + info.rank)
-    rows = load_training_rows(cfg)
     if not cfg.hard_negatives:
         rows = [Triplet(r.anchor, r.positive, None) for r in rows]
 
@@ -140,15 +148,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_cosine(opt, min(cfg.warmup_steps, cfg.max_steps), cfg.max_steps)
     state = TrainableState(emb)
-    ckpt = Checkpointer(run.checkpoints, keep_last=cfg.keep_checkpoints)
-    start = 0
-    if resume:
-        meta = ckpt.resume(model=state, optimizer=opt, scheduler=sched)
-        if meta is not None:
-            start = meta["step"]
+    ckpt = begin.checkpointer
+    if begin.resumed:
+        begin.load(model=state, optimizer=opt, scheduler=sched)
+    start = begin.step
     log_path = run / "train_log.jsonl"
-    if info.is_main:
-        truncate_log(log_path, start)
 
     per_rank = cfg.batch_size // info.world_size
     chunk = cfg.chunk_size or 0
@@ -187,16 +191,17 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
                         "seconds": time.perf_counter() - t0}
                 bar.status(f"loss {loss:.4f}")
                 if info.is_main:
-                    with log_path.open("a") as f:
-                        f.write(json.dumps(last) + "\n")
+                    append_jsonl(log_path, last, fsync=False)
             if (step + 1) % cfg.checkpoint_every == 0 and info.is_main:
-                ckpt.save(step + 1, model=state, optimizer=opt, scheduler=sched)
+                begin.save(step + 1, model=state, optimizer=opt, scheduler=sched)
 
+    if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
+        last = begin.final_row() if info.is_main else {"step": start}
     metrics = {"steps": cfg.max_steps, "method": cfg.method, "backbone": cfg.backbone,
                "trainable_params": sum(p.numel() for p in params), "train_rows": len(rows), "final": last}
     if info.is_main:
-        if cfg.max_steps % cfg.checkpoint_every:
-            ckpt.save(cfg.max_steps, model=state, optimizer=opt, scheduler=sched)
+        if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
+            begin.save(cfg.max_steps, model=state, optimizer=opt, scheduler=sched)
         if ddp is not None and cfg.method == "head":
             emb.head = ddp.module
         emb.forward_module = None
@@ -205,9 +210,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
             model.gradient_checkpointing_disable()
         save_model(emb, run / "model", method=cfg.method, backbone=cfg.backbone,
                    info={"trained_steps": cfg.max_steps, "data": cfg.data})
-        log = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+        log = begin.log_rows()
         if log:
             atomic_write_bytes(run.figures / "loss.png", _loss_plot(log))
+        metrics.update(begin.metrics())
         run.write_metrics(metrics)
     return metrics
 

@@ -75,15 +75,14 @@ def cache_latents_cmd(encoder, source, input_size, layer, dataset, split, image_
 def train_decoder_cmd(latents, decoder, max_steps, batch_size, noise_tau, resume, config_path, overrides, out):
     """Train the ViT decoder on cached latents (noise-augmented, EMA, checkpoints)."""
     from genrep.core.config import load_config
+    from genrep.core.resume import summary
     from genrep.rae.train_decoder import TrainDecoderConfig, train_decoder
 
     flags = _flags(latents=str(latents) if latents else None, decoder=decoder, max_steps=max_steps,
                    batch_size=batch_size, noise_tau=noise_tau)
     cfg = load_config(TrainDecoderConfig, config_path, overrides, flags=flags)
     m = train_decoder(cfg, out, resume=resume)
-    final = m.get("final", {})
-    click.echo(f"trained {cfg.decoder} decoder for {cfg.max_steps} steps; final loss {final.get('loss', float('nan')):.4f}; "
-               f"model in {Path(out) / 'model'}")
+    click.echo(f"trained {cfg.decoder} decoder for {m['steps']} steps; {summary(m)}; model in {Path(out) / 'model'}")
 
 
 @rae.command("reconstruct")
@@ -120,14 +119,15 @@ def reconstruct_cmd(model, dataset, split, limit, latent_noise, config_path, ove
 def train_dit_cmd(rae_dir, latents, model, max_steps, batch_size, resume, config_path, overrides, out):
     """Train a DiT / DiT^DH with flow matching in the RAE latent (schedule shift, EMA, checkpoints)."""
     from genrep.core.config import load_config
+    from genrep.core.resume import summary
     from genrep.rae.train_dit import TrainDiTConfig, train_dit
 
     flags = _flags(rae=str(rae_dir) if rae_dir else None, latents=str(latents) if latents else None, model=model,
                    max_steps=max_steps, batch_size=batch_size)
     cfg = load_config(TrainDiTConfig, config_path, overrides, flags=flags)
     m = train_dit(cfg, out, resume=resume)
-    click.echo(f"trained {cfg.model} for {cfg.max_steps} steps (shift alpha {m['shift_alpha']:.3f}); "
-               f"final loss {m['final'].get('loss', float('nan')):.4f}; model in {Path(out) / 'model'}")
+    click.echo(f"trained {cfg.model} for {m['steps']} steps (shift alpha {m['shift_alpha']:.3f}); "
+               f"{summary(m)}; model in {Path(out) / 'model'}")
 
 
 @rae.command("sample")

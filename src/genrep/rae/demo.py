@@ -55,7 +55,7 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
                                    warmup_steps=min(100, p.decoder_steps // 4), perceptual="none", noise_tau=0.8,
                                    log_every=max(1, p.decoder_steps // 20), checkpoint_every=p.decoder_steps,
                                    seed=cfg.seed)
-    tm = train_decoder(train_cfg, base / "decoder")
+    tm = train_decoder(train_cfg, base / "decoder", fresh=True)  # a demo re-run replaces the last one
     m = reconstruct(ReconstructConfig(model=base / "decoder", limit=p.test_images, seed=cfg.seed), base / "reconstruct")
     sec = report.section("RAE stage 1: a representation autoencoder on Fashion-MNIST")
     sec.text(
@@ -106,7 +106,8 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
 
     tm = train_dit(TrainDiTConfig(rae=base / "decoder", model="ditdh-tiny", max_steps=p.dit_steps, batch_size=p.dit_batch,
                                   lr=p.dit_lr, warmup_steps=min(30, p.dit_steps // 4), log_every=max(1, p.dit_steps // 20),
-                                  checkpoint_every=p.dit_steps, seed=cfg.seed, precision="auto"), base / "dit")
+                                  checkpoint_every=p.dit_steps, seed=cfg.seed, precision="auto"), base / "dit",
+                   fresh=True)
     sm = sample(SampleConfig(dit=base / "dit", num=p.generated, steps=p.sample_steps, guidance="cfg", scale=p.cfg_scale,
                              interval=(0.0, 1.0), per_class=p.generated // 10, seed=cfg.seed), base / "samples")
     ecfg = EvalConfig(samples=base / "samples", real_limit=p.real_images, classifier_train=2 * p.real_images)

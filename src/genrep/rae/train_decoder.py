@@ -4,7 +4,8 @@ Loss ``L = L1 + w_p * perceptual + w_g * lambda * GAN`` (paper: w_p = 1 with LPI
 lambda the adaptive weight from the decoder's last layer, capped at 1e4). The latent is
 noise-augmented during training (``sigma ~ |N(0, tau^2)|``, tau = 0.8). AdamW with betas
 (0.9, 0.95), linear warmup then cosine decay to ``final_lr``, an EMA of the decoder, gradient
-clipping, DDP under torchrun, checkpoints every ``checkpoint_every`` steps and ``--resume``.
+clipping, DDP under torchrun, checkpoints every ``checkpoint_every`` steps and ``--resume``
+(``genrep.core.resume``: only the fields in :data:`RESUME_MAY_DIFFER` may change on resume).
 
 Latents come from a cache (``genrep rae cache-latents``) or, with ``on_the_fly``, from running
 the frozen encoder on each batch; both draw the same indices, so they train the same model.
@@ -12,7 +13,6 @@ the frozen encoder on each batch; both draw the same indices, so they train the 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +20,15 @@ from typing import Annotated, Literal, Optional
 
 import torch
 
-from genrep.core.checkpoint import Checkpointer
 from genrep.core.config import Bounds, Count, Fraction, NonNeg, NonNegInt, Positive, require_positive
 from genrep.core.distributed import init_distributed
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
+from genrep.core.jsonl import append_jsonl
 from genrep.core.lr_schedule import warmup_cosine
 from genrep.core.progress import progress_bar
-from genrep.core.rundir import RunDir, truncate_log
+from genrep.core.resume import RUN_CONTROL, RunStart, start_run
+from genrep.core.rundir import RunDir
 from genrep.core.runtime import pick_device, seed_everything, step_generator
 from genrep.rae.autoencoder import RAE
 from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder, num_params
@@ -73,6 +74,11 @@ class TrainDecoderConfig:
     device: str = "auto"
 
 
+# run-control fields that --resume accepts changed; on_the_fly draws the same indices and encodes the same
+# images (module docstring), it only trades the cache read for encoder time
+RESUME_MAY_DIFFER = (*RUN_CONTROL, "on_the_fly")
+
+
 def _check(cfg: TrainDecoderConfig) -> None:
     if cfg.latents is None:
         raise UserError("train-decoder: --latents DIR is required (a cache from 'genrep rae cache-latents')")
@@ -95,12 +101,18 @@ def build_decoder(cache: CachedLatents, size: str, patch: int | None) -> ViTDeco
     return ViTDecoder(DecoderConfig(latent_channels=c, grid=g, patch=patch, size=size))
 
 
-def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False) -> dict:
-    """Train; writes config.yaml, checkpoints/, train_log.jsonl, model/ (the RAE) and metrics.json."""
+def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
+    """Train; writes config.yaml, checkpoints/, train_log.jsonl, model/ (the RAE) and metrics.json.
+
+    ``resume`` continues the run in ``out`` from its latest checkpoint; ``fresh`` deletes that run's
+    checkpoints and logs and starts over (without either, ``out`` must not hold checkpoints).
+    """
     _check(cfg)
     info = init_distributed()
     device = pick_device(cfg.device)
     run = RunDir(out)
+    begin = start_run("train-decoder", cfg, run.path, resume=resume, fresh=fresh, may_differ=RESUME_MAY_DIFFER,
+                      keep_last=cfg.keep_checkpoints, is_main=info.is_main)
     if info.is_main:
         run.write_config(cfg)
     seed_everything(cfg.seed + info.rank)
@@ -127,15 +139,11 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
 
     modules = torch.nn.ModuleDict({"decoder": decoder, **({"disc": disc} if disc is not None else {})})
     optimizers = {"decoder": opt, **({"disc": d_opt} if d_opt is not None else {})}
-    ckpt = Checkpointer(run.checkpoints, keep_last=cfg.keep_checkpoints)
-    start = 0
-    if resume:
-        meta = ckpt.resume(model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})
-        if meta is not None:
-            start = meta["step"]
+    ckpt = begin.checkpointer
+    if begin.resumed:
+        begin.load(model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})
+    start = begin.step
     log_path = run / "train_log.jsonl"
-    if info.is_main:
-        truncate_log(log_path, start)
 
     n = len(cache)
     world_batch = cfg.batch_size * info.world_size
@@ -191,26 +199,29 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
                         "gflops_per_s": seen * flops_fb / elapsed / 1e9}
                 bar.status(f"loss {last['loss']:.4f}")
                 if info.is_main:
-                    with log_path.open("a") as f:
-                        f.write(json.dumps(last) + "\n")
+                    append_jsonl(log_path, last, fsync=False)
             if (step + 1) % cfg.checkpoint_every == 0 and info.is_main:
-                ckpt.save(step + 1, model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})
+                begin.save(step + 1, model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})
 
+    if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
+        last = begin.final_row() if info.is_main else {"step": start}
     metrics = {"steps": cfg.max_steps, "decoder": cfg.decoder, "decoder_params": trainable,
                "latent_shape": cache.meta["latent_shape"], "image_size": decoder.cfg.image_size,
                "perceptual": perceptual.name if perceptual is not None else "none",
                "final": last}
     if info.is_main:
-        if cfg.max_steps % cfg.checkpoint_every:
-            ckpt.save(cfg.max_steps, model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})
+        if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
+            begin.save(cfg.max_steps, model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})
         rae.save_pretrained(run / "model", decoder_state=ema.module.state_dict())
-        _plot_loss(run, log_path)
+        _plot_loss(run, begin)
+        metrics.update(begin.metrics())
         run.write_metrics(metrics)
     return metrics
 
 
-def _plot_loss(run: RunDir, log_path: Path) -> None:
-    if not log_path.exists():
+def _plot_loss(run: RunDir, begin: RunStart) -> None:
+    rows = begin.log_rows()
+    if not rows:
         return
     import matplotlib
 
@@ -220,9 +231,6 @@ def _plot_loss(run: RunDir, log_path: Path) -> None:
     from genrep.core.images import figure_png
     from genrep.core.rundir import atomic_write_bytes
 
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line]
-    if not rows:
-        return
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([r["step"] for r in rows], [r["l1"] for r in rows], label="L1")
     for key in ("effnet-perceptual", "lpips"):

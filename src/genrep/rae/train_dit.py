@@ -6,12 +6,12 @@ draws a batch, times ``t ~ logit-normal(0, 1)`` mapped through the dimension-dep
 velocity ``eps - x`` (MSE). AdamW (0.9, 0.95), no weight decay, EMA 0.9995, gradient clipping at
 1.0, label dropout 0.1 for guidance, fp32 by default (bf16 autocast optional: a non-finite loss
 stops the run with a clear message and keeps the last good checkpoint), DDP under torchrun,
-checkpoints and ``--resume``.
+checkpoints and ``--resume`` (``genrep.core.resume``: only the fields in :data:`RESUME_MAY_DIFFER`
+may change on resume).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,22 +20,27 @@ from typing import Literal, Optional
 
 import torch
 
-from genrep.core.checkpoint import Checkpointer
 from genrep.core.config import Count, Fraction, NonNeg, NonNegInt, Positive, require_positive
 from genrep.core.distributed import init_distributed
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
 from genrep.core.files import read_json
+from genrep.core.jsonl import append_jsonl, read_log
 from genrep.core.progress import progress_bar
-from genrep.core.rundir import RunDir, atomic_write_json, truncate_log
+from genrep.core.resume import RUN_CONTROL, start_run
+from genrep.core.rundir import RunDir, atomic_write_json
 from genrep.core.runtime import pick_device, resolve_precision, seed_everything, step_generator
 from genrep.rae.dit import DiT, dit_config
 from genrep.rae.flow import flow_matching_loss, shift_alpha
+from genrep.rae.latents import META as LATENT_META
 from genrep.rae.latents import load_cache
 from genrep.rae.reconstruct import resolve_model_dir
 
 DIT_CONFIG = "dit_config.json"
 DIT_WEIGHTS = "dit.safetensors"
+# run-control fields that --resume accepts changed: the step budget, logging, checkpointing, the device, and the
+# periodic sample grids / evaluations (they draw from their own generators and never touch training)
+RESUME_MAY_DIFFER = (*RUN_CONTROL, "sample_every", "eval_every", "eval_num", "eval_real", "eval_steps")
 
 
 @dataclass
@@ -154,8 +159,7 @@ class _Monitor:
         m = score_images(arr, labels, EvalConfig(dataset=dataset, real_limit=self.cfg.eval_real,
                                                           classifier_train=2 * self.cfg.eval_real), self.features)
         row = {"step": step, **{k: m[k] for k in ("fd_effnet", "precision", "recall", "class_accuracy") if k in m}}
-        with (self.run / "eval_log.jsonl").open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(self.run / "eval_log.jsonl", row, fsync=False)
         return row
 
 
@@ -188,13 +192,22 @@ def train_step(net, model: DiT, opt: torch.optim.Optimizer, x: torch.Tensor, y: 
     return loss, grad_norm
 
 
-def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dict:
+def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
+    """Train; writes config.yaml, checkpoints/, train_log.jsonl (eval_log.jsonl), figures/, model/ and
+    metrics.json. ``resume`` and ``fresh`` as in :func:`genrep.rae.train_decoder.train_decoder`."""
     if cfg.rae is None:
         raise UserError("train-dit: --rae DIR is required (a trained RAE or train-decoder --out)")
     require_positive(cfg, ("max_steps", "batch_size", "log_every", "checkpoint_every"), "train-dit")
+    rae_dir = resolve_model_dir(cfg.rae)  # a wrong --rae or --latents fails before anything is written
+    latents_dir = cfg.latents or _latent_cache_of(rae_dir)
+    if not (Path(latents_dir) / LATENT_META).is_file():
+        raise UserError(f"{latents_dir}: not a latent cache (no {LATENT_META}; run 'genrep rae cache-latents')")
     info = init_distributed()
     device = pick_device(cfg.device)
     run = RunDir(out)
+    begin = start_run("train-dit", cfg, run.path, resume=resume, fresh=fresh, may_differ=RESUME_MAY_DIFFER,
+                      keep_last=cfg.keep_checkpoints, logs=("train_log.jsonl", "eval_log.jsonl"),
+                      is_main=info.is_main, lr_follows_steps=False)
     if info.is_main:
         run.write_config(cfg)
     seed_everything(cfg.seed + info.rank)
@@ -202,11 +215,10 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dic
     if info.is_main:
         print(f"train-dit: precision {precision} ({precision_info['reason']})", file=sys.stderr, flush=True)
 
-    rae_dir = resolve_model_dir(cfg.rae)
     from genrep.rae.autoencoder import RAE
 
     rae = RAE.from_pretrained(rae_dir)
-    cache = load_cache(cfg.latents or _latent_cache_of(rae_dir))
+    cache = load_cache(latents_dir)
     if tuple(cache.meta["latent_shape"]) != tuple(rae.latent_shape):
         raise UserError(f"latent cache shape {tuple(cache.meta['latent_shape'])} != RAE latent {rae.latent_shape}")
     latents = rae.stats.normalize(cache.latents)  # the diffusion model works in the normalised space
@@ -223,19 +235,13 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dic
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
-    ckpt = Checkpointer(run.checkpoints, keep_last=cfg.keep_checkpoints)
-    start = 0
-    if resume:
-        meta = ckpt.resume(model=model, optimizer=opt, ema=ema, scheduler=sched)
-        if meta is not None:
-            start = meta["step"]
+    ckpt = begin.checkpointer
+    if begin.resumed:
+        begin.load(model=model, optimizer=opt, ema=ema, scheduler=sched)
+    start = begin.step
     log_path = run / "train_log.jsonl"
-    if info.is_main:
-        truncate_log(log_path, start)
 
     monitor = _Monitor(cfg, run, rae, alpha, cache.meta, len(class_names), device)
-    if info.is_main:
-        truncate_log(run / "eval_log.jsonl", start)
     n, t0, seen, last = len(latents), time.perf_counter(), 0, {}
     flops = 3 * model.flops_per_sample()
     with progress_bar(cfg.max_steps - start, f"train {cfg.model}", disable=not info.is_main) as bar:
@@ -259,24 +265,27 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False) -> dic
                         "precision": precision}
                 bar.status(f"loss {last['loss']:.4f}")
                 if info.is_main:
-                    with log_path.open("a") as f:
-                        f.write(json.dumps(last) + "\n")
+                    append_jsonl(log_path, last, fsync=False)
             if (step + 1) % cfg.checkpoint_every == 0 and info.is_main:
-                ckpt.save(step + 1, model=model, optimizer=opt, ema=ema, scheduler=sched)
+                begin.save(step + 1, model=model, optimizer=opt, ema=ema, scheduler=sched)
             if info.is_main and step + 1 < cfg.max_steps:
                 if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
                     monitor.grid(ema.module, step + 1)
                 if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                     monitor.evaluate(ema.module, step + 1)
 
+    if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
+        last = begin.final_row() if info.is_main else {"step": start}
     metrics = {"steps": cfg.max_steps, "model": cfg.model, "params": sum(p.numel() for p in model.parameters()),
                "latent_shape": list(rae.latent_shape), "shift_alpha": alpha, "precision": precision_info, "final": last}
     if info.is_main:
-        if cfg.max_steps % cfg.checkpoint_every:
-            ckpt.save(cfg.max_steps, model=model, optimizer=opt, ema=ema, scheduler=sched)
+        if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
+            begin.save(cfg.max_steps, model=model, optimizer=opt, ema=ema, scheduler=sched)
         save_dit(run / "model", model, ema.module.state_dict(), rae_dir, alpha, list(class_names))
         monitor.grid(ema.module, cfg.max_steps)
         if cfg.eval_every:
-            metrics["eval"] = monitor.evaluate(ema.module, cfg.max_steps)
+            done = [r for r in read_log(run / "eval_log.jsonl") if r.get("step") == cfg.max_steps]
+            metrics["eval"] = done[-1] if done else monitor.evaluate(ema.module, cfg.max_steps)
+        metrics.update(begin.metrics())
         run.write_metrics(metrics)
     return metrics
