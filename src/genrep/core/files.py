@@ -227,4 +227,6 @@ def read_json(path: str | Path, what: str = "JSON file") -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise UserError(f"{_printable(str(path))}:{err.lineno}: not valid JSON ({err.msg}) in the {what}") from None
+        raise UserError(f"{_printable(str(path))}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise UserError(f"{_printable(str(path))}: JSON nested too deeply") from None

@@ -18,13 +18,12 @@ a stable person across tasks.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from genrep.core.errors import UserError
-from genrep.core.files import _printable, read_text
+from genrep.core.files import _printable, read_json
 from genrep.diting.schema import Item, Judgment, Translation, parse_record
 
 OFFICIAL_SAMPLE = Path(__file__).parent / "data" / "official_sample.json"  # the public sample, shipped (MIT)
@@ -97,13 +96,7 @@ def load_official(path: str | Path) -> OfficialData:
     """Items, translations and human judgments from an official Label Studio export."""
     path = Path(path)
     shown = _printable(str(path))
-    text = read_text(path, "Label Studio export")
-    try:
-        tasks = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{shown}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except RecursionError:
-        raise UserError(f"{shown}: JSON nested too deeply") from None
+    tasks = read_json(path, "Label Studio export")
     if not isinstance(tasks, list):
         raise UserError(f"{shown}: expected a JSON list of Label Studio tasks")
     items: dict[tuple[str, str], Item] = {}
