@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from genrep.core.config import load_config
 from genrep.demo import DemoConfig
 from genrep.rae.train_decoder import TrainDecoderConfig
@@ -30,3 +32,40 @@ def test_shipped_tiny_vlm_configs_are_the_defaults():
 
     assert load_config(PretrainConfig, CONFIGS / "lco" / "pretrain_vlm.yaml") == PretrainConfig()
     assert load_config(GRSLExperimentConfig, CONFIGS / "lco" / "grsl_experiment.yaml") == GRSLExperimentConfig()
+
+
+def test_closed_option_sets_are_literal_types_that_match_their_tables():
+    import typing
+
+    from genrep.lco.loss import GATHER_MODES, GatherMode
+    from genrep.lco.train import DTYPES, TrainConfig
+    from genrep.rae.decoder import DECODER_SIZES, DecoderSizeName
+    from genrep.rae.dit import DIT_PRESETS, DiTPreset
+
+    assert typing.get_args(DecoderSizeName) == tuple(DECODER_SIZES)
+    assert typing.get_args(DiTPreset) == tuple(DIT_PRESETS)
+    assert typing.get_args(GatherMode) == GATHER_MODES
+    hints = typing.get_type_hints(TrainConfig)
+    assert typing.get_args(hints["dtype"]) == tuple(DTYPES)
+    assert typing.get_args(hints["method"]) == ("lora", "full", "head")
+
+
+@pytest.mark.parametrize("cls_path, override, choices", [
+    ("genrep.lco.train:TrainConfig", "method=qlora", "'lora', 'full', 'head'"),
+    ("genrep.lco.train:TrainConfig", "gather=all", "'none', 'local', 'full'"),
+    ("genrep.rae.train_decoder:TrainDecoderConfig", "decoder=M", "'tiny', 'S', 'B', 'L', 'XL'"),
+    ("genrep.rae.train_dit:TrainDiTConfig", "model=dit-M", "'dit-tiny'"),
+])
+def test_unknown_choices_are_one_line_naming_value_and_choices(cls_path, override, choices):
+    import importlib
+
+    from genrep.core.config import load_config
+    from genrep.core.errors import ConfigError
+
+    module, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    with pytest.raises(ConfigError) as err:
+        load_config(cls, overrides=[override])
+    key, value = override.split("=")
+    assert str(err.value).startswith(f"--set {key}: expected one of ") and choices in str(err.value)
+    assert repr(value) in str(err.value)

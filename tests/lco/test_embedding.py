@@ -107,3 +107,9 @@ def test_bundled_smollm2_prompt_and_invariance(smollm2_dir):
     full = emb.encode(texts, batch_size=3, show_progress=False)
     single = np.stack([emb.encode([t], show_progress=False)[0] for t in texts])
     assert full.shape == (3, 576) and np.abs(full - single).max() < 1e-4
+
+
+def test_an_unknown_side_is_an_error_not_the_document_side():
+    prompts = PromptConfig()
+    with pytest.raises(UserError, match="side: unknown 'queries' \\(query or document\\)"):
+        prompts.suffix_for("text", "queries")

@@ -280,8 +280,13 @@ PROMPTS: dict[str, dict[str, str]] = {
 }
 
 
-def system_prompt(kind: str, dimension: str, lang: str, n: int = 0) -> str:
+PromptRole = Literal["expert", "judge", "single"]
+
+
+def system_prompt(kind: PromptRole, dimension: str, lang: str, n: int = 0) -> str:
     """The system prompt of an expert (``n`` = 1 or 2), the judge or the single-agent judge."""
+    if kind not in ("expert", "judge", "single"):
+        raise ValueError(f"system_prompt: unknown role {kind!r} (expert, judge, single)")
     p = PROMPTS[lang]
     answer = p["format_judge"] if kind == "judge" else p["format_expert"]
     return f"{p[kind].format(n=n)}\n\n{rubric_prompt(dimension, lang)}\n\n{answer}"
@@ -481,11 +486,11 @@ def select_pairs(cfg: AgentEvalConfig) -> tuple[list[tuple[Item, Translation]], 
     return [(items[t.item_id], t) for t in usable[:cfg.limit]], failed
 
 
-def _make_backends(cfg: AgentEvalConfig, cache: Any) -> dict[str, Backend]:
-    """One backend per distinct spec, shared by the roles that name it."""
+def _make_backends(cfg: AgentEvalConfig, cache: LLMCache | None) -> dict[str, Backend]:
+    """One backend per distinct spec, shared by the roles that name it; ``cache`` None: no cache."""
     made: dict[str, Backend] = {}
     for spec in dict.fromkeys(cfg.role_specs().values()):
-        made[spec] = make_backend(spec, cache=cache, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
+        made[spec] = make_backend(spec, cache=cache if cache is not None else False, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
                                   max_retries=cfg.max_retries)
     return {role: made[spec] for role, spec in cfg.role_specs().items()}
 
@@ -523,7 +528,7 @@ def run_agenteval(cfg: AgentEvalConfig, out: str | Path, *, backends: Mapping[st
 
     meter = UsageMeter(parse_prices(cfg.prices))
     cache = LLMCache() if cfg.cache and backends is None else None
-    raw = dict(backends) if backends is not None else _make_backends(cfg, cache if cache is not None else False)
+    raw = dict(backends) if backends is not None else _make_backends(cfg, cache)
     wrapped = {id(b): meter.wrap(b) for b in raw.values()}
     metered = {role: wrapped[id(b)] for role, b in raw.items()}
     log = run.logger("genrep.diting.agenteval")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,15 @@ from genrep.lco.backbones import Backbone, load_backbone
 
 MODALITIES = ("image", "video", "audio", "text")  # media first, then text, as in the reference prompts
 SUFFIX_TEMPLATE = "\nSummarize the above {modality} in one word:"
+
+
+Side = Literal["query", "document"]
+
+
+def check_side(side: str) -> None:
+    """A one-line error for a side other than query / document (no silent fall-through to document)."""
+    if side not in ("query", "document"):
+        raise UserError(f"side: unknown '{side}' (query or document)")
 
 
 @dataclass
@@ -51,7 +60,8 @@ class PromptConfig:
     system: str = ""  # an optional system message ("" = the template's default)
     chat_template: bool = True  # False: raw "content + suffix" even where a chat template exists
 
-    def suffix_for(self, key: str, side: str = "document") -> str:
+    def suffix_for(self, key: str, side: Side = "document") -> str:
+        check_side(side)
         per_side = self.query if side == "query" else self.document
         if key in per_side:
             return per_side[key]
@@ -154,7 +164,7 @@ class EmbeddingModel:
             return text
         return tok.decode(ids[: self.max_length])
 
-    def prompt(self, item: Any, side: str = "document") -> _Prepared:
+    def prompt(self, item: Any, side: Side = "document") -> _Prepared:
         """The exact prompt string an item is embedded with (plus its media)."""
         item = as_item(item)
         key = modality_key(item)
@@ -236,8 +246,9 @@ class EmbeddingModel:
 
     # ------------------------------------------------------------------ inference API
     @torch.no_grad()
-    def encode(self, inputs: Iterable[Any], *, batch_size: int = 16, side: str = "document",
-               layers: Sequence[int] | None = None, sort_by_length: bool = True, convert_to: str = "numpy",
+    def encode(self, inputs: Iterable[Any], *, batch_size: int = 16, side: Side = "document",
+               layers: Sequence[int] | None = None, sort_by_length: bool = True,
+               convert_to: Literal["numpy", "torch"] = "numpy",
                show_progress: bool = True, description: str = "encode"):
         """Embed inputs: ``[N, d]`` (or ``[len(layers), N, d]`` with ``layers``), in the input order.
 
@@ -247,6 +258,9 @@ class EmbeddingModel:
         items = list(inputs)
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1 (got {batch_size})")
+        check_side(side)
+        if convert_to not in ("numpy", "torch"):
+            raise UserError(f"convert_to: unknown '{convert_to}' (numpy or torch)")
         was_training = self.model.training
         self.model.eval()
         prepared = [self.prompt(x, side) for x in items]

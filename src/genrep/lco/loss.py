@@ -35,17 +35,19 @@ CUDA's Philox offsets depend on the call shapes, so there the chunked masks are 
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 
 from genrep.core.distributed import all_gather_keep_grad, current
 
-GATHER_MODES = ("none", "local", "full")
+GatherMode = Literal["none", "local", "full"]
+GATHER_MODES: tuple[str, ...] = typing.get_args(GatherMode)
 DEFAULT_TEMPERATURE = 0.03
 
 Encode = Callable[[Sequence[Any]], torch.Tensor]
@@ -111,7 +113,7 @@ def info_nce(
     negative: torch.Tensor | None = None,
     *,
     temperature: float = DEFAULT_TEMPERATURE,
-    gather: str = "local",
+    gather: GatherMode = "local",
 ) -> torch.Tensor:
     """InfoNCE of the local anchors against the positives and hard negatives of the global batch.
 
@@ -165,7 +167,7 @@ class ContrastiveLoss:
     """``info_nce`` with a fixed temperature and gather mode: ``loss = ContrastiveLoss()(a, p, n)``."""
 
     temperature: float = DEFAULT_TEMPERATURE
-    gather: str = "local"
+    gather: GatherMode = "local"
 
     def __post_init__(self) -> None:
         _check_gather(self.gather)
@@ -213,7 +215,7 @@ def full_batch_backward(
     negatives: Sequence[Any] | None,
     *,
     temperature: float = DEFAULT_TEMPERATURE,
-    gather: str = "local",
+    gather: GatherMode = "local",
 ) -> float:
     """Encode anchors, positives and negatives (in that order, one call each) with a graph, compute
     :func:`info_nce` and back-propagate it into the parameters' ``.grad``. Returns the (local) loss.
@@ -256,7 +258,7 @@ def chunked_contrastive_backward(
     *,
     chunk_size: int,
     temperature: float = DEFAULT_TEMPERATURE,
-    gather: str = "local",
+    gather: GatherMode = "local",
     no_sync: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> float:
     """GradCache: the parameter gradients of :func:`full_batch_backward` with the memory of one chunk.

@@ -19,6 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -36,7 +37,7 @@ from genrep.lco.adapters import LoraSettings, TrainableState, apply_method, save
 from genrep.lco.backbones import load_backbone
 from genrep.lco.data import Triplet, hsk_pairs_split, hsk_triplets, load_media, read_triplets
 from genrep.lco.embedding import EmbeddingModel, PromptConfig
-from genrep.lco.loss import chunked_contrastive_backward, info_nce
+from genrep.lco.loss import GatherMode, chunked_contrastive_backward, info_nce
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # run-control fields that --resume accepts changed, and two memory knobs that keep the recipe (the same
@@ -48,7 +49,7 @@ RESUME_MAY_DIFFER = (*RUN_CONTROL, "chunk_size", "grad_checkpointing")
 class TrainConfig:
     backbone: str = "smollm2-135m"
     data: str = "hsk"  # "hsk" (bundled zh<->en pairs, train split) or a triplet JSONL file
-    method: str = "lora"  # lora | full | head
+    method: Literal["lora", "full", "head"] = "lora"
     lora: LoraSettings = field(default_factory=LoraSettings)
     max_steps: Count = 100
     batch_size: Count = 32  # global batch of triplets (the paper: 768 text-only)
@@ -57,7 +58,7 @@ class TrainConfig:
     weight_decay: NonNeg = 0.0
     warmup_steps: NonNegInt = 100
     temperature: Positive = 0.03
-    gather: str = "local"  # local (the reference) | full (exact global gradient) | none
+    gather: GatherMode = "local"  # local (the reference) | full (exact global gradient) | none
     hard_negatives: bool = True
     grad_checkpointing: bool = False
     grad_clip: NonNeg = 1.0
@@ -67,8 +68,8 @@ class TrainConfig:
     hsk_test_size: Count = 500
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"  # bfloat16 on GPUs (the paper)
-    quantize: str = ""  # "nf4": QLoRA base weights (CUDA + bitsandbytes)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bfloat16 on GPUs (the paper)
+    quantize: Literal["", "nf4"] = ""  # "nf4": QLoRA base weights (CUDA + bitsandbytes)
     log_every: Count = 5
     checkpoint_every: Count = 50
     keep_checkpoints: NonNegInt = 2

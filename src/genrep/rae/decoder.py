@@ -16,6 +16,7 @@ Sizes (width / depth / heads / MLP) are data, not subclasses: B, L and XL as in 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ DECODER_SIZES: dict[str, DecoderSize] = {
     "L": DecoderSize(1024, 24, 16, 4096),  # 78.1 GFLOPs
     "XL": DecoderSize(1152, 28, 16, 4096),  # 106.7 GFLOPs
 }
+DecoderSizeName = Literal["tiny", "S", "B", "L", "XL"]  # the keys of DECODER_SIZES (a test keeps them equal)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +106,8 @@ DIT_PRESETS: dict[str, dict] = {
     "ditdh-S": dict(width=384, depth=12, heads=6, head_width=2048, head_depth=2, head_heads=16),
     "ditdh-XL": dict(width=1152, depth=28, heads=16, head_width=2048, head_depth=2, head_heads=16),  # 839M (paper)
 }
+# the keys of DIT_PRESETS (a test keeps them equal)
+DiTPreset = Literal["dit-tiny", "dit-S", "dit-B", "dit-L", "dit-XL", "ditdh-tiny", "ditdh-S", "ditdh-XL"]
 
 
 def dit_config(name: str, in_channels: int, grid: int, num_classes: int, **overrides) -> DiTConfig:

@@ -23,7 +23,6 @@ are only ever fetched by ``from_pretrained``; offline, a missing model is a one-
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -400,14 +399,17 @@ def _processor_pixels(source: str) -> tuple[Any, Any] | None:
             _raise_exceptions_for_missing_entries=False,
             _raise_exceptions_for_connection_errors=False,
         )
-        if not path:
-            return None
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-        mean, std = cfg.get("image_mean"), cfg.get("image_std")
-        return (mean, std) if mean and std else None
-    except Exception:  # noqa: BLE001 - no readable processor config: the family's defaults apply
+    except (OSError, ValueError):  # no processor config reachable (offline, not a hub id): family defaults
         return None
+    if not path:
+        return None
+    from genrep.core.files import read_json
+
+    cfg = read_json(path, "image processor config")  # present but broken: the user's to fix, one line
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: not an image processor config (expected a JSON object)")
+    mean, std = cfg.get("image_mean"), cfg.get("image_std")
+    return (mean, std) if mean and std else None
 
 
 def _load_hf(name: str, kind: str, source: str) -> nn.Module:

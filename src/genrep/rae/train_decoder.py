@@ -31,7 +31,7 @@ from genrep.core.resume import RUN_CONTROL, RunStart, start_run
 from genrep.core.rundir import RunDir
 from genrep.core.runtime import pick_device, seed_everything, step_generator
 from genrep.rae.autoencoder import RAE
-from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder, num_params
+from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, DecoderSizeName, ViTDecoder, num_params
 from genrep.rae.encoders import build_encoder
 from genrep.rae.gan import FeatureDiscriminator, adaptive_weight, discriminator_loss, gan_schedule, nonsaturating_g_loss
 from genrep.rae.latents import CachedLatents, load_cache
@@ -44,7 +44,7 @@ class TrainDecoderConfig:
     """``genrep rae train-decoder`` (configs/rae/train_decoder.yaml)."""
 
     latents: Optional[Path] = None  # a cache from cache-latents
-    decoder: str = "tiny"  # tiny | S | B | L | XL
+    decoder: DecoderSizeName = "tiny"
     patch: Optional[Count] = None  # default: image_size // grid
     max_steps: Count = 1000
     batch_size: Count = 64

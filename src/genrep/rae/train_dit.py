@@ -30,7 +30,7 @@ from genrep.core.progress import progress_bar
 from genrep.core.resume import RUN_CONTROL, start_run
 from genrep.core.rundir import RunDir, atomic_write_json
 from genrep.core.runtime import pick_device, resolve_precision, seed_everything, step_generator
-from genrep.rae.dit import DiT, dit_config
+from genrep.rae.dit import DiT, DiTPreset, dit_config
 from genrep.rae.flow import flow_matching_loss, shift_alpha
 from genrep.rae.latents import META as LATENT_META
 from genrep.rae.latents import load_cache
@@ -49,7 +49,7 @@ class TrainDiTConfig:
 
     rae: Optional[Path] = None  # an RAE directory (or a train-decoder --out)
     latents: Optional[Path] = None  # latent cache; default: the one the RAE's decoder was trained on
-    model: str = "ditdh-tiny"
+    model: DiTPreset = "ditdh-tiny"
     model_args: dict[str, int] = field(default_factory=dict)  # DiTConfig fields over the preset (width, depth, ...)
     max_steps: Count = 2000
     batch_size: Count = 64
