@@ -109,17 +109,8 @@ def _loss_plot(log: list[dict]) -> bytes:
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
     """Train; writes config.yaml, checkpoints/, train_log.jsonl, model/ and metrics.json. ``resume``
     continues the run in ``out``; ``fresh`` deletes its checkpoints and logs and starts over."""
-    require_positive(cfg, ("max_steps", "batch_size", "log_every", "checkpoint_every", "max_length"), "lco train")
-    if cfg.dtype not in DTYPES:
-        raise UserError(f"dtype: unknown '{cfg.dtype}' (one of {', '.join(DTYPES)})")
-    if cfg.gather not in ("local", "full", "none"):
-        raise UserError(f"gather: unknown '{cfg.gather}' (local, full, none)")
     info = init_distributed()
-    if cfg.batch_size % info.world_size:
-        raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} ranks")
-    if info.enabled and cfg.prompts.query != cfg.prompts.document and not cfg.chunk_size:
-        raise UserError("lco train: different query/document prompts under DDP need chunk_size > 0 "
-                        "(the plain step would run two forwards before one backward)")
+    _check(cfg, info)
     device = pick_device(cfg.device)
     rows = load_training_rows(cfg)  # bad training data fails before anything is written
     run = RunDir(out)
@@ -131,6 +122,47 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, fresh: bool =
     if not cfg.hard_negatives:
         rows = [Triplet(r.anchor, r.positive, None) for r in rows]
 
+    emb, params, ddp = _build_model(cfg, device, info)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, min(cfg.warmup_steps, cfg.max_steps), cfg.max_steps)
+    state = TrainableState(emb)
+    if begin.resumed:
+        begin.load(model=state, optimizer=opt, scheduler=sched)
+    last = _train_steps(cfg, rows, emb, params, ddp, opt, sched, state, begin, info, run / "train_log.jsonl")
+
+    if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
+        last = begin.final_row() if info.is_main else {"step": begin.step}
+    metrics = {"steps": cfg.max_steps, "method": cfg.method, "backbone": cfg.backbone,
+               "trainable_params": sum(p.numel() for p in params), "train_rows": len(rows), "final": last}
+    if info.is_main:
+        if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
+            begin.save(cfg.max_steps, model=state, optimizer=opt, scheduler=sched)
+        _export(cfg, emb, ddp, run)
+        log = begin.log_rows()
+        if log:
+            atomic_write_bytes(run.figures / "loss.png", _loss_plot(log))
+        metrics.update(begin.metrics())
+        run.write_metrics(metrics)
+    return metrics
+
+
+def _check(cfg: TrainConfig, info) -> None:
+    """One-line errors for settings that cannot train (before anything is loaded or written)."""
+    require_positive(cfg, ("max_steps", "batch_size", "log_every", "checkpoint_every", "max_length"), "lco train")
+    if cfg.dtype not in DTYPES:
+        raise UserError(f"dtype: unknown '{cfg.dtype}' (one of {', '.join(DTYPES)})")
+    if cfg.gather not in ("local", "full", "none"):
+        raise UserError(f"gather: unknown '{cfg.gather}' (local, full, none)")
+    if cfg.batch_size % info.world_size:
+        raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} ranks")
+    if info.enabled and cfg.prompts.query != cfg.prompts.document and not cfg.chunk_size:
+        raise UserError("lco train: different query/document prompts under DDP need chunk_size > 0 "
+                        "(the plain step would run two forwards before one backward)")
+
+
+def _build_model(cfg: TrainConfig, device: torch.device, info):
+    """The embedding model in training mode, its trainable parameters (``method``) and, under
+    torchrun, the DDP wrapper of what trains (the head, or the backbone)."""
     backbone = load_backbone(cfg.backbone, dtype=DTYPES[cfg.dtype], device=device, quantize=cfg.quantize or None)
     emb = EmbeddingModel(backbone, prompts=cfg.prompts, layer=cfg.layer, max_length=cfg.max_length)
     params = apply_method(emb, cfg.method, cfg.lora)
@@ -146,24 +178,18 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, fresh: bool =
             emb.head = ddp
         else:
             emb.forward_module = ddp
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = warmup_cosine(opt, min(cfg.warmup_steps, cfg.max_steps), cfg.max_steps)
-    state = TrainableState(emb)
-    ckpt = begin.checkpointer
-    if begin.resumed:
-        begin.load(model=state, optimizer=opt, scheduler=sched)
-    start = begin.step
-    log_path = run / "train_log.jsonl"
+    return emb, params, ddp
 
+
+def _train_steps(cfg: TrainConfig, rows, emb: EmbeddingModel, params, ddp, opt, sched, state, begin, info,
+                 log_path: Path) -> dict:
+    """Steps ``begin.step .. max_steps``: each rank's slice of the global batch, InfoNCE (GradCache
+    chunks with ``chunk_size``), clipping, AdamW; log rows and checkpoints. Returns the last log row."""
     per_rank = cfg.batch_size // info.world_size
     chunk = cfg.chunk_size or 0
-
-    def encode_side(side: str):
-        return lambda items: emb.embed_batch([load_media(x) for x in items], side=side)
-
-    t0, last, log = time.perf_counter(), {}, []
-    with progress_bar(cfg.max_steps - start, f"lco train {cfg.method}", disable=not info.is_main) as bar:
-        for step in range(start, cfg.max_steps):
+    t0, last = time.perf_counter(), {}
+    with progress_bar(cfg.max_steps - begin.step, f"lco train {cfg.method}", disable=not info.is_main) as bar:
+        for step in range(begin.step, cfg.max_steps):
             idx = batch_indices(len(rows), cfg.batch_size, step, cfg.seed)
             mine = [rows[i] for i in idx[info.rank * per_rank:(info.rank + 1) * per_rank]]
             anchors = [r.anchor for r in mine]
@@ -180,7 +206,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, fresh: bool =
                 loss = _full_step(emb, anchors, positives, negatives, cfg)
             if not math.isfinite(loss):
                 raise UserError(f"lco train: loss is {loss} at step {step}; last good checkpoint: "
-                                f"{ckpt.latest() or 'none'}")
+                                f"{begin.checkpointer.latest() or 'none'}")
             if info.enabled:  # log the global batch's loss (each rank's is over its own anchors)
                 loss = float(all_reduce_mean(torch.tensor(loss, dtype=torch.float64)))
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf")))
@@ -195,28 +221,20 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, fresh: bool =
                     append_jsonl(log_path, last, fsync=False)
             if (step + 1) % cfg.checkpoint_every == 0 and info.is_main:
                 begin.save(step + 1, model=state, optimizer=opt, scheduler=sched)
+    return last
 
-    if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
-        last = begin.final_row() if info.is_main else {"step": start}
-    metrics = {"steps": cfg.max_steps, "method": cfg.method, "backbone": cfg.backbone,
-               "trainable_params": sum(p.numel() for p in params), "train_rows": len(rows), "final": last}
-    if info.is_main:
-        if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
-            begin.save(cfg.max_steps, model=state, optimizer=opt, scheduler=sched)
-        if ddp is not None and cfg.method == "head":
-            emb.head = ddp.module
-        emb.forward_module = None
-        model.eval()
-        if cfg.grad_checkpointing and cfg.method != "head":
-            model.gradient_checkpointing_disable()
-        save_model(emb, run / "model", method=cfg.method, backbone=cfg.backbone,
-                   info={"trained_steps": cfg.max_steps, "data": cfg.data})
-        log = begin.log_rows()
-        if log:
-            atomic_write_bytes(run.figures / "loss.png", _loss_plot(log))
-        metrics.update(begin.metrics())
-        run.write_metrics(metrics)
-    return metrics
+
+def _export(cfg: TrainConfig, emb: EmbeddingModel, ddp, run: RunDir) -> None:
+    """Unwrap DDP, switch to inference and save ``model/`` (adapter, head or full weights)."""
+    model = emb.backbone.model
+    if ddp is not None and cfg.method == "head":
+        emb.head = ddp.module
+    emb.forward_module = None
+    model.eval()
+    if cfg.grad_checkpointing and cfg.method != "head":
+        model.gradient_checkpointing_disable()
+    save_model(emb, run / "model", method=cfg.method, backbone=cfg.backbone,
+               info={"trained_steps": cfg.max_steps, "data": cfg.data})
 
 
 class _SideEncoder:
