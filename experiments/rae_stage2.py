@@ -60,7 +60,7 @@ def _loss_curve(run: Path) -> tuple[list[int], list[float]]:
 
 
 def exp_width(args) -> dict:
-    """(a) PAPERS.md s1 stage 2: 'loss only goes to ~0 when width >= channels'."""
+    """(a) docs/papers.md s1.8: the single-sample loss reaches ~0 only when width >= channels."""
     import torch
 
     from genrep.core.progress import track

@@ -10,4 +10,5 @@ Three October-2025 research systems as usable software:
 distributed helpers, progress, bundled offline assets).
 """
 
+# The only place the version is written: pyproject.toml reads it from here (setuptools dynamic version).
 __version__ = "0.1.0"

@@ -36,7 +36,7 @@ class DemoConfig:
 
 
 # Prompts for the bundled LMs: SmolLM2 is an instruct model (chat template), Gemma-3-270M a base
-# model that continues text; only Gemma reads Chinese at all (PAPERS.md, laptop notes).
+# model that continues text; only Gemma reads Chinese at all (docs/papers.md s4.4).
 _PROMPTS = {
     "smollm2-135m": [("chat", "Name three colours of the rainbow.")],
     "gemma3-270m": [("plain", "Chinese: 我喜欢喝茶。\nEnglish: I like drinking tea.\nChinese: 今天天气很好。\nEnglish:")],

@@ -12,7 +12,7 @@ from genrep.diting.rubric import (
 )
 from genrep.diting.schema import DIMENSIONS
 
-NAMES = {  # PAPERS.md s3: specific / general 1 / general 2
+NAMES = {  # docs/papers.md s3.3: specific / general 1 / general 2
     "idiom": ("fidelity", "cultural adaptation", "tone"),
     "ambiguity": ("resolution", "pragmatic", "information integrity"),
     "terminology": ("adequacy", "strategy", "fluency"),

@@ -1,1 +1,1 @@
-"""DITING: Chinese->English web-novel translation benchmark and AgentEval (PAPERS.md section 3)."""
+"""DITING: Chinese->English web-novel translation benchmark and AgentEval (docs/papers.md section 3)."""

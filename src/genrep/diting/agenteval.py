@@ -1,4 +1,4 @@
-"""AgentEval (PAPERS.md s3): two LLM experts and a judge score translations with DITING's rubric.
+"""AgentEval (docs/papers.md s3.4): two LLM experts and a judge score translations with DITING's rubric.
 
 For one system's translation of one benchmark item, a *round* is
 

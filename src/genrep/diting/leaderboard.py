@@ -1,6 +1,6 @@
 """A DITING leaderboard: systems x dimensions table of mean rubric scores (0-6) with 95% intervals.
 
-The paper ranks systems by their mean rubric score on the 0-6 scale (PAPERS.md s3: DeepSeek-V3 5.16,
+The paper ranks systems by their mean rubric score on the 0-6 scale (docs/papers.md s3.6: DeepSeek-V3 5.16,
 GPT-4o 5.09, ...). Here, from rubric judgments (human raters or an LLM judge):
 
 - a segment's score is the mean over its raters of ``specific + general_1 + general_2``;

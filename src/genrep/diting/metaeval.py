@@ -1,4 +1,4 @@
-"""Meta-evaluation of metric scores against DITING human judgments (MetricAlign, PAPERS.md s3), in
+"""Meta-evaluation of metric scores against DITING human judgments (MetricAlign, docs/papers.md s3.5), in
 the manner of mt-metrics-eval and of the WMT metrics tasks.
 
 A *segment* is one system's translation of one item, keyed ``(item_id, system)``. Its human score is

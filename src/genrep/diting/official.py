@@ -29,7 +29,7 @@ from genrep.diting.schema import Item, Judgment, Translation, parse_record
 OFFICIAL_SAMPLE = Path(__file__).parent / "data" / "official_sample.json"  # the public sample, shipped (MIT)
 CRITERIA = {"term_appropriateness": "specific", "localization_strategy": "general_1", "fluency": "general_2"}
 
-# instruction wording -> dimension (checked in order; the official templates, PAPERS.md s3)
+# instruction wording -> dimension (checked in order; the official templates, docs/papers.md s3.7)
 _DIMENSION_CUES: tuple[tuple[str, str], ...] = (
     ("成语", "idiom"),
     ("专有名词", "terminology"),

@@ -1,6 +1,6 @@
 """Reference-based metrics for DITING translations: BLEU, chrF, TER (sacrebleu) and COMET.
 
-The conventions of PAPERS.md s3: sacrebleu's ``BLEU().corpus_score`` with 13a tokenisation for
+The conventions of docs/papers.md s3.8: sacrebleu's ``BLEU().corpus_score`` with 13a tokenisation for
 English, chrF (character 6-grams, beta 2) and TER, each with its sacrebleu signature saved.
 Corpus scores per system (all items and per dimension) and sentence scores per segment (BLEU with
 ``effective_order=True``, as sacrebleu recommends for sentences). COMET runs only when

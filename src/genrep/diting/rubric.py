@@ -1,4 +1,4 @@
-"""DITING's scoring rubric (PAPERS.md s3): three criteria per dimension, 0/1/2 each, and the global rules.
+"""DITING's scoring rubric (docs/papers.md s3.3): three criteria per dimension, 0/1/2 each, and the global rules.
 
 Every dimension has one *specific* criterion (the phenomenon itself) and two *general* ones, each
 scored 0, 1 or 2 (sum 0-6):

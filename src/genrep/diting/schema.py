@@ -1,4 +1,4 @@
-"""DITING records (PAPERS.md s3): benchmark items, system translations and rubric judgments.
+"""DITING records (docs/papers.md s3.2, s3.3): benchmark items, system translations and rubric judgments.
 
 - :class:`Item`: one benchmark item: an instruction naming the phenomenon, the Chinese source
   (with its context), the annotated phenomenon and a reference English translation; one of the six

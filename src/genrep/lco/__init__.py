@@ -1,1 +1,1 @@
-"""LCO-EMB: language-centric omnimodal embeddings from generative (M)LLMs (PAPERS.md section 2)."""
+"""LCO-EMB: language-centric omnimodal embeddings from generative (M)LLMs (docs/papers.md section 2)."""

@@ -1,6 +1,6 @@
 """What training changes in the backbone: LoRA (the paper's recipe), full fine-tuning, or a linear head.
 
-PAPERS.md section 2, "Recipe": LoRA r = 64, alpha = 128 (alpha = 16 for text-only runs), dropout
+docs/papers.md s2.6: LoRA r = 64, alpha = 128 (alpha = 16 for text-only runs), dropout
 0.05 on the language model's linear layers, the vision/audio towers frozen. The two alternatives
 are the paper's ablation (Qwen2.5-VL-7B: LoRA 71.98 > full FT 66.49): ``full`` trains every
 language-model weight (towers, connectors and LM head frozen); ``head`` freezes the whole backbone
@@ -37,7 +37,7 @@ MODEL_FILE = "lco_model.json"
 
 @dataclass
 class LoraSettings:
-    """LoRA hyper-parameters (PAPERS.md section 2: r 64, alpha 128 multimodal / 16 text-only, dropout 0.05)."""
+    """LoRA hyper-parameters (docs/papers.md s2.6: r 64, alpha 128 multimodal / 16 text-only, dropout 0.05)."""
 
     r: int = 64
     alpha: float = 16.0
@@ -192,7 +192,7 @@ def _deltas(model_dir: str | Path, base_sd: dict[str, torch.Tensor]) -> dict[str
 
 
 def soup(model_dirs: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:
-    """Model soup (PAPERS.md section 2: runs "merged by weight averaging"): W = W0 + sum_k w_k (W_k - W0).
+    """Model soup (docs/papers.md s2.8: separate runs combined by averaging their weights): W = W0 + sum_k w_k (W_k - W0).
 
     Every run must share the backbone and method (LoRA or full); weights default to uniform.
     """

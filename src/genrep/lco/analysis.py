@@ -1,4 +1,4 @@
-"""Representation analysis of LCO-EMB (PAPERS.md section 2, "Scaling Language-Centric Omnimodal Representation
+"""Representation analysis of LCO-EMB (docs/papers.md s2.9, "Scaling Language-Centric Omnimodal Representation
 Learning"): how isotropic the embedding space of each layer is, and how well two modalities' spaces align.
 
 - :func:`anisotropy` / :func:`anisotropy_per_layer`: the paper's anisotropy measure, the expected cosine similarity

@@ -1,6 +1,6 @@
 """``genrep lco analyze``: the representation analysis of LCO-EMB, per layer and per modality.
 
-PAPERS.md section 2, "Analysis": anisotropy (mean off-diagonal cosine similarity of embeddings)
+docs/papers.md s2.9: anisotropy (mean off-diagonal cosine similarity of embeddings)
 per layer and per modality (text-only contrastive training lowers it for the other modalities too),
 and the kernel alignment between modalities: mutual k-nearest neighbours (k = 10) and linear CKA.
 

@@ -1,6 +1,6 @@
 """Backbones: any transformers (M)LLM, by hub id or local directory, or a bundled GGUF LM.
 
-LCO-EMB (PAPERS.md section 2) turns a generative model into an embedding model without changing
+LCO-EMB (docs/papers.md section 2) turns a generative model into an embedding model without changing
 its architecture, so a backbone is just the generative model plus what turns inputs into token
 ids: a tokenizer for a text-only causal LM, a processor (tokenizer + image/audio/video
 preprocessing) for a vision/audio-language model. The kinds the study used and their peers:
@@ -156,8 +156,8 @@ def load_backbone(name_or_path: str, *, dtype: torch.dtype = torch.float32, devi
 
 def language_linear_names(model: torch.nn.Module) -> list[str]:
     """Names of the language model's linear layers (LoRA targets): inside the decoder layers,
-    never in a vision/audio tower, a connector or the LM head (PAPERS.md section 2: LoRA "on the
-    language model's linear layers; vision/audio towers frozen")."""
+    never in a vision/audio tower, a connector or the LM head (docs/papers.md s2.6: LoRA on the
+    language model's linear layers only, vision/audio towers frozen)."""
     names = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear) and type(module).__name__ not in ("Linear4bit", "Linear8bitLt"):

@@ -1,6 +1,6 @@
 """Contrastive training data: JSONL triplets and the bundled HSK zh<->en pairs.
 
-The reference format (PAPERS.md section 2, "Data"): one JSON object per line with ``anchor``,
+The reference format (docs/papers.md s2.8): one JSON object per line with ``anchor``,
 ``positive`` and optionally ``negative``, each side an object with any of ``text``, ``image``
 (a path, relative to the JSONL file), ``audio`` (a .wav/.npy path) and ``video`` (a directory of
 frames or a list of frame paths); a plain string is a text. Errors name the file, the line and

@@ -1,6 +1,6 @@
 """``EmbeddingModel``: a generative (M)LLM used as an embedding model, the LCO-EMB way.
 
-PAPERS.md section 2, "Input" and "Embedding": every input (text, image, audio, video or an
+docs/papers.md s2.4 and s2.5: every input (text, image, audio, video or an
 interleaved mix) goes through the backbone's chat template as one user turn, its content followed
 by a suffix prompt such as ``"\\nSummarize the above text in one word:"``, with the generation
 prompt appended; queries and documents use the same template (a different suffix per side is
@@ -49,7 +49,7 @@ def check_side(side: str) -> None:
 
 @dataclass
 class PromptConfig:
-    """Suffix prompts (PAPERS.md section 2). ``suffix`` maps a modality key (text, image, audio, video, or
+    """Suffix prompts (docs/papers.md s2.4). ``suffix`` maps a modality key (text, image, audio, video, or
     an interleaved key such as ``image+text``) to its suffix; missing keys use ``template`` with the
     modality names joined by "and". ``query`` / ``document`` override per side."""
 
@@ -108,7 +108,7 @@ def modality_key(item: dict) -> str:
 
 
 def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Hidden state of each row's last real token (PAPERS.md section 2: last-token pooling).
+    """Hidden state of each row's last real token (docs/papers.md s2.5: last-token pooling).
 
     Works for left padding (the last column) and right padding alike: the index is the last
     position whose mask is 1.

@@ -4,8 +4,8 @@ Tasks (``--task``, repeatable):
 
 - ``hsk-retrieval``: the bundled HSK test split (no sentence shared with the training split):
   Chinese queries retrieve their English translation among all test sentences, and back
-  (``en2zh/...``). Recall@1/5/10, MRR, nDCG@10, the anisotropy of the embeddings (PAPERS.md section 2,
-  "Analysis": mean off-diagonal cosine similarity) and the zh/en kernel alignment (mutual k-NN, k = 10).
+  (``en2zh/...``). Recall@1/5/10, MRR, nDCG@10, the anisotropy of the embeddings (docs/papers.md s2.9:
+  mean off-diagonal cosine similarity) and the zh/en kernel alignment (mutual k-NN, k = 10).
 - ``retrieval:DIR``: a BEIR / SeaDoc-style folder: ``queries.jsonl`` and ``corpus.jsonl`` (rows
   ``{"_id" | "id", "text"?, "image"?}``; a SeaDoc corpus holds page images), ``qrels.tsv``
   (``query-id  corpus-id  score``). Scored by nDCG@10 (SeaDoc's main score) and Recall@k.

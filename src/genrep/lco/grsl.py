@@ -1,4 +1,4 @@
-"""The Generation-Representation Scaling Law (GRSL) of LCO-EMB (PAPERS.md section 2, "Scaling Language-Centric
+"""The Generation-Representation Scaling Law (GRSL) of LCO-EMB (docs/papers.md s2.2, "Scaling Language-Centric
 Omnimodal Representation Learning").
 
 The paper finds a positive, roughly linear relation across backbones between a model's generative capability
@@ -123,7 +123,7 @@ def read_points(path: str | Path) -> list[GRSLPoint]:
 
 
 def fit_grsl(points: Sequence[GRSLPoint]) -> dict:
-    """Fit the Generation-Representation Scaling Law of PAPERS.md section 2: the least-squares line
+    """Fit the Generation-Representation Scaling Law of docs/papers.md s2.2: the least-squares line
     ``representation = slope * generative + intercept`` across backbones (the paper's positive linear trend between
     generative and representation quality).
 

@@ -1,6 +1,6 @@
 """``genrep lco grsl-experiment``: LCO-EMB's two central claims, reproduced on the tiny VLM.
 
-PAPERS.md section 2: (1) language-centric, *text-only* contrastive refinement of a multimodal LLM
+docs/papers.md s2.1 and s2.2: (1) language-centric, *text-only* contrastive refinement of a multimodal LLM
 improves its *image* embeddings too (anisotropy drops for every modality); (2) the Generation-
 Representation Scaling Law: backbones that generate better give better embeddings after the same
 refinement. The experiment:

@@ -1,6 +1,6 @@
 """Contrastive (InfoNCE) loss of LCO-EMB, with cross-rank candidates and a GradCache-style chunked backward.
 
-The loss (PAPERS.md section 2) scores every anchor against all positives and all hard negatives of the
+The loss (docs/papers.md s2.7) scores every anchor against all positives and all hard negatives of the
 *global* batch, with temperature 0.03 on cosine similarities of L2-normalised last-token embeddings::
 
     L = -1/B  sum_i  log( exp(s(a_i, p_i) / tau) / sum_{c in P u N} exp(s(a_i, c) / tau) )

@@ -1,4 +1,4 @@
-"""Evaluation metrics of LCO-EMB (PAPERS.md section 2, "Scaling Language-Centric Omnimodal Representation
+"""Evaluation metrics of LCO-EMB (docs/papers.md section 2, "Scaling Language-Centric Omnimodal Representation
 Learning"): retrieval, semantic textual similarity and zero-shot classification on embedding matrices.
 
 What the paper reports, and which function computes it:

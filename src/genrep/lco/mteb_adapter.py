@@ -1,6 +1,6 @@
 """An ``mteb`` / MIEB encoder over :class:`EmbeddingModel`, so MTEB and MIEB tasks run unchanged.
 
-PAPERS.md section 2 reports MIEB(-Lite); users ask for MTEB/MIEB integration. ``mteb`` is an
+The paper reports MIEB(-Lite) (docs/papers.md s2.10); users ask for MTEB/MIEB integration (s2.12). ``mteb`` is an
 optional extra (``pip install genrep[mteb]``) and is not imported here: the adapter implements the
 encoder protocol by duck typing, for both API generations:
 

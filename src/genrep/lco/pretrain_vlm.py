@@ -1,7 +1,7 @@
 """``genrep lco pretrain-vlm``: generative (captioning) pre-training of the tiny VLM, saving a family of
 backbones of increasing generative skill.
 
-The Generation-Representation Scaling Law (PAPERS.md section 2) compares backbones that generate
+The Generation-Representation Scaling Law (docs/papers.md s2.2) compares backbones that generate
 better or worse. Here they are checkpoints of one captioning run: the tiny VLM
 (``genrep.lco.tinyvlm``) learns to caption Fashion-MNIST images (captions from
 ``genrep.lco.captions``; optionally the scikit-image photos too) with the next-token loss on the

@@ -1,6 +1,6 @@
 """A tiny LLaVA-style vision-language model built from the bundled parts.
 
-LCO-EMB's two claims (PAPERS.md section 2) are about *multimodal* generative backbones: text-only
+LCO-EMB's two claims (docs/papers.md s2.1, s2.2) are about *multimodal* generative backbones: text-only
 contrastive refinement improves their image embeddings too, and backbones that generate better
 give better embeddings (GRSL). No vision-language model exists offline, so this module builds one
 the way LLaVA does:

@@ -1,4 +1,4 @@
-"""``genrep lco train``: language-centric contrastive refinement (PAPERS.md section 2, "Recipe").
+"""``genrep lco train``: language-centric contrastive refinement (docs/papers.md s2.6, s2.7).
 
 One step: a global batch of B (anchor, positive, hard negative) triplets; every anchor is scored
 against all positives and all negatives of the global batch (2B candidates, gathered across DDP

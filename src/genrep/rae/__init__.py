@@ -1,1 +1,1 @@
-"""RAE + DiT^DH: diffusion transformers with representation autoencoders (PAPERS.md section 1)."""
+"""RAE + DiT^DH: diffusion transformers with representation autoencoders (docs/papers.md section 1)."""

@@ -3,7 +3,7 @@
 ``encode(x)``: images in [0, 1] -> the frozen encoder's latent, normalised per element with the
 data set's statistics (the space the diffusion model works in). ``decode(z)``: de-normalise,
 run the ViT decoder, de-normalise the pixels with the encoder's mean/std -> images in [0, 1]
-(PAPERS.md s1). ``save_pretrained`` / ``from_pretrained`` store the decoder weights and the
+(docs/papers.md s1.2, s1.3). ``save_pretrained`` / ``from_pretrained`` store the decoder weights and the
 statistics as safetensors and everything else (encoder spec, decoder config) as JSON; the
 encoder's own weights stay where they came from (a bundled package, a hub id or a directory).
 """

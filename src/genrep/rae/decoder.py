@@ -1,4 +1,4 @@
-"""The RAE decoder: an MAE-style ViT that maps encoder tokens back to pixels (PAPERS.md s1).
+"""The RAE decoder: an MAE-style ViT that maps encoder tokens back to pixels (docs/papers.md s1.4).
 
 Latent tokens [B, C, h, w] -> linear embedding to the decoder width -> a learnable CLS token is
 prepended -> fixed 2D sin-cos positions are added (zeros for the CLS slot) -> pre-norm

@@ -1,6 +1,6 @@
 """DiffAugment (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training").
 
-RAE's stage-1 discriminator sees DiffAug-ed images (PAPERS.md section 1). The policy
+RAE's stage-1 discriminator sees DiffAug-ed images (docs/papers.md s1.5). The policy
 "color,translation,cutout" is a port of the reference PyTorch code: every op is a differentiable
 tensor op on [B, C, H, W], with fresh random parameters per sample and per call, so a batch of real
 and a batch of fake images are augmented separately, as in the original. The reference applies it to

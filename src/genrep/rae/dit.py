@@ -1,4 +1,4 @@
-"""Stage-2 denoisers of RAE: a LightningDiT backbone and DiT^DH (PAPERS.md s1).
+"""Stage-2 denoisers of RAE: a LightningDiT backbone and DiT^DH (docs/papers.md s1.9).
 
 The network predicts the flow-matching velocity ``v = eps - x`` of a noisy latent
 ``x_t = (1 - t) x + t eps`` (t = 1 is pure noise), given the class label.

@@ -1,4 +1,4 @@
-"""The frozen representation encoders of RAE stage 1 (PAPERS.md section 1), behind one interface.
+"""The frozen representation encoders of RAE stage 1 (docs/papers.md s1.2), behind one interface.
 
 RAE replaces the SD-VAE with a *frozen pretrained representation encoder*: DINOv2-B with
 registers, SigLIP2-B or MAE-B, each with its final LayerNorm stripped of its affine and each fed
@@ -131,8 +131,8 @@ class FrozenEncoder(nn.Module):
 
     ``preprocess`` resizes to ``input_size`` (bicubic, align_corners=False, antialiased when
     downsampling, clamped back to [0, 1]) and normalises with the encoder's own
-    ``pixel_mean``/``pixel_std`` (PAPERS.md s1: "pixels are normalised with each encoder's own
-    mean/std"); a decoder de-normalises its output with the same numbers.
+    ``pixel_mean``/``pixel_std`` (docs/papers.md s1.2: input pixels are normalised with that encoder's
+    own mean and std); a decoder de-normalises its output with the same numbers.
     """
 
     def __init__(
@@ -259,7 +259,7 @@ class EffNetEncoder(FrozenEncoder):
 
 def _dinov2_tokens(model: nn.Module, pixels: Tensor) -> Tensor:
     """DINOv2-reg: sequence is [CLS, R registers, patches]; CLS and the R registers are dropped
-    (PAPERS.md s1). R = ``config.num_register_tokens`` (4 in the released models; 0 for plain DINOv2)."""
+    (docs/papers.md s1.2). R = ``config.num_register_tokens`` (4 in the released models; 0 for plain DINOv2)."""
     r = getattr(model.config, "num_register_tokens", 0)
     return model(pixel_values=pixels).last_hidden_state[:, 1 + r :]
 
@@ -270,7 +270,7 @@ def _siglip_tokens(model: nn.Module, pixels: Tensor) -> Tensor:
 
 
 def _mae_tokens(model: nn.Module, pixels: Tensor) -> Tensor:
-    """MAE with mask ratio 0 (PAPERS.md s1). ViTMAE's random_masking keeps
+    """MAE with mask ratio 0 (docs/papers.md s1.2). ViTMAE's random_masking keeps
     ``argsort(noise)[:, :len_keep]``; with ``config.mask_ratio = 0`` len_keep = N and with
     ``noise = arange(N)`` argsort is the identity, so every patch is kept in row-major order.
     The CLS token (prepended after masking) is dropped."""
@@ -295,7 +295,7 @@ _DEFAULT_PIXELS = {
 
 
 def _drop_layernorm_affine(ln: nn.LayerNorm) -> None:
-    """PAPERS.md s1: "final LayerNorm without affine" — a plain per-token normalisation
+    """docs/papers.md s1.2: the last LayerNorm without its learned scale and shift — a plain per-token normalisation
     (mean 0, variance 1 over channels); done as the reference code does, in place."""
     ln.elementwise_affine = False
     ln.weight = None

@@ -1,4 +1,4 @@
-"""Flow matching in the RAE latent: the maths of stage 2 (PAPERS.md s1, "Stage 2").
+"""Flow matching in the RAE latent: the maths of stage 2 (docs/papers.md s1.10-s1.12).
 
 Pure functions, separate from the network (as DiT keeps its diffusion maths apart). Conventions:
 
@@ -39,7 +39,7 @@ from torch import Tensor
 def shift_alpha(latent_shape: tuple[int, int, int], base_dim: int = 4096) -> float:
     """Shift factor ``alpha = sqrt(m / n)``, ``m = C*h*w`` of the actual latent, ``n = base_dim``.
 
-    PAPERS.md s1: 768x16x16 (DINOv2-B, 256px) gives sqrt(196608 / 4096) = 6.93; 320x4x4 gives 1.12.
+    docs/papers.md s1.11 and s4.2: 768x16x16 (DINOv2-B, 256px) gives sqrt(196608 / 4096) = 6.93; 320x4x4 gives 1.12.
     """
     if len(latent_shape) != 3:
         raise ValueError(f"latent_shape must be (C, h, w), got {tuple(latent_shape)}")
@@ -48,7 +48,7 @@ def shift_alpha(latent_shape: tuple[int, int, int], base_dim: int = 4096) -> flo
 
 
 def shift_time(t: Tensor, alpha: float) -> Tensor:
-    """Shifted time ``t' = alpha t / (1 + (alpha - 1) t)`` (PAPERS.md s1).
+    """Shifted time ``t' = alpha t / (1 + (alpha - 1) t)`` (docs/papers.md s1.11).
 
     Keeps 0 and 1 fixed, is increasing, and for ``alpha > 1`` moves every time towards the noise end
     (``t' >= t``). ``alpha = 1`` is the identity.
@@ -71,19 +71,19 @@ def _per_sample(t: Tensor, x: Tensor) -> Tensor:
 
 
 def interpolate(x: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-    """Linear interpolant ``x_t = (1 - t) x + t eps`` (PAPERS.md s1), ``t`` of shape [B]; t = 1 is noise."""
+    """Linear interpolant ``x_t = (1 - t) x + t eps`` (docs/papers.md s1.10), ``t`` of shape [B]; t = 1 is noise."""
     t = _per_sample(t, x)
     return (1 - t) * x + t * noise
 
 
 def velocity_target(x: Tensor, noise: Tensor) -> Tensor:
-    """Regression target ``v = d x_t / dt = eps - x`` (PAPERS.md s1)."""
+    """Regression target ``v = d x_t / dt = eps - x`` (docs/papers.md s1.10)."""
     return noise - x
 
 
 def sample_logit_normal(batch: int, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None,
                         device=None) -> Tensor:
-    """``t = sigmoid(z)``, ``z ~ N(mean, std^2)``, shape [batch] (PAPERS.md s1: logit-normal(0, 1))."""
+    """``t = sigmoid(z)``, ``z ~ N(mean, std^2)``, shape [batch] (docs/papers.md s1.10: logit-normal(0, 1))."""
     if device is None and generator is not None:
         device = generator.device
     z = torch.randn(batch, generator=generator, device=device)
@@ -200,7 +200,7 @@ def guidance_active(t: Tensor | float, interval: tuple[float, float]) -> bool | 
 
 
 def autoguidance_velocity(v_main: Tensor, v_guide: Tensor, scale: float) -> Tensor:
-    """AutoGuidance ``v = v_guide + s (v_main - v_guide)`` (PAPERS.md s1: s = 1.42 at 256px,
+    """AutoGuidance ``v = v_guide + s (v_main - v_guide)`` (docs/papers.md s1.12: s = 1.42 at 256px,
     guide = a smaller/earlier model, DiT^DH-S); s = 1 gives ``v_main`` exactly."""
     return torch.lerp(v_guide, v_main, scale)
 
@@ -254,7 +254,7 @@ def make_guided_velocity(model: Callable[[Tensor, Tensor, Tensor], Tensor], y: T
 def class_balanced_labels(n: int, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
     """``n`` labels in shuffled order where every class appears ``floor(n/K)`` or ``ceil(n/K)`` times.
 
-    ADM-style class-balanced sampling for FID (PAPERS.md s1). The ``n mod K`` extra labels go to distinct,
+    ADM-style class-balanced sampling for FID (docs/papers.md s1.14). The ``n mod K`` extra labels go to distinct,
     randomly chosen classes (the reference requires ``K | n`` and draws any remainder with replacement).
     """
     if n < 0 or num_classes < 1:

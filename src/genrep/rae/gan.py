@@ -1,4 +1,4 @@
-"""RAE stage-1 adversarial term (PAPERS.md section 1).
+"""RAE stage-1 adversarial term (docs/papers.md s1.5).
 
     L = L1 + w_p * LPIPS + 0.75 * lambda * L_G,
     lambda = ||grad_last(L1 + w_p * LPIPS)|| / (||grad_last(L_G)|| + eps), clamped to [0, 1e4],
@@ -40,7 +40,7 @@ def _head(in_channels: int, hidden: int, spectral_norm: bool) -> nn.Sequential:
 
 
 class FeatureDiscriminator(nn.Module):
-    """Frozen feature backbone + small trainable heads (PAPERS.md s1: frozen DINO-S/8 features with
+    """Frozen feature backbone + small trainable heads (docs/papers.md s1.5: frozen DINO-S/8 features with
     small trainable heads; offline: frozen EfficientNet-Lite0 features).
 
     One head per backbone level: the last MBConv block at strides 4, 8, 16, 32 (24, 40, 112, 320

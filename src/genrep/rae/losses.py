@@ -1,4 +1,4 @@
-"""RAE stage-1 decoder losses: the reconstruction and perceptual terms (PAPERS.md section 1).
+"""RAE stage-1 decoder losses: the reconstruction and perceptual terms (docs/papers.md s1.5).
 
 The RAE decoder is trained with
 

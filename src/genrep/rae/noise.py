@@ -1,4 +1,4 @@
-"""Noise-augmented decoding (PAPERS.md s1).
+"""Noise-augmented decoding (docs/papers.md s1.6).
 
 While the decoder trains, Gaussian noise is added to the encoder latent,
 ``z' = z + sigma * n`` with ``n ~ N(0, I)`` and one ``sigma`` per sample, drawn as

@@ -1,4 +1,4 @@
-"""Latent normalisation statistics (PAPERS.md s1).
+"""Latent normalisation statistics (docs/papers.md s1.3).
 
 Latents are normalised per element -- per channel *and* grid position -- with the data set's mean
 and variance: ``z_n = (z - mean) / sqrt(var + eps)``, eps = 1e-5, computed once over the training

@@ -1,4 +1,4 @@
-"""Stage-1 training: the RAE's ViT decoder on a frozen encoder's latents (PAPERS.md s1).
+"""Stage-1 training: the RAE's ViT decoder on a frozen encoder's latents (docs/papers.md s1.5, s1.6).
 
 Loss ``L = L1 + w_p * perceptual + w_g * lambda * GAN`` (paper: w_p = 1 with LPIPS, w_g = 0.75,
 lambda the adaptive weight from the decoder's last layer, capped at 1e4). The latent is

@@ -1,4 +1,4 @@
-"""Stage-2 training: a DiT / DiT^DH flow-matching model in the RAE latent (PAPERS.md s1).
+"""Stage-2 training: a DiT / DiT^DH flow-matching model in the RAE latent (docs/papers.md s1.10, s1.13).
 
 The latents (cached by ``cache-latents``) are normalised with the RAE's statistics; each step
 draws a batch, times ``t ~ logit-normal(0, 1)`` mapped through the dimension-dependent shift

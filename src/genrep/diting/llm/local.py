@@ -1,7 +1,7 @@
 """An in-process backend over a causal LM: the bundled SmolLM2 / Gemma-3 or any transformers model.
 
-This is what lets DITING's judges run offline (badly: the bundled models are tiny, PAPERS.md
-laptop notes) and what tests use for a real model end to end. The model loads on the first
+This is what lets DITING's judges run offline (badly: the bundled models are tiny, docs/papers.md
+s4.4) and what tests use for a real model end to end. The model loads on the first
 request. A chat model is prompted through its chat template; a base model without one gets a
 plain ``role: content`` transcript that ends with ``assistant:``, except that a conversation of a
 single user message is passed verbatim, as a text for the base model to continue (few-shot prompts).

@@ -1,6 +1,6 @@
 """The vocabulary every LLM backend shares: sampling settings, a completion, a failure, the protocol.
 
-DITING's judges (the AgentEval experts and the single-agent baseline, PAPERS.md section 3) talk
+DITING's judges (the AgentEval experts and the single-agent baseline, docs/papers.md s3.4) talk
 to a model through a :class:`Backend`: an OpenAI-style chat request in, a :class:`Completion`
 out. Reproducible judging means temperature 0 and a fixed seed, which are the defaults of
 :class:`Sampling`; a request that cannot be answered raises :class:`LLMError` with a short reason
