@@ -1,4 +1,4 @@
-"""AgentEval's prompt text (PAPERS.md s3), in English and Chinese: each role's system prompt (an
+"""AgentEval's prompt text (docs/papers.md s3.4), in English and Chinese: each role's system prompt (an
 expert, the judge, the single-agent judge) with the rubric and the JSON answer format, the item as
 every role sees it, and the per-round requests the runner (:mod:`genrep.diting.agenteval`) sends.
 """
