@@ -9,8 +9,11 @@ once. torchrun workers other than rank 0 share rank 0's directory and do not tak
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def out_callback(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -33,7 +36,8 @@ def out_callback(ctx: click.Context, param: click.Parameter, value: Path | None)
     return path
 
 
-def out_option(default: Path | None = None, help: str = "Output directory.") -> callable:
+def out_option(default: Path | None = None, help: str = "Output directory.") -> Callable[[F], F]:
+    """The ``--out`` option (required, or with a default such as ``runs/demo``), checked and locked."""
     if default is None:
         return click.option("--out", type=click.Path(path_type=Path), required=True, help=help, callback=out_callback)
     return click.option("--out", type=click.Path(path_type=Path), default=default, show_default=True, help=help,

@@ -178,7 +178,7 @@ def from_dict(cls: type[T], data: dict, *, source: str = "config", prefix: str =
     so that an error names the option the user typed; other keys are named after ``source``.
     """
     hints = typing.get_type_hints(cls, include_extras=True)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]  # T is a dataclass
     unknown = [k for k in data if k not in fields]
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])

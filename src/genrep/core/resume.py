@@ -173,6 +173,8 @@ class RunStart:
 
     def load(self, **objects: Any) -> dict:
         """Restore the chosen checkpoint into ``objects`` (model, optimizer, ema, scheduler, RNGs)."""
+        if self.checkpoint is None:
+            raise RuntimeError("RunStart.load: no checkpoint was chosen (the run starts from scratch)")
         meta = load_checkpoint(self.checkpoint, **objects)
         if meta.get("step") != self.step:
             raise UserError(f"{self.checkpoint}: holds step {meta.get('step')}, expected {self.step}")
