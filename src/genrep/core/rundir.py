@@ -88,14 +88,6 @@ def signature(command: str | None = None) -> dict[str, Any]:
     }
 
 
-def truncate_log(path: str | Path, step: int) -> None:
-    """On resume keep only the JSON-lines log records up to ``step`` (the rest will be redone); a
-    line torn by a crash is dropped first (:func:`genrep.core.jsonl.repair_tail`)."""
-    from genrep.core.jsonl import truncate_jsonl
-
-    truncate_jsonl(path, lambda r: isinstance(r, dict) and r.get("step", 0) <= step)
-
-
 class RunDir:
     """An output directory of one command run."""
 
