@@ -88,6 +88,16 @@ def signature(command: str | None = None) -> dict[str, Any]:
     }
 
 
+def model_dir(path: str | Path, marker: str) -> Path:
+    """Where the model is, given a model directory or the ``--out`` of the run that trained it:
+    ``path`` itself when it holds ``marker``, else ``path/model`` when that holds ``marker``, else
+    ``path`` (the caller says what is missing)."""
+    path = Path(path)
+    if not (path / marker).is_file() and (path / "model" / marker).is_file():
+        return path / "model"
+    return path
+
+
 class RunDir:
     """An output directory of one command run."""
 

@@ -28,7 +28,7 @@ from genrep.core.files import read_json
 from genrep.core.jsonl import append_jsonl, read_log
 from genrep.core.progress import progress_bar
 from genrep.core.resume import RUN_CONTROL, start_run
-from genrep.core.rundir import RunDir, atomic_write_json
+from genrep.core.rundir import RunDir, atomic_write_json, model_dir
 from genrep.core.runtime import pick_device, resolve_precision, seed_everything, step_generator
 from genrep.rae.dit import DiT, dit_config
 from genrep.rae.flow import flow_matching_loss, shift_alpha
@@ -108,9 +108,7 @@ def load_dit(directory: str | Path) -> tuple[DiT, dict]:
 
     from genrep.rae.dit import DiTConfig
 
-    directory = Path(directory)
-    if not (directory / DIT_CONFIG).is_file() and (directory / "model" / DIT_CONFIG).is_file():
-        directory = directory / "model"
+    directory = model_dir(directory, DIT_CONFIG)
     if not (directory / DIT_CONFIG).is_file():
         raise UserError(f"{directory}: no trained DiT found (expected {DIT_CONFIG} there or in {directory}/model)")
     meta = read_json(directory / DIT_CONFIG, "DiT config")
