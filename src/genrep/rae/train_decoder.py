@@ -31,12 +31,13 @@ from genrep.core.resume import RUN_CONTROL, RunStart, start_run
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.core.runtime import pick_device, seed_everything, step_generator
 from genrep.rae.autoencoder import RAE
-from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder, num_params
+from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder
 from genrep.rae.encoders import build_encoder
 from genrep.rae.gan import FeatureDiscriminator, adaptive_weight, discriminator_loss, gan_schedule, nonsaturating_g_loss
 from genrep.rae.latents import CachedLatents, load_cache
 from genrep.rae.losses import build_perceptual_loss, l1_loss
 from genrep.rae.noise import add_latent_noise
+from genrep.rae.vit_parts import num_params
 
 
 @dataclass
