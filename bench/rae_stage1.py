@@ -48,7 +48,8 @@ def matmul_peak(min_time: float) -> float:
 
 
 def decoder_step(size: str, batch: int, min_time: float) -> dict:
-    from genrep.rae.decoder import DecoderConfig, ViTDecoder, num_params
+    from genrep.rae.decoder import DecoderConfig, ViTDecoder
+    from genrep.rae.vit_parts import num_params
 
     dec = ViTDecoder(DecoderConfig(latent_channels=320, grid=4, patch=7, size=size))
     opt = torch.optim.AdamW(dec.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=True)

@@ -13,6 +13,7 @@ from genrep.core.files import (
     remove_if_empty,
 )
 from genrep.core.jsonl import append_jsonl, iter_jsonl, read_log, repair_tail, truncate_jsonl
+from genrep.core.rundir import model_dir
 
 
 def test_read_text_drops_a_bom_and_names_the_line_of_a_bad_byte(tmp_path):
@@ -100,3 +101,13 @@ def test_own_logs_lose_a_torn_tail_and_keep_a_complete_one(tmp_path):
     assert truncate_jsonl(log, lambda r: r["step"] <= 2) == 2
     assert [r["step"] for r in read_log(log)] == [1, 2]
     assert read_log(tmp_path / "absent.jsonl") == []
+
+
+def test_model_dir_takes_a_model_directory_or_the_model_folder_of_a_run(tmp_path):
+    run, model = tmp_path / "run", tmp_path / "run" / "model"
+    model.mkdir(parents=True)
+    assert model_dir(run, "m.json") == run  # nothing there: the caller says what is missing
+    (model / "m.json").write_text("{}")
+    assert model_dir(run, "m.json") == model and model_dir(str(model), "m.json") == model
+    (run / "m.json").write_text("{}")
+    assert model_dir(run, "m.json") == run  # a model directory is taken as it is

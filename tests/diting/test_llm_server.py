@@ -7,7 +7,8 @@ import pytest
 from genrep.cli import main
 from genrep.core.errors import UserError
 from genrep.diting.llm import LLMError, LLMServer, LocalBackend, OpenAIBackend, Sampling
-from genrep.diting.llm.local import _SeededSampler, cut_at_stop, transcript
+from genrep.diting.llm.local import cut_at_stop, transcript
+from genrep.diting.llm.sampling import SeededSampler
 
 from .fakes import EchoBackend
 
@@ -182,7 +183,7 @@ def test_local_decoding_helpers():
     scores = torch.randn(1, 50)
 
     def pick(seed, top_p=1.0):
-        return int(_SeededSampler(1.0, top_p, seed)(None, scores).argmax())
+        return int(SeededSampler(1.0, top_p, seed)(None, scores).argmax())
 
     assert [pick(3) for _ in range(3)] == [pick(3)] * 3 and len({pick(s) for s in range(20)}) > 1
     assert {pick(s, top_p=1e-6) for s in range(10)} == {int(scores.argmax())}

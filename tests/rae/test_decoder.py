@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder, num_params, sincos_2d
+from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder
+from genrep.rae.vit_parts import num_params, sincos_2d
 
 
 @pytest.mark.parametrize("size", list(DECODER_SIZES))

@@ -9,9 +9,9 @@ from genrep.rae.dit import (
     apply_rope,
     dit_config,
     grid_angles,
-    num_params,
     rope_2d_angles,
 )
+from genrep.rae.vit_parts import num_params
 
 
 def inputs(cfg, b=3, seed=0):

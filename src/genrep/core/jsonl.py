@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from genrep.core.errors import UserError
 from genrep.core.files import _printable, decode_utf8, read_bytes
+from genrep.core.rundir import atomic_write_text
 
 
 def dumps_line(obj: Any) -> str:
@@ -135,11 +136,15 @@ def fsync_file(path: str | Path) -> None:
 def truncate_jsonl(path: str | Path, keep: Callable[[Any], bool]) -> int:
     """Rewrite one of genrep's own logs atomically with only the records ``keep`` accepts (torn
     tail repaired first); returns how many records were kept."""
-    from genrep.core.rundir import atomic_write_text
-
     path = Path(path)
     if not path.is_file():
         return 0
     kept = [r for r in read_log(path) if keep(r)]
     atomic_write_text(path, "".join(dumps_line(r) for r in kept))
     return len(kept)
+
+
+def truncate_log(path: str | Path, step: int) -> None:
+    """On resume keep only the JSON-lines log records up to ``step`` (the rest will be redone); a
+    line torn by a crash is dropped first (:func:`repair_tail`)."""
+    truncate_jsonl(path, lambda r: isinstance(r, dict) and r.get("step", 0) <= step)

@@ -39,8 +39,7 @@ from typing import Any, Iterable
 from genrep.core.checkpoint import Checkpointer, load_checkpoint, read_metadata
 from genrep.core.config import to_dict
 from genrep.core.errors import UserError
-from genrep.core.jsonl import append_jsonl, fsync_file, read_log, truncate_jsonl
-from genrep.core.rundir import truncate_log
+from genrep.core.jsonl import append_jsonl, fsync_file, read_log, truncate_jsonl, truncate_log
 
 # The run-control fields every training command lets differ on --resume; commands add their own.
 RUN_CONTROL = ("max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "device")

@@ -88,12 +88,14 @@ def signature(command: str | None = None) -> dict[str, Any]:
     }
 
 
-def truncate_log(path: str | Path, step: int) -> None:
-    """On resume keep only the JSON-lines log records up to ``step`` (the rest will be redone); a
-    line torn by a crash is dropped first (:func:`genrep.core.jsonl.repair_tail`)."""
-    from genrep.core.jsonl import truncate_jsonl
-
-    truncate_jsonl(path, lambda r: isinstance(r, dict) and r.get("step", 0) <= step)
+def model_dir(path: str | Path, marker: str) -> Path:
+    """Where the model is, given a model directory or the ``--out`` of the run that trained it:
+    ``path`` itself when it holds ``marker``, else ``path/model`` when that holds ``marker``, else
+    ``path`` (the caller says what is missing)."""
+    path = Path(path)
+    if not (path / marker).is_file() and (path / "model" / marker).is_file():
+        return path / "model"
+    return path
 
 
 class RunDir:

@@ -57,12 +57,12 @@ from genrep.core.jsonl import iter_jsonl
 from genrep.core.rundir import atomic_write_text
 from genrep.diting.limits import MAX_RESAMPLES as MAX_RESAMPLES  # re-exported: the bound on resamples
 from genrep.diting.limits import check_bootstrap
+from genrep.diting.rubric import CRITERIA
 from genrep.diting.schema import DIMENSIONS, Judgment
 
 Key = tuple[str, str]  # (item_id, system)
 CORRELATIONS = ("pearson", "spearman", "kendall")
 GROUPINGS = ("none", "item", "system")
-CRITERIA = ("specific", "general_1", "general_2")
 LOWER_IS_BETTER = frozenset({"ter"})
 _CHUNK = 200  # bootstrap rows per block in the pair computations (bounds memory to ~ _CHUNK x pairs)
 

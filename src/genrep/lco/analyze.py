@@ -19,9 +19,9 @@ from pathlib import Path
 from genrep.core.config import Count
 from genrep.core.errors import UserError
 from genrep.core.rundir import RunDir, atomic_write_bytes
-from genrep.lco.analysis import anisotropy, linear_cka, mutual_knn_alignment, plot_anisotropy
 from genrep.lco.data import hsk_pairs_split, json_lines, load_media
 from genrep.lco.embedding import MODALITIES
+from genrep.lco.geometry import anisotropy, linear_cka, mutual_knn_alignment, plot_anisotropy
 
 
 @dataclass

@@ -18,11 +18,13 @@ Which kind a checkpoint is comes from its config's ``model_type``; ``kind=`` for
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from genrep.core.errors import UserError
+from genrep.lco.tinyvlm import is_tinyvlm_dir, load_tinyvlm
 
 VLM_TYPES = {
     "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "smolvlm", "idefics2", "llava", "llava_next",
@@ -86,6 +88,14 @@ def _quantization(quantize: str | None, device: torch.device):
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
+def load_tinyvlm_backbone(directory: str | Path, *, dtype: torch.dtype = torch.float32,
+                          device: str | torch.device = "cpu") -> Backbone:
+    """A saved TinyVLM as an LCO ``Backbone`` (kind ``vlm``, modalities text and image)."""
+    model, processor = load_tinyvlm(directory, dtype=dtype, device=device)
+    return Backbone(model=model, processor=processor, kind="vlm", name=str(directory), modalities=("text", "image"),
+                    extra={"tinyvlm": True})
+
+
 def load_backbone(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                   kind: str | None = None, quantize: str | None = None, attn_implementation: str | None = None,
                   processor_kwargs: dict | None = None) -> Backbone:
@@ -97,8 +107,6 @@ def load_backbone(name_or_path: str, *, dtype: torch.dtype = torch.float32, devi
 
     device = torch.device(device)
     path = resolve_lm_path(name_or_path)
-    from genrep.lco.tinyvlm import is_tinyvlm_dir, load_tinyvlm_backbone
-
     if is_tinyvlm_dir(path):  # genrep's own tiny LLaVA-style VLM (lco.tinyvlm)
         if quantize:
             raise UserError("quantize: a TinyVLM backbone is not quantized (leave quantize empty)")

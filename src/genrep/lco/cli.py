@@ -10,6 +10,15 @@ from genrep.core.cli_options import CONFIG, OUT, SET
 from genrep.core.cli_options import given_flags as _flags
 
 
+def _trained(spec: str) -> str:
+    """``--model`` as given, or the ``model/`` folder inside it when it is the ``--out`` of a training run."""
+    from genrep.core.rundir import model_dir
+    from genrep.lco.adapters import MODEL_FILE
+
+    found = model_dir(spec, MODEL_FILE)
+    return str(found) if found != Path(spec) else spec
+
+
 @click.group()
 def lco() -> None:
     """LCO-EMB: omnimodal embeddings from generative (M)LLMs."""
@@ -57,8 +66,7 @@ def eval_cmd(model, tasks, limit, batch_size, config_path, overrides, out):
     from genrep.core.config import load_config
     from genrep.lco.evaluate import EvalConfig, evaluate
 
-    model_dir = Path(model) / "model" if model and (Path(model) / "model" / "lco_model.json").is_file() else None
-    flags = _flags(model=str(model_dir) if model_dir else model, tasks=list(tasks) or None, limit=limit,
+    flags = _flags(model=_trained(model) if model else model, tasks=list(tasks) or None, limit=limit,
                    batch_size=batch_size)
     cfg = load_config(EvalConfig, config_path, overrides, flags=flags)
     m = evaluate(cfg, out)
@@ -79,7 +87,7 @@ def analyze_cmd(models, pairs, limit, layers, config_path, overrides, out):
     from genrep.core.config import load_config
     from genrep.lco.analyze import AnalyzeConfig, analyze
 
-    resolved = [str(Path(m) / "model") if (Path(m) / "model" / "lco_model.json").is_file() else m for m in models]
+    resolved = [_trained(m) for m in models]
     flags = _flags(models=resolved or None, pairs=pairs, limit=limit, layers=list(layers) or None)
     cfg = load_config(AnalyzeConfig, config_path, overrides, flags=flags)
     m = analyze(cfg, out)
@@ -94,10 +102,10 @@ def analyze_cmd(models, pairs, limit, layers, config_path, overrides, out):
 @OUT
 def merge_cmd(model, out):
     """Merge a LoRA adapter into the base weights (a standalone model directory)."""
-    from genrep.core.rundir import RunDir
-    from genrep.lco.adapters import merge, read_spec
+    from genrep.core.rundir import RunDir, model_dir
+    from genrep.lco.adapters import MODEL_FILE, merge, read_spec
 
-    model = model / "model" if (model / "model" / "lco_model.json").is_file() else model
+    model = model_dir(model, MODEL_FILE)
     read_spec(model)  # a directory of the wrong kind fails before anything is written
     run = RunDir(out)
     run.write_config({"model": str(model), "out": str(out)})
@@ -116,10 +124,10 @@ def soup_cmd(models, weights, out):
     import math
 
     from genrep.core.errors import UserError
-    from genrep.core.rundir import RunDir
-    from genrep.lco.adapters import read_spec, soup
+    from genrep.core.rundir import RunDir, model_dir
+    from genrep.lco.adapters import MODEL_FILE, read_spec, soup
 
-    dirs = [m / "model" if (m / "model" / "lco_model.json").is_file() else m for m in models]
+    dirs = [model_dir(m, MODEL_FILE) for m in models]
     if any(not math.isfinite(w) for w in weights):
         raise UserError(f"soup: --weight must be finite numbers, got {list(weights)}")
     for d in dirs:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from genrep.core.errors import UserError
+from genrep.core.jsonl import iter_jsonl
 
 SIDES = ("anchor", "positive", "negative")
 FIELDS = ("text", "image", "audio", "video")
@@ -67,8 +68,6 @@ def _side(value: Any, where: str, base: Path | None) -> dict:
 
 def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for every non-blank line of a JSONL file; errors name the file and line."""
-    from genrep.core.jsonl import iter_jsonl
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} file not found")

@@ -17,9 +17,9 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     from genrep.core.images import figure_png
     from genrep.core.runtime import pick_device
     from genrep.lco.adapters import load_model
-    from genrep.lco.analysis import anisotropy
     from genrep.lco.data import hsk_pairs_split
     from genrep.lco.evaluate import EvalConfig, evaluate
+    from genrep.lco.geometry import anisotropy
     from genrep.lco.train import TrainConfig, train
 
     steps, batch, n_test, rank = PROFILES[cfg.profile]

@@ -29,9 +29,9 @@ import numpy as np
 from genrep.core.config import Count
 from genrep.core.errors import UserError
 from genrep.core.rundir import RunDir, atomic_write_bytes
-from genrep.lco.analysis import anisotropy, linear_cka, mutual_knn_alignment
 from genrep.lco.data import hsk_pairs_split, json_lines, load_media
 from genrep.lco.embedding import EmbeddingModel
+from genrep.lco.geometry import anisotropy, linear_cka, mutual_knn_alignment, plot_anisotropy
 from genrep.lco.metrics import qrels_to_indices, read_qrels_tsv, retrieval_metrics, sts_spearman, zero_shot_accuracy
 
 
@@ -192,8 +192,6 @@ def evaluate(cfg: EvalConfig, out: str | Path, emb: EmbeddingModel | None = None
                                      "spearman", "accuracy") if k in first}
     metrics = {"model": cfg.model, **headline, "tasks": results}
     if "anisotropy_per_layer" in first:
-        from genrep.lco.analysis import plot_anisotropy
-
         series = {"anisotropy": [first["anisotropy_per_layer"][str(layer)] for layer in cfg.layers]}
         atomic_write_bytes(run.figures / "anisotropy_per_layer.png", plot_anisotropy(series, cfg.model))
     run.write_metrics(metrics)

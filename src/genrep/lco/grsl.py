@@ -12,7 +12,6 @@ intercept`` by least squares and reports R^2 plus Pearson's r and Spearman's rho
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from genrep.core.errors import UserError
+from genrep.core.jsonl import iter_jsonl
 
 __all__ = ["GRSLPoint", "fit_grsl", "plot_grsl", "read_points"]
 
@@ -86,16 +86,10 @@ def _read_csv(path: Path, text: str) -> list[GRSLPoint]:
     return points
 
 
-def _read_jsonl(path: Path, text: str) -> list[GRSLPoint]:
+def _read_jsonl(path: Path) -> list[GRSLPoint]:
     points = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, record in iter_jsonl(path, "points file"):  # unreadable, not UTF-8 or not JSON: file:line
         at = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{at}: not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise UserError(f"{at}: expected a JSON object with keys {', '.join(_FIELDS)}")
         points.append(_point(record, at, from_text=False))
@@ -110,13 +104,16 @@ def read_points(path: str | Path) -> list[GRSLPoint]:
     suffix = path.suffix.lower()
     if suffix not in _CSV_SUFFIXES + _JSONL_SUFFIXES:
         raise UserError(f"{path}: unknown points file type {suffix or '(no suffix)'!r}; use .csv, .jsonl or .json-lines")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read points file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    points = _read_csv(path, text) if suffix in _CSV_SUFFIXES else _read_jsonl(path, text)
+    if suffix in _JSONL_SUFFIXES:
+        points = _read_jsonl(path)
+    else:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read points file ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text") from None
+        points = _read_csv(path, text)
     if len(points) < 3:
         raise UserError(f"{path}: {len(points)} point(s); a fit needs at least 3 points")
     return points

@@ -32,15 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from genrep.core.config import Count, Fraction, NonNegInt, Positive, require_positive
+from genrep.core.config import Count, Fraction, NonNegInt, Positive, read_yaml, require_positive
 from genrep.core.errors import UserError
 from genrep.core.images import figure_png
 from genrep.core.resume import check_same_config, refuse_earlier_run
 from genrep.core.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
-from genrep.lco.analysis import anisotropy
-from genrep.lco.captions import SYNONYMS, caption, caption_triplets, class_prompts
-from genrep.lco.data import write_triplets
+from genrep.lco.captions import PATTERNS, SYNONYMS, TONES, Attributes, caption, caption_triplets, class_prompts
+from genrep.lco.data import read_triplets, write_triplets
 from genrep.lco.embedding import EmbeddingModel
+from genrep.lco.geometry import anisotropy
 from genrep.lco.grsl import GRSLPoint, fit_grsl, plot_grsl
 from genrep.lco.metrics import cosine_matrix, mcnemar_exact, retrieval_metrics, zero_shot_accuracy
 from genrep.lco.pretrain_vlm import SCORE_FILE, CaptionData, PretrainConfig, backbone_name, fashion_split, pretrain
@@ -102,8 +102,6 @@ PROFILES = {"default": GRSLExperimentConfig, "fast": fast_config}
 # ---------------------------------------------------------------------------------------------- scores
 def gallery(cfg: GRSLExperimentConfig) -> tuple[list[str], np.ndarray]:
     """Retrieval gallery: ``captions_per_class`` random captions per class and their labels."""
-    from genrep.lco.captions import PATTERNS, TONES, Attributes
-
     rng = np.random.default_rng([cfg.seed, 11])
     texts, labels = [], []
     for c in range(len(SYNONYMS)):
@@ -190,8 +188,6 @@ def _check_start(cfg: GRSLExperimentConfig, run: RunDir, resume: bool, fresh: bo
     per-backbone results of an earlier run (it recomputes them all)."""
     import shutil
 
-    from genrep.core.config import read_yaml
-
     command = "lco grsl-experiment"
     if resume and fresh:
         raise UserError(f"{command}: resume and fresh exclude each other")
@@ -233,8 +229,6 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
     data_path = run / "refine_data.jsonl"
     rows = caption_triplets(cfg.refine.text_rows, seed=cfg.seed)
     if cfg.refine.extra_data:
-        from genrep.lco.data import read_triplets
-
         extra = read_triplets(cfg.refine.extra_data)
         if any(set(side) - {"text"} for r in extra for side in (r.anchor, r.positive, r.negative or {})):
             raise UserError(f"refine.extra_data: {cfg.refine.extra_data} has non-text items; the refinement is text-only")

@@ -445,13 +445,3 @@ def load_tinyvlm(directory: str | Path, *, dtype: torch.dtype = torch.float32,
                         f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
     model.lm_source = source if kind != "weights" else str(directory / "language_model")
     return model.to(device=device).eval(), processor
-
-
-def load_tinyvlm_backbone(directory: str | Path, *, dtype: torch.dtype = torch.float32,
-                          device: str | torch.device = "cpu"):
-    """A saved TinyVLM as an LCO ``Backbone`` (kind ``vlm``, modalities text and image)."""
-    from genrep.lco.backbones import Backbone
-
-    model, processor = load_tinyvlm(directory, dtype=dtype, device=device)
-    return Backbone(model=model, processor=processor, kind="vlm", name=str(directory), modalities=("text", "image"),
-                    extra={"tinyvlm": True})

@@ -18,10 +18,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from genrep.rae.vit_parts import sincos_2d
 
 
 @dataclass(frozen=True)
@@ -60,22 +61,6 @@ class DecoderConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def sincos_2d(dim: int, grid: int) -> torch.Tensor:
-    """Fixed 2D sin-cos position embedding [grid*grid, dim] (MAE): half the channels encode the row,
-    half the column, each as ``[sin(p w_k), cos(p w_k)]`` with ``w_k = 1 / 10000^(2k/(dim/2))``."""
-    if dim % 4 != 0:
-        raise ValueError(f"sin-cos embedding needs a width divisible by 4, got {dim}")
-    quarter = dim // 4
-    omega = 1.0 / 10000 ** (np.arange(quarter, dtype=np.float64) / quarter)
-    rows, cols = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64), indexing="ij")
-
-    def embed(pos: np.ndarray) -> np.ndarray:
-        out = np.outer(pos.reshape(-1), omega)
-        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
-
-    return torch.from_numpy(np.concatenate([embed(rows), embed(cols)], axis=1)).float()
 
 
 class Block(nn.Module):
@@ -164,8 +149,3 @@ class ViTDecoder(nn.Module):
         embed = 2 * (n - 1) * self.cfg.latent_channels * d.width
         head = 2 * n * d.width * self.cfg.patch**2 * self.cfg.out_channels
         return float(d.depth * per_block + embed + head)
-
-
-def num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-

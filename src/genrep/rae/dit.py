@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genrep.core.errors import UserError
-from genrep.rae.decoder import num_params, sincos_2d  # noqa: F401  (num_params re-exported)
+from genrep.rae.vit_parts import sincos_2d
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch
 
 from genrep.core.config import Count
 from genrep.core.errors import UserError
-from genrep.core.rundir import RunDir
+from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.core.runtime import pick_device
 from genrep.rae import metrics as M
 from genrep.rae.data import load_images
@@ -87,7 +87,6 @@ def _real_features(features: "M.EffNetFeatures", dataset: str, split: str, size:
     import json
 
     from genrep.core.cache import cache_dir
-    from genrep.core.rundir import atomic_write_bytes
 
     key = json.dumps({"dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset, "split": split,
                       "size": size, "limit": limit, "features": features.signature}, sort_keys=True)

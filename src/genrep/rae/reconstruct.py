@@ -21,7 +21,7 @@ from genrep.core.config import Count, NonNeg
 from genrep.core.errors import UserError
 from genrep.core.images import image_grid, png_bytes
 from genrep.core.progress import progress_bar
-from genrep.core.rundir import RunDir, atomic_write_bytes
+from genrep.core.rundir import RunDir, atomic_write_bytes, model_dir
 from genrep.core.runtime import pick_device, seed_everything
 from genrep.rae import metrics as M
 from genrep.rae.autoencoder import CONFIG_NAME, RAE
@@ -46,11 +46,10 @@ class ReconstructConfig:
 
 def resolve_model_dir(path: Path) -> Path:
     """Accept the RAE directory itself or a training run's ``--out`` (which holds ``model/``)."""
+    found = model_dir(path, CONFIG_NAME)
+    if (found / CONFIG_NAME).is_file():
+        return found
     path = Path(path)
-    if (path / CONFIG_NAME).is_file():
-        return path
-    if (path / "model" / CONFIG_NAME).is_file():
-        return path / "model"
     raise UserError(f"{path}: no RAE found (expected {CONFIG_NAME} there or in {path}/model)")
 
 

@@ -23,10 +23,10 @@ from genrep.core.images import image_grid, png_bytes
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.core.runtime import pick_device
 from genrep.rae.autoencoder import RAE
+from genrep.rae.dit_io import load_dit
 from genrep.rae.flow import class_balanced_labels, euler_sample, heun_sample, make_guided_velocity, time_grid
 from genrep.rae.latents import as_numpy_images
 from genrep.rae.reconstruct import resolve_model_dir
-from genrep.rae.train_dit import load_dit
 
 
 @dataclass

@@ -28,15 +28,16 @@ from genrep.core.jsonl import append_jsonl
 from genrep.core.lr_schedule import warmup_cosine
 from genrep.core.progress import progress_bar
 from genrep.core.resume import RUN_CONTROL, RunStart, start_run
-from genrep.core.rundir import RunDir
+from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.core.runtime import pick_device, seed_everything, step_generator
 from genrep.rae.autoencoder import RAE
-from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, DecoderSizeName, ViTDecoder, num_params
+from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, DecoderSizeName, ViTDecoder
 from genrep.rae.encoders import build_encoder
 from genrep.rae.gan import FeatureDiscriminator, adaptive_weight, discriminator_loss, gan_schedule, nonsaturating_g_loss
 from genrep.rae.latents import CachedLatents, load_cache
 from genrep.rae.losses import build_perceptual_loss, l1_loss
 from genrep.rae.noise import add_latent_noise
+from genrep.rae.vit_parts import num_params
 
 
 @dataclass
@@ -229,7 +230,6 @@ def _plot_loss(run: RunDir, begin: RunStart) -> None:
     import matplotlib.pyplot as plt
 
     from genrep.core.images import figure_png
-    from genrep.core.rundir import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([r["step"] for r in rows], [r["l1"] for r in rows], label="L1")

@@ -20,24 +20,24 @@ from typing import Literal, Optional
 
 import torch
 
-from genrep.core.config import Count, Fraction, NonNeg, NonNegInt, Positive, require_positive
+from genrep.core.config import Count, Fraction, NonNeg, NonNegInt, Positive, read_yaml, require_positive
 from genrep.core.distributed import init_distributed
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
-from genrep.core.files import read_json
 from genrep.core.jsonl import append_jsonl, read_log
 from genrep.core.progress import progress_bar
 from genrep.core.resume import RUN_CONTROL, start_run
-from genrep.core.rundir import RunDir, atomic_write_json
+from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.core.runtime import pick_device, resolve_precision, seed_everything, step_generator
+from genrep.rae.autoencoder import RAE
 from genrep.rae.dit import DiT, DiTPreset, dit_config
-from genrep.rae.flow import flow_matching_loss, shift_alpha
+from genrep.rae.dit_io import save_dit
+from genrep.rae.flow import class_balanced_labels, flow_matching_loss, shift_alpha
 from genrep.rae.latents import META as LATENT_META
-from genrep.rae.latents import load_cache
+from genrep.rae.latents import as_numpy_images, load_cache
 from genrep.rae.reconstruct import resolve_model_dir
+from genrep.rae.sample import SampleConfig, class_grid_png, generate
 
-DIT_CONFIG = "dit_config.json"
-DIT_WEIGHTS = "dit.safetensors"
 # run-control fields that --resume accepts changed: the step budget, logging, checkpointing, the device, and the
 # periodic sample grids / evaluations (they draw from their own generators and never touch training)
 RESUME_MAY_DIFFER = (*RUN_CONTROL, "sample_every", "eval_every", "eval_num", "eval_real", "eval_steps")
@@ -83,42 +83,10 @@ def _latent_cache_of(rae_dir: Path) -> Path:
 
     for cfg_path in (rae_dir.parent / "config.yaml", rae_dir / "config.yaml"):
         if cfg_path.is_file():
-            from genrep.core.config import read_yaml
-
             latents = read_yaml(cfg_path).get("latents")
             if latents:
                 return Path(latents)
     raise UserError(f"{rae_dir}: cannot tell which latent cache to train on; pass --latents DIR")
-
-
-def save_dit(directory: Path, model: DiT, state: dict, rae_dir: Path, alpha: float, class_names: list[str]) -> None:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{DIT_WEIGHTS}.tmp"
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp))
-    tmp.replace(directory / DIT_WEIGHTS)
-    atomic_write_json(directory / DIT_CONFIG, {"dit": model.cfg.__dict__, "rae": str(Path(rae_dir).resolve()),
-                                              "shift_alpha": alpha, "class_names": class_names})
-
-
-def load_dit(directory: str | Path) -> tuple[DiT, dict]:
-    """A trained DiT (EMA weights) and its metadata (``rae`` path, ``shift_alpha``, ``class_names``)."""
-    from safetensors.torch import load_file
-
-    from genrep.rae.dit import DiTConfig
-
-    directory = Path(directory)
-    if not (directory / DIT_CONFIG).is_file() and (directory / "model" / DIT_CONFIG).is_file():
-        directory = directory / "model"
-    if not (directory / DIT_CONFIG).is_file():
-        raise UserError(f"{directory}: no trained DiT found (expected {DIT_CONFIG} there or in {directory}/model)")
-    meta = read_json(directory / DIT_CONFIG, "DiT config")
-    if not isinstance(meta, dict) or "dit" not in meta:
-        raise UserError(f"{directory / DIT_CONFIG}: not a DiT config (expected an object with 'dit')")
-    model = DiT(DiTConfig(**meta["dit"]))
-    model.load_state_dict(load_file(str(directory / DIT_WEIGHTS)))
-    return model.eval(), meta
 
 
 class _Monitor:
@@ -129,10 +97,6 @@ class _Monitor:
         self.meta, self.num_classes, self.features = cache_meta, num_classes, None
 
     def _generate(self, model, num: int, seed: int):
-        from genrep.rae.flow import class_balanced_labels
-        from genrep.rae.latents import as_numpy_images
-        from genrep.rae.sample import SampleConfig, generate
-
         gen = torch.Generator().manual_seed(seed)
         labels = class_balanced_labels(num, self.num_classes, generator=gen)
         was_training = model.training
@@ -143,9 +107,6 @@ class _Monitor:
         return as_numpy_images(images), labels.numpy()
 
     def grid(self, model, step: int) -> None:
-        from genrep.core.rundir import atomic_write_bytes
-        from genrep.rae.sample import class_grid_png
-
         arr, labels = self._generate(model, 8 * self.num_classes, self.cfg.seed)  # same noise at every step
         atomic_write_bytes(self.run.figures / f"samples-step-{step:08d}.png", class_grid_png(arr, labels, self.num_classes, 8))
 
@@ -214,8 +175,6 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
     precision, precision_info = _agreed_precision(cfg.precision, device, info)
     if info.is_main:
         print(f"train-dit: precision {precision} ({precision_info['reason']})", file=sys.stderr, flush=True)
-
-    from genrep.rae.autoencoder import RAE
 
     rae = RAE.from_pretrained(rae_dir)
     cache = load_cache(latents_dir)

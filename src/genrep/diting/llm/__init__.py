@@ -3,6 +3,7 @@
 - :mod:`~genrep.diting.llm.types`          Sampling, Completion, LLMError, the Backend protocol
 - :mod:`~genrep.diting.llm.openai_client`  OpenAI-compatible servers: bounded concurrency and retries
 - :mod:`~genrep.diting.llm.local`          a causal LM in this process (the bundled ones or any transformers model)
+- :mod:`~genrep.diting.llm.sampling`       seeded temperature / top-p sampling of the next token (local models)
 - :mod:`~genrep.diting.llm.cache`          persistent SQLite cache of completions, CachedBackend
 - :mod:`~genrep.diting.llm.usage`          calls, cache hits, failures, tokens and USD for metrics.json
 - :mod:`~genrep.diting.llm.structured`     validated JSON answers: constrained decoding plus repair

@@ -30,8 +30,9 @@ the schema and writes the JSON itself, asking the model only where the schema le
 * a schema without a type (``{}``, any value) is a free string.
 
 Decoding is greedy at temperature 0, else temperature / top-p sampling among the allowed tokens
-from a generator seeded with ``seed`` (the sampler of :mod:`genrep.diting.llm.local`). The model
-runs with its KV cache, fed only the new tokens (consecutive forced pieces in one forward pass).
+from a generator seeded with ``seed`` (:class:`~genrep.diting.llm.sampling.SeededSampler`, the
+local backend's sampler). The model runs with its KV cache, fed only the new tokens (consecutive
+forced pieces in one forward pass).
 
 ``max_new_tokens`` bounds the tokens the model processes after the prompt, forced and chosen
 alike. When it runs out the structure is finished with the shortest valid completion (open
@@ -53,7 +54,7 @@ from typing import Any
 
 import torch
 
-from genrep.diting.llm.local import _SeededSampler
+from genrep.diting.llm.sampling import SeededSampler
 
 MAX_RANGE_CHOICES = 50  # an integer range up to this many values is a choice; a wider one is digits
 MAX_INT_DIGITS = 12
@@ -260,7 +261,7 @@ class _Decoder:
                  temperature: float, top_p: float, seed: int | None, max_string_tokens: int, use_cache: bool):
         self.model, self.tok, self.schema = model, tok, schema
         self.budget, self.max_string_tokens, self.use_cache = max_new_tokens, max_string_tokens, use_cache
-        self.sampler = _SeededSampler(temperature, top_p, seed) if temperature > 0 else None
+        self.sampler = SeededSampler(temperature, top_p, seed) if temperature > 0 else None
         self.fed: list[int] = []  # what the model has processed (its KV cache)
         self.unfed: list[int] = list(prompt)  # tokens to feed before the next logits
         self.pending = ""  # forced text not tokenized yet

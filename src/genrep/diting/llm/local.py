@@ -26,40 +26,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from genrep.diting.llm.sampling import SeededSampler
 from genrep.diting.llm.types import Completion, LLMError, Sampling
-
-if TYPE_CHECKING:
-    import torch
-
-
-class _SeededSampler:
-    """A logits processor that samples the next token itself (temperature, top-p) with its own generator.
-
-    ``generate`` then runs greedily and simply takes the one token left standing.
-    """
-
-    def __init__(self, temperature: float, top_p: float, seed: int | None):
-        import torch
-
-        self.temperature, self.top_p = temperature, top_p
-        self.generator = torch.Generator()
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(seed)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            sorted_p = sorted_p * ((sorted_p.cumsum(-1) - sorted_p) < self.top_p)  # the top token always stays
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        token = torch.multinomial(probs, 1, generator=self.generator)
-        return torch.full_like(scores, float("-inf")).scatter(-1, token, 0.0)
 
 
 def transcript(messages: list[dict]) -> str:
@@ -132,7 +102,7 @@ class LocalBackend:
             pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # Gemma's pad id is 0
             kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": False, "pad_token_id": pad}
             if sampling.temperature > 0:
-                kwargs["logits_processor"] = [_SeededSampler(sampling.temperature, sampling.top_p, sampling.seed)]
+                kwargs["logits_processor"] = [SeededSampler(sampling.temperature, sampling.top_p, sampling.seed)]
             if sampling.stop:
                 kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
             with torch.no_grad():

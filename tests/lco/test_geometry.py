@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from genrep.core.errors import UserError
-from genrep.lco.analysis import (
+from genrep.lco.geometry import (
     anisotropy,
     anisotropy_per_layer,
     linear_cka,

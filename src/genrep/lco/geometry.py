@@ -1,5 +1,6 @@
-"""Representation analysis of LCO-EMB (docs/papers.md s2.9, "Scaling Language-Centric Omnimodal Representation
-Learning"): how isotropic the embedding space of each layer is, and how well two modalities' spaces align.
+"""The geometry of embedding spaces, the measures behind LCO-EMB's representation analysis (docs/papers.md s2.9,
+"Scaling Language-Centric Omnimodal Representation Learning"; the command is :mod:`genrep.lco.analyze`): how
+isotropic the embedding space of each layer is, and how well two modalities' spaces align.
 
 - :func:`anisotropy` / :func:`anisotropy_per_layer`: the paper's anisotropy measure, the expected cosine similarity
   of two different samples' embeddings, ``1 / (n (n - 1)) * sum_{i != j} cos(e_i, e_j)``, per layer and per
