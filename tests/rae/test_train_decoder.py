@@ -215,7 +215,7 @@ def test_cli_contract_and_user_errors(cache_dir, tmp_path, capsys):
     assert (tmp_path / "cli" / "model" / "rae_config.json").exists()
     for argv, msg in [
         (["rae", "train-decoder", "--latents", str(tmp_path / "nope"), "--out", str(tmp_path / "x")], "not a latent cache"),
-        (["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "huge", "--out", str(tmp_path / "x")], "unknown decoder size 'huge'"),
+        (["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "huge", "--out", str(tmp_path / "x")], "--decoder: expected one of 'tiny', 'S', 'B', 'L', 'XL', got 'huge'"),
         (["rae", "reconstruct", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "y")], "no RAE found"),
         (["rae", "cache-latents", "--encoder", "dino", "--out", str(tmp_path / "z")], "unknown encoder 'dino'"),
     ]:
