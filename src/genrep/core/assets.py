@@ -120,11 +120,11 @@ ASSETS: dict[str, Asset] = {
                 license=lm.license,
                 size={"smollm2-135m": "98 MB GGUF / 540 MB fp32", "gemma3-270m": "253 MB GGUF / 1.1 GB fp32"}[lm.name],
                 install=lm.install,
-                available=(lambda name=lm.name: _lm.is_installed(name)),
+                available=(lambda name=lm.name: _lm.is_installed(name)),  # type: ignore[misc]
                 loader=(lambda name=lm.name, **kw: _lm.load_causal_lm(name, **kw)),
                 smoke=_smoke_lm,
-                materialized=(lambda name=lm.name: _lm.is_materialized(name)),
-                materialize=(lambda name=lm.name: _lm.materialize(name)),
+                materialized=(lambda name=lm.name: _lm.is_materialized(name)),  # type: ignore[misc]
+                materialize=(lambda name=lm.name: _lm.materialize(name)),  # type: ignore[misc]
             )
             for lm in _lm.BUNDLED_LMS.values()
         ],
@@ -222,12 +222,13 @@ def _materialize_quietly(asset: Asset) -> None:
     try:
         from transformers import modeling_gguf_pytorch_utils as gguf_utils
     except ImportError:  # another transformers layout: its bars stay
-        gguf_utils = None
+        gguf_utils = None  # type: ignore[assignment]
     gguf_tqdm = getattr(gguf_utils, "tqdm", None)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     if gguf_tqdm is not None:
         gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+    assert asset.materialize is not None
     try:
         asset.materialize()
     finally:

@@ -70,6 +70,7 @@ def _named(obj: Any) -> dict[str, Any]:
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     """All generator states: tensors for safetensors, the rest as JSON."""
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the legacy form (the default)
     tensors = {
         "rng.torch": torch.get_rng_state(),
         "rng.numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),

@@ -35,7 +35,7 @@ def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
     """Encode a uint8 [H, W] or [H, W, 3] array as PNG, optionally upscaled (nearest)."""
     img = Image.fromarray(to_uint8(np.asarray(image)))
     if scale != 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -39,16 +40,18 @@ def _progress() -> Progress:
 
 
 class _Bar:
-    def __init__(self, progress: Progress | None, task: int | None):
+    def __init__(self, progress: Progress | None, task: TaskID | None):
         self._progress, self._task = progress, task
 
     def advance(self, n: float = 1) -> None:
         if self._progress is not None:
+            assert self._task is not None
             self._progress.advance(self._task, n)
 
     def status(self, text: str) -> None:
         """Show a short status (e.g. the current loss) next to the bar."""
         if self._progress is not None:
+            assert self._task is not None
             self._progress.update(self._task, status=text)
 
 

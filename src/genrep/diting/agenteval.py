@@ -335,11 +335,12 @@ async def evaluate_item(item: Item, translation: Translation, backends: Mapping[
         except _RoleFailed as err:
             reason = str(err)
             rounds = max((t.round for t in turns), default=0)
-    scores, corrections, judgment = None, [], None
+    corrections: list[str] = []
+    scores, judgment = None, None
     if answer is not None:
         scores, corrections = apply_global_rules(answer.model_dump(), answer.mistranslation)
         judgment = Judgment(item_id=item.id, system=translation.system, rater=RATERS[cfg.mode], rationale=answer.reasons,
-                            **scores)
+                            **scores)  # type: ignore[arg-type]  # apply_global_rules keeps each in 0-2
     per_role: dict[str, dict[str, int]] = {}
     for t in turns:
         tally = per_role.setdefault(t.role, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from genrep.diting.rubric import rubric_prompt
+from genrep.diting.rubric import Lang, rubric_prompt
 from genrep.diting.schema import Item, Translation
 
 _FORMAT_SCORES = {
@@ -82,7 +82,7 @@ PROMPTS: dict[str, dict[str, str]] = {
 PromptRole = Literal["expert", "judge", "single"]
 
 
-def system_prompt(kind: PromptRole, dimension: str, lang: str, n: int = 0) -> str:
+def system_prompt(kind: PromptRole, dimension: str, lang: Lang, n: int = 0) -> str:
     """The system prompt of an expert (``n`` = 1 or 2), the judge or the single-agent judge."""
     if kind not in ("expert", "judge", "single"):
         raise ValueError(f"system_prompt: unknown role {kind!r} (expert, judge, single)")

@@ -260,6 +260,7 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
 
     if (official is None) == (judgments is None):
         raise click.UsageError("give --judgments (with --items for the dimensions) or --official")
+    items: list | None  # of Item
     if official is not None:
         data = load_official(official)
         judged, items, source = data.judgments, data.items, {"official": str(official)}

@@ -130,20 +130,21 @@ def build_leaderboard(judgments: Iterable[Judgment], items: Iterable[Item] | Non
     point, boot = _bootstrap_means(scores, system, item, len(systems), len(item_ids), resamples, seed)
     for s, name in enumerate(systems):
         cells[(name, OVERALL)] = _cell(point[s], None if boot is None else boot[:, s], *_coverage(system == s, item))
-    dimensions = [d for d in DIMENSIONS if dim_of and d in {dim_of[k[0]] for k in keys}]
+    dimensions: list[str] = [d for d in DIMENSIONS if dim_of and d in {dim_of[k[0]] for k in keys}]
     for d in dimensions:
+        assert dim_of is not None  # dimensions is empty without it
         sel = np.array([dim_of[k[0]] == d for k in keys])
         d_items, d_item = np.unique(item[sel], return_inverse=True)
         point, boot = _bootstrap_means(scores[sel], system[sel], d_item, len(systems), len(d_items), resamples, seed)
         for s, name in enumerate(systems):
             cells[(name, d)] = _cell(point[s], None if boot is None else boot[:, s],
                                      *_coverage(sel & (system == s), item))
-    order = sorted(systems, key=lambda s: (-cells[(s, OVERALL)].mean, s))
+    order = sorted(systems, key=lambda s: (-cells[(s, OVERALL)].mean, s))  # type: ignore[operator]  # every system has a mean
     rank: dict[str, int] = {}
-    for pos, s in enumerate(order, start=1):
+    for pos, name in enumerate(order, start=1):
         prev = order[pos - 2] if pos > 1 else None
-        same = prev is not None and cells[(prev, OVERALL)].mean == cells[(s, OVERALL)].mean
-        rank[s] = rank[prev] if same else pos
+        same = prev is not None and cells[(prev, OVERALL)].mean == cells[(name, OVERALL)].mean
+        rank[name] = rank[prev] if same else pos  # type: ignore[index]  # same implies prev
     return Leaderboard(order, dimensions, cells, rank, len(judgments), len(item_ids), resamples, seed)
 
 

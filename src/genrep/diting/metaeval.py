@@ -242,7 +242,7 @@ def _within_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return i[keep], j[keep]
 
 
-def _pair_terms(h: np.ndarray, m: np.ndarray, i: np.ndarray, j: np.ndarray):
+def _pair_terms(h: np.ndarray, m: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(|metric difference|, correct if the metric does not tie, correct if it ties) per pair."""
     dh, dm = h[i] - h[j], m[i] - m[j]
     return np.abs(dm), (np.sign(dh) == np.sign(dm)).astype(float), (dh == 0).astype(float)
@@ -427,7 +427,9 @@ def system_means(a: Aligned) -> tuple[np.ndarray, np.ndarray]:
 
 def _system_level(a: Aligned, counts: np.ndarray | None) -> dict[str, Any]:
     hs, ms = system_means(a)
-    boot_h = boot_m = present = None
+    boot_h: np.ndarray | None = None
+    boot_m: np.ndarray | None = None
+    present: np.ndarray | None = None
     if counts is not None:
         onehot = (a.system[:, None] == np.arange(len(a.systems))[None]).astype(float)
         W = counts[:, a.item]
@@ -438,10 +440,11 @@ def _system_level(a: Aligned, counts: np.ndarray | None) -> dict[str, Any]:
             boot_m = np.nan_to_num((W * a.metric) @ onehot / n)
     out: dict[str, Any] = {"systems": len(a.systems)}
     for kind in CORRELATIONS:
-        boot = weighted_correlation(boot_h, boot_m, present, kind) if present is not None else None
+        boot = weighted_correlation(boot_h, boot_m, present, kind) if present is not None else None  # type: ignore[arg-type]
         out[kind] = _stat(correlation(hs, ms, kind), boot)
     boot = None
     if present is not None:
+        assert boot_h is not None and boot_m is not None  # set with present
         i, j = np.triu_indices(len(a.systems), k=1)
         w = present[:, i] * present[:, j]
         correct = np.sign(boot_h[:, i] - boot_h[:, j]) == np.sign(boot_m[:, i] - boot_m[:, j])
@@ -484,7 +487,7 @@ def inter_rater_agreement(ratings: HumanRatings, keys: Iterable[Key] | None = No
     out["mean_abs_diff"] = mean_stat(np.abs(a - b), W)
     known = [n for n, k in enumerate(pairs) if len(ratings.criteria.get(k, [])) >= 2]
     if known:
-        crit = {c: [] for c in CRITERIA}
+        crit: dict[str, list[float]] = {c: [] for c in CRITERIA}
         for n in known:
             first, second = ratings.criteria[pairs[n]][:2]
             for c, x, y in zip(CRITERIA, first, second):
@@ -671,7 +674,7 @@ def _parse_human(value: Any, where: str) -> tuple[list[float], list[tuple[int, i
     names = [f"human[{n}]" for n in range(len(raters))] if isinstance(value, list) else ["human"]
     parsed = [_parse_rater(r, where, name) for r, name in zip(raters, names)]
     crits = [c for _, c in parsed]
-    return [t for t, _ in parsed], (crits if all(c is not None for c in crits) else None)  # type: ignore[misc]
+    return [t for t, _ in parsed], (crits if all(c is not None for c in crits) else None)  # type: ignore[return-value]
 
 
 def read_metricalign(path: str | Path) -> MetricAlignData:
@@ -741,7 +744,7 @@ def scatter_png(human: Mapping[Key, float], metrics: Mapping[str, Mapping[Key, f
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
     dims = dimensions or {}
     present = [d for d in (*DIMENSIONS, "") if any(dims.get(k[0], "") == d for k in human)]
-    colours = dict(zip(present, plt.get_cmap("tab10").colors))
+    colours = dict(zip(present, plt.get_cmap("tab10").colors))  # type: ignore[attr-defined]  # a ListedColormap
     for ax, name in zip(axes[0], names):
         a = align(human, metrics[name])
         for d in present:

@@ -108,9 +108,9 @@ def load_official(path: str | Path) -> OfficialData:
         data = task.get("data") if isinstance(task, dict) else None
         if not isinstance(data, dict):
             raise UserError(f"{where}: no 'data' object")
-        for key in ("model", "instruction", "model_output", "ground_truth"):
-            if not isinstance(data.get(key), str):
-                raise UserError(f"{where}: field 'data.{key}' missing or not a string")
+        for field_name in ("model", "instruction", "model_output", "ground_truth"):
+            if not isinstance(data.get(field_name), str):
+                raise UserError(f"{where}: field 'data.{field_name}' missing or not a string")
         instruction = data["instruction"]
         body, context, source = _split_instruction(instruction)
         key = (source or body, context)

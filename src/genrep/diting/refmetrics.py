@@ -97,7 +97,7 @@ def score_translations(translations: Iterable[Translation], items: Iterable[Item
     for system, pairs in per_system.items():
         hyps = ["" if t.meta.get("failed") else t.output for _, t in pairs]
         refs = [i.reference_en for i, _ in pairs]
-        rows = [{"item_id": i.id, "system": system, "dimension": i.dimension} for i, _ in pairs]
+        rows: list[dict[str, Any]] = [{"item_id": i.id, "system": system, "dimension": i.dimension} for i, _ in pairs]
         sys_res: dict[str, Any] = {"items": len(pairs), "failed": sum(bool(t.meta.get("failed")) for _, t in pairs)}
         for m in metrics:
             if m == "comet":
@@ -123,7 +123,7 @@ def score_translations(translations: Iterable[Translation], items: Iterable[Item
             for m in metrics:
                 if m == "comet":
                     vals = [rows[k].get("comet") for k in idx]
-                    d["comet"] = sum(vals) / len(vals) if all(v is not None for v in vals) else None
+                    d["comet"] = sum(vals) / len(vals) if all(v is not None for v in vals) else None  # type: ignore[arg-type]
                 else:
                     d[m] = corpus_score(m, [hyps[k] for k in idx], [refs[k] for k in idx])
             per_dim[dim] = d

@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Optional
+from typing import Any, Iterable, Literal, Optional
 
 from genrep.core.config import Count, NonNeg, NonNegInt, Positive
 from genrep.core.errors import UserError
@@ -124,7 +124,7 @@ async def _run_system(name: str, backend, items: list[Item], cfg: TranslateConfi
                         stop=("\n",) if style == "fewshot" else ())
     sem = asyncio.Semaphore(cfg.concurrency)
     lock = asyncio.Lock()
-    stats = {"requests": 0, "cached": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "prompt": style}
+    stats: dict[str, Any] = {"requests": 0, "cached": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "prompt": style}
 
     async def one(item: Item) -> None:
         messages = chat_messages(item) if style == "chat" else fewshot_messages(item)

@@ -57,7 +57,7 @@ def apply_method(emb: EmbeddingModel, method: str, lora: LoraSettings | None = N
 
         lora = lora or LoraSettings()
         targets = lora.targets or language_linear_names(model)
-        cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+        cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,  # type: ignore[arg-type]  # float alpha works
                          bias="none")
         with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -98,7 +98,7 @@ class TrainableState(torch.nn.Module):
     def state_dict(self, *args, **kwargs):  # noqa: D102
         return {n: p.detach() for n, p in self._named().items()}
 
-    def load_state_dict(self, state, strict: bool = True):  # noqa: D102
+    def load_state_dict(self, state, strict: bool = True):  # type: ignore[override]  # noqa: D102
         named = self._named()
         missing = set(named) - set(state)
         if strict and (missing or set(state) - set(named)):
@@ -125,6 +125,7 @@ def save_model(emb: EmbeddingModel, out: str | Path, *, method: str, backbone: s
     elif method == "head":
         from safetensors.torch import save_file
 
+        assert emb.head is not None  # method "head" trains one
         save_file({k: v.contiguous() for k, v in emb.head.state_dict().items()}, str(out / "head.safetensors"))
     atomic_write_json(out / MODEL_FILE, spec)
     return out

@@ -40,7 +40,7 @@ TOWER_WORDS = ("visual", "vision", "audio", "image_newline", "multi_modal_projec
 class Backbone:
     """A loaded generative backbone: the model and what prepares its inputs."""
 
-    model: torch.nn.Module
+    model: Any  # a transformers model (torch.nn.Module), or a peft wrapper of one
     processor: Any  # a tokenizer (causal-lm) or a processor whose .tokenizer is the tokenizer
     kind: str  # causal-lm | vlm | omni
     name: str = ""
@@ -117,6 +117,7 @@ def load_backbone(name_or_path: str, *, dtype: torch.dtype = torch.float32, devi
         config = AutoConfig.from_pretrained(path)
         kind = kind or detect_kind(config)
         kwargs: dict[str, Any] = {"dtype": dtype}
+        model: Any  # a transformers model of the kind
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         quant = _quantization(quantize, device)

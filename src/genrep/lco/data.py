@@ -17,7 +17,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from genrep.core.errors import UserError
 from genrep.core.jsonl import iter_jsonl
@@ -207,7 +207,7 @@ def hsk_triplets(pairs: list[dict], seed: int = 0, both_directions: bool = True)
         by_level.setdefault(p.get("level"), []).append(i)
 
     def negative_of(i: int) -> int:
-        pool = by_topic.get(pairs[i].get("topic") or "", [])
+        pool: Sequence[int] = by_topic.get(pairs[i].get("topic") or "", [])
         if len(pool) < 2:
             pool = by_level.get(pairs[i].get("level"), [])
         if len(pool) < 2:

@@ -225,7 +225,7 @@ class EmbeddingModel:
         picks = [self.layer] if layers is None else list(layers)
         return torch.stack([last_token_pool(hidden[i], enc["attention_mask"]) for i in picks])
 
-    def embed_batch(self, items: Sequence[Any], side: str = "document") -> torch.Tensor:
+    def embed_batch(self, items: Sequence[Any], side: Side = "document") -> torch.Tensor:
         """Embeddings ``[B, d]`` of one batch, in order, with autograd as the caller has it (training)."""
         prepared = [self.prompt(x, side) for x in items]
         keys = {p.key for p in prepared}
@@ -239,7 +239,7 @@ class EmbeddingModel:
                 if h is None:
                     h = part.new_zeros((len(prepared), part.shape[-1]))
                 h = h.index_copy(0, torch.tensor(idx, device=part.device), part)
-        h = h.float()
+        h = h.float()  # type: ignore[union-attr]  # set by the loop (keys is non-empty)
         if self.head is not None:
             h = self.head(h)
         return F.normalize(h, dim=-1) if self.normalize else h
@@ -267,7 +267,8 @@ class EmbeddingModel:
         order = list(range(len(prepared)))
         if sort_by_length:  # by modality signature, then longest first: batches pad little
             order.sort(key=lambda i: (prepared[i].key, -prepared[i].length))
-        batches, current = [], []
+        batches: list[list[int]] = []
+        current: list[int] = []
         for i in order:
             if current and (len(current) == batch_size or prepared[current[0]].key != prepared[i].key):
                 batches.append(current)

@@ -77,7 +77,7 @@ def hsk_retrieval(emb: EmbeddingModel, cfg: EvalConfig) -> dict:
     zh_q = emb.encode([p["zh"] for p in test], batch_size=cfg.batch_size, side="query", description="hsk zh")
     en_d = emb.encode([p["en"] for p in test], batch_size=cfg.batch_size, side="document", description="hsk en")
     gold = [{i: 1} for i in range(len(test))]
-    out = retrieval_metrics(zh_q @ en_d.T, gold)
+    out: dict = retrieval_metrics(zh_q @ en_d.T, gold)
     if emb.prompts.query == emb.prompts.document:
         zh_d, en_q = zh_q, en_d
     else:

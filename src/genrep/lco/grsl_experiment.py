@@ -270,7 +270,7 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
         for p in points))
     fits_other: dict = {}
     if not cfg.fit:
-        fit = {"error": "not fitted (fit: false): this run measures text-to-image transfer only"}
+        fit: dict = {"error": "not fitted (fit: false): this run measures text-to-image transfer only"}
     else:
         try:
             fit = fit_grsl(points)

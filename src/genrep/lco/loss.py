@@ -83,7 +83,7 @@ class _AllGatherFullGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, counts: list[int], rank: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, counts: list[int], rank: int) -> torch.Tensor:
         ctx.counts, ctx.rank = counts, rank
         longest = max(counts)
         padded = x.detach()
@@ -94,7 +94,7 @@ class _AllGatherFullGrad(torch.autograd.Function):
         return torch.cat([b[:n] for b, n in zip(buckets, counts)], 0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         total = grad.contiguous().clone()
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         start = sum(ctx.counts[: ctx.rank])

@@ -165,18 +165,18 @@ def sts_spearman(emb_a: np.ndarray, emb_b: np.ndarray, gold: Sequence[float]) ->
 
     a = _matrix(emb_a, "emb_a")
     b = _matrix(emb_b, "emb_b")
-    gold = np.asarray(gold, dtype=np.float64).reshape(-1)
+    gold_arr = np.asarray(gold, dtype=np.float64).reshape(-1)
     if a.shape != b.shape:
         raise UserError(f"sts_spearman: emb_a has shape {a.shape} but emb_b has shape {b.shape}")
-    if len(gold) != len(a):
-        raise UserError(f"sts_spearman: {len(a)} sentence pairs but {len(gold)} gold scores")
-    if len(gold) < 2:
+    if len(gold_arr) != len(a):
+        raise UserError(f"sts_spearman: {len(a)} sentence pairs but {len(gold_arr)} gold scores")
+    if len(gold_arr) < 2:
         raise UserError("sts_spearman: needs at least 2 sentence pairs")
     cos = np.sum(_normalise_rows(a) * _normalise_rows(b), axis=1)
-    return float(spearmanr(cos, gold).statistic)
+    return float(spearmanr(cos, gold_arr).statistic)
 
 
-def zero_shot_accuracy(item_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[int]) -> dict:
+def zero_shot_accuracy(item_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[int] | np.ndarray) -> dict:
     """Zero-shot classification: each item gets the class whose prompt embedding has the highest cosine similarity.
 
     ``item_emb`` [n, d], ``class_emb`` [n_classes, d] (one embedded text prompt per class), ``labels`` [n] ints in
@@ -185,24 +185,24 @@ def zero_shot_accuracy(item_emb: np.ndarray, class_emb: np.ndarray, labels: Sequ
     """
     sims = cosine_matrix(item_emb, class_emb)
     n_items, n_classes = sims.shape
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != n_items:
-        raise UserError(f"zero_shot_accuracy: {n_items} items but {len(labels)} labels")
+    label_arr = np.asarray(labels).reshape(-1)
+    if len(label_arr) != n_items:
+        raise UserError(f"zero_shot_accuracy: {n_items} items but {len(label_arr)} labels")
     if n_items == 0 or n_classes == 0:
         raise UserError("zero_shot_accuracy: needs at least one item and one class")
-    if not np.issubdtype(labels.dtype, np.integer):
+    if not np.issubdtype(label_arr.dtype, np.integer):
         raise UserError("zero_shot_accuracy: labels must be integer class indices")
-    bad = (labels < 0) | (labels >= n_classes)
+    bad = (label_arr < 0) | (label_arr >= n_classes)
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
-        raise UserError(f"zero_shot_accuracy: label {int(labels[j])} of item {j} out of range [0, {n_classes})")
+        raise UserError(f"zero_shot_accuracy: label {int(label_arr[j])} of item {j} out of range [0, {n_classes})")
     pred = np.argmax(sims, axis=1)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, pred), 1)
+    np.add.at(confusion, (label_arr, pred), 1)
     support = confusion.sum(axis=1)
     per_class = [float(confusion[c, c] / support[c]) if support[c] else float("nan") for c in range(n_classes)]
     return {
-        "accuracy": float(np.mean(pred == labels)),
+        "accuracy": float(np.mean(pred == label_arr)),
         "per_class": per_class,
         "confusion": confusion.tolist(),
         "predictions": pred.tolist(),

@@ -26,10 +26,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from genrep.lco.embedding import EmbeddingModel
+from genrep.lco.embedding import EmbeddingModel, Side
 
 
-def _side(prompt_type: Any) -> str:
+def _side(prompt_type: Any) -> Side:
     value = getattr(prompt_type, "value", prompt_type)
     return "query" if str(value).lower().endswith("query") else "document"
 

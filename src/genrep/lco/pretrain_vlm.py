@@ -241,7 +241,7 @@ class _Trainable(torch.nn.Module):
     def state_dict(self, *args, **kwargs):  # noqa: D102
         return {n: p.detach() for n, p in self._named().items()}
 
-    def load_state_dict(self, state, strict: bool = True):  # noqa: D102
+    def load_state_dict(self, state, strict: bool = True):  # type: ignore[override]  # noqa: D102
         named = self._named()
         if set(named) != set(state):
             raise UserError("pretrain-vlm --resume: the checkpoint does not match this configuration's trainable weights")
@@ -348,7 +348,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: 
 
     model, processor = build_tinyvlm(cfg.vlm, device=device)
     model.language_model.requires_grad_(False)  # stage 1 trains the projector only (no LM weight gradients)
-    params = [{"params": list(model.multi_modal_projector.parameters()), "lr": cfg.lr}]
+    params: list[dict] = [{"params": list(model.multi_modal_projector.parameters()), "lr": cfg.lr}]
     if cfg.lm_lora_r > 0:
         from peft import LoraConfig, get_peft_model
 

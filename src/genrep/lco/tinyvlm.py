@@ -114,7 +114,7 @@ class TinyVLMImageProcessor:
         from PIL import Image
 
         s = self.image_size
-        arrays = [np.asarray(self.to_pil(im).resize((s, s), Image.BICUBIC), dtype=np.float32) / 255.0
+        arrays = [np.asarray(self.to_pil(im).resize((s, s), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
                   for im in images]
         if not arrays:
             return torch.zeros((0, 3, s, s))
@@ -239,16 +239,17 @@ class TinyVLM(nn.Module):
     def __init__(self, cfg: TinyVLMConfig, vision_tower: nn.Module, language_model: nn.Module, image_token_id: int):
         super().__init__()
         self.cfg = cfg
-        self.vision_tower = vision_tower.requires_grad_(False)
-        d_lm = language_model.config.hidden_size
-        d_in = vision_tower.head_channels
+        self.vision_tower: Any = vision_tower.requires_grad_(False)  # an EfficientNetLite0
+        lm_config: Any = language_model.config  # a transformers config
+        d_lm = lm_config.hidden_size
+        d_in: int = vision_tower.head_channels  # type: ignore[assignment]
         hidden = cfg.projector_hidden or d_lm
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             self.multi_modal_projector = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_lm))
-        self.language_model = language_model
+        self.language_model: Any = language_model  # a transformers / peft causal LM
         self.image_token_id = int(image_token_id)
-        self.config = language_model.config  # what EmbeddingModel / peft read (hidden size, layers)
+        self.config = lm_config  # what EmbeddingModel / peft read (hidden size, layers)
         self.lm_source = cfg.lm
         dtype = next(language_model.parameters()).dtype
         self.multi_modal_projector.to(dtype)
@@ -266,7 +267,7 @@ class TinyVLM(nn.Module):
             fmap = F.adaptive_avg_pool2d(fmap, self.cfg.grid)
         tokens = fmap.flatten(2).transpose(1, 2)  # [N, grid^2, 1280], row-major over the grid
         proj = self.multi_modal_projector
-        return proj(tokens.to(proj[0].weight.dtype))
+        return proj(tokens.to(proj[0].weight.dtype))  # type: ignore[arg-type]
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
         """Input embeddings with the image tokens written over the ``<image>`` positions, in order."""

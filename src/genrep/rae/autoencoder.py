@@ -43,7 +43,7 @@ class RAE(nn.Module):
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        return tuple(self.encoder.latent_shape)
+        return self.encoder.latent_shape
 
     @property
     def image_size(self) -> int:

@@ -37,9 +37,11 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
     """Resize the short side to ``size`` (BOX halving, then bicubic) and centre-crop a square."""
     while min(img.size) >= 2 * size:
-        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
+        w, h = img.size
+        img = img.resize((w // 2, h // 2), resample=Image.Resampling.BOX)
     scale = size / min(img.size)
-    img = img.resize(tuple(max(size, round(x * scale)) for x in img.size), resample=Image.BICUBIC)
+    w, h = img.size
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), resample=Image.Resampling.BICUBIC)
     left, top = (img.width - size) // 2, (img.height - size) // 2
     return img.crop((left, top, left + size, top + size))
 
@@ -121,7 +123,9 @@ def collate_skip(skipped: Skipped):
     return collate
 
 
-def load_images(dataset: str, split: str = "train", size: int = 28, limit: int | None = None) -> Dataset:
+def load_images(
+    dataset: str, split: str = "train", size: int = 28, limit: int | None = None
+) -> ArrayImages | ImageFolder:
     """``fashion-mnist`` (bundled; split train/test) or a path to an image folder.
 
     For an image folder, ``split`` names a sub-folder when one exists (``root/train``, ``root/val``).

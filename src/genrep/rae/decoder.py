@@ -85,6 +85,8 @@ class Block(nn.Module):
 
 
 class ViTDecoder(nn.Module):
+    pos_embed: torch.Tensor  # buffer registered in __init__
+
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
         if cfg.size not in DECODER_SIZES:

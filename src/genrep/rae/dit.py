@@ -172,7 +172,7 @@ class TimestepEmbedder(nn.Module):
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
         args = 1000 * t.float()[:, None] * freqs  # DiT's scale: t in [0, 1] -> [0, 1000]
-        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))  # type: ignore[arg-type]
 
 
 class LabelEmbedder(nn.Module):
@@ -309,13 +309,13 @@ class DiT(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.y_embed.table.weight, std=0.02)  # label table N(0, 0.02) (DiT)
-        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)  # timestep MLP N(0, 0.02) (DiT)
-        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)  # type: ignore[arg-type]  # timestep MLP N(0, 0.02) (DiT)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)  # type: ignore[arg-type]
         for block in [*self.blocks, *getattr(self, "head_blocks", [])]:
             nn.init.zeros_(block.adaLN[-1].weight)  # adaLN-Zero: gates start at 0, every block is the identity
             nn.init.zeros_(block.adaLN[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN[-1].weight)  # final modulation starts at shift 0, scale 1
-        nn.init.zeros_(self.final_layer.adaLN[-1].bias)
+        nn.init.zeros_(self.final_layer.adaLN[-1].weight)  # type: ignore[arg-type]  # final modulation starts at shift 0, scale 1
+        nn.init.zeros_(self.final_layer.adaLN[-1].bias)  # type: ignore[arg-type]
         nn.init.zeros_(self.final_layer.linear.weight)  # zero output layer: the model predicts 0 at init
         nn.init.zeros_(self.final_layer.linear.bias)
 

@@ -123,7 +123,7 @@ def _rgb(values: Sequence[float], what: str) -> tuple[float, float, float]:
     vals = tuple(float(v) for v in values)
     if len(vals) != 3:
         raise UserError(f"{what} needs 3 values (R, G, B), got {len(vals)}")
-    return vals  # type: ignore[return-value]
+    return vals
 
 
 class FrozenEncoder(nn.Module):
@@ -134,6 +134,9 @@ class FrozenEncoder(nn.Module):
     ``pixel_mean``/``pixel_std`` (docs/papers.md s1.2: input pixels are normalised with that encoder's
     own mean and std); a decoder de-normalises its output with the same numbers.
     """
+
+    _mean: Tensor  # buffers registered in __init__
+    _std: Tensor
 
     def __init__(
         self,
@@ -231,6 +234,8 @@ class EffNetEncoder(FrozenEncoder):
     the noise-augmentation tau (0.8, set for unit-scale tokens) mean something else.
     """
 
+    net: _effnet.EfficientNetLite0
+
     def __init__(self, input_size: int = 128, layer: str = "block16", token_norm: bool = True):
         if layer not in EFFNET_LAYERS:
             raise UserError(f"effnet-lite0: unknown layer '{layer}' (known: {', '.join(EFFNET_LAYERS)})")
@@ -239,7 +244,8 @@ class EffNetEncoder(FrozenEncoder):
         self.layer = layer
         self.token_norm = bool(token_norm)
         self.upto = EFFNET_LAYERS[layer]
-        self.latent_shape = tuple(self.encode(torch.zeros(1, 3, self.input_size, self.input_size)).shape[1:])
+        c, h, w = self.encode(torch.zeros(1, 3, self.input_size, self.input_size)).shape[1:]
+        self.latent_shape = (c, h, w)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
@@ -274,7 +280,8 @@ def _mae_tokens(model: nn.Module, pixels: Tensor) -> Tensor:
     ``argsort(noise)[:, :len_keep]``; with ``config.mask_ratio = 0`` len_keep = N and with
     ``noise = arange(N)`` argsort is the identity, so every patch is kept in row-major order.
     The CLS token (prepended after masking) is dropped."""
-    p = model.config.patch_size
+    config: Any = model.config  # a transformers config
+    p = config.patch_size
     n = (pixels.shape[-2] // p) * (pixels.shape[-1] // p)
     noise = torch.arange(n, device=pixels.device, dtype=torch.float32).expand(pixels.shape[0], n)
     return model(pixel_values=pixels, noise=noise, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
@@ -298,8 +305,8 @@ def _drop_layernorm_affine(ln: nn.LayerNorm) -> None:
     """docs/papers.md s1.2: the last LayerNorm without its learned scale and shift — a plain per-token normalisation
     (mean 0, variance 1 over channels); done as the reference code does, in place."""
     ln.elementwise_affine = False
-    ln.weight = None
-    ln.bias = None
+    ln.weight = None  # type: ignore[assignment]
+    ln.bias = None  # type: ignore[assignment]
 
 
 def _hf_base_model(model: nn.Module) -> tuple[str, nn.Module]:
@@ -311,7 +318,7 @@ def _hf_base_model(model: nn.Module) -> tuple[str, nn.Module]:
                 return "dinov2", getattr(model, head_attr)
         return "dinov2", model
     if model_type == "siglip":  # SiglipModel (vision + text): its vision tower
-        return "siglip", model.vision_model
+        return "siglip", model.vision_model  # type: ignore[return-value]
     if model_type == "siglip_vision_model":
         return "siglip", model
     if model_type == "vit_mae":  # ViTMAEModel, or ViTMAEForPreTraining whose encoder is .vit
@@ -348,14 +355,15 @@ class HFEncoder(FrozenEncoder):
         self.kind = kind
         _, ln_attr, self._tokens = _HF_KINDS[kind]
         _drop_layernorm_affine(getattr(model, ln_attr))
+        config: Any = model.config  # a transformers config
         if kind == "mae":
-            model.config.mask_ratio = 0.0
-        patch = model.config.patch_size
+            config.mask_ratio = 0.0
+        patch = config.patch_size
         patch = patch[0] if isinstance(patch, (tuple, list)) else patch
         if self.input_size % patch:
             raise UserError(f"encoder '{name}': input_size {self.input_size} is not a multiple of patch {patch}")
         side = self.input_size // patch
-        self.latent_shape = (int(model.config.hidden_size), side, side)
+        self.latent_shape = (int(config.hidden_size), side, side)
 
     def _latent(self, pixels: Tensor) -> Tensor:
         return tokens_to_grid(self._tokens(self.net, pixels))

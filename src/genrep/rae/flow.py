@@ -28,7 +28,7 @@ Reference code (bytetriper/RAE, ``stage2/transport``) facts that these functions
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 from torch import Tensor
@@ -56,7 +56,10 @@ def shift_time(t: Tensor, alpha: float) -> Tensor:
     return alpha * t / (1 + (alpha - 1) * t)
 
 
-def unshift_time(t_shifted: Tensor, alpha: float) -> Tensor:
+_Time = TypeVar("_Time", Tensor, float)
+
+
+def unshift_time(t_shifted: _Time, alpha: float) -> _Time:
     """Inverse of :func:`shift_time`: ``t = t' / (alpha - (alpha - 1) t')``."""
     return t_shifted / (alpha - (alpha - 1) * t_shifted)
 
@@ -237,13 +240,16 @@ def make_guided_velocity(model: Callable[[Tensor, Tensor, Tensor], Tensor], y: T
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         active = guidance_active(t, interval)
+        assert isinstance(active, Tensor)  # t is a tensor
         if not bool(active.any()):
             return model(x, t, y)
         if guidance == "cfg":
+            assert null_class is not None  # checked above
             y_null = torch.full_like(y, null_class)
             v_cond, v_uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, y_null])).chunk(2)
             v_guided = cfg_velocity(v_cond, v_uncond, scale)
         else:
+            assert guide_model is not None  # checked above
             v_cond = model(x, t, y)
             v_guided = autoguidance_velocity(v_cond, guide_model(x, t, y), scale)
         return torch.where(active.reshape(-1, *([1] * (v_cond.dim() - 1))), v_guided, v_cond)

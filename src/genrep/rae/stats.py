@@ -69,6 +69,9 @@ class RunningStats:
 class LatentStats(torch.nn.Module):
     """Per-element mean and variance of the latent, with normalise / de-normalise."""
 
+    mean: torch.Tensor  # buffers registered in __init__
+    var: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, var: torch.Tensor, eps: float = EPS):
         super().__init__()
         if mean.shape != var.shape:

@@ -118,12 +118,13 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
         run.write_config(cfg)
     seed_everything(cfg.seed + info.rank)
 
+    assert cfg.latents is not None  # _check
     cache = load_cache(cfg.latents)
     encoder = build_encoder(**cache.meta["encoder"])
     decoder = build_decoder(cache, cfg.decoder, cfg.patch).to(device)
     rae = RAE(encoder, cache.stats, decoder).to(device)
     ema = EMA(decoder, cfg.ema_decay, warmup=cfg.ema_warmup)
-    model = decoder
+    model: torch.nn.Module = decoder
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(decoder, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -172,6 +173,7 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
             epoch = step * world_batch / n
             train_d, use_g = gan_schedule(epoch, cfg.disc_start_epoch, cfg.gan_start_epoch) if disc else (False, False)
             if use_g:
+                assert disc is not None  # use_g needs disc
                 g_loss = nonsaturating_g_loss(disc(recon))
                 lam = adaptive_weight(loss, g_loss, decoder.last_layer)
                 loss = loss + cfg.gan_weight * lam * g_loss
@@ -186,6 +188,7 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
             sched.step()
             ema.update(decoder)
             if train_d:  # after the decoder step: the D update must not touch the graph G used
+                assert disc is not None and d_opt is not None  # train_d needs disc
                 d_loss = discriminator_loss(disc, target, recon)
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()

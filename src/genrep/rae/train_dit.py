@@ -116,7 +116,7 @@ class _Monitor:
 
         dataset = self.meta.get("dataset", "fashion-mnist")
         arr, labels = self._generate(model, self.cfg.eval_num, self.cfg.seed + 1)
-        self.features = self.features or EffNetFeatures(device=self.device)
+        self.features = self.features or EffNetFeatures(device=self.device)  # type: ignore[assignment]
         m = score_images(arr, labels, EvalConfig(dataset=dataset, real_limit=self.cfg.eval_real,
                                                           classifier_train=2 * self.cfg.eval_real), self.features)
         row = {"step": step, **{k: m[k] for k in ("fd_effnet", "precision", "recall", "class_accuracy") if k in m}}
@@ -130,7 +130,7 @@ def _agreed_precision(requested: str, device: torch.device, info) -> tuple[str, 
         return resolve_precision(requested, device)
     choice = [resolve_precision(requested, device) if info.is_main else None]
     torch.distributed.broadcast_object_list(choice, src=0)
-    return choice[0]
+    return choice[0]  # type: ignore[return-value]  # set on every rank by the broadcast
 
 
 def train_step(net, model: DiT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, alpha: float,
@@ -189,7 +189,7 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
     model = DiT(model_cfg).to(device)
     alpha = shift_alpha(rae.latent_shape, cfg.shift_base) if cfg.shift else 1.0
     ema = EMA(model, cfg.ema_decay, warmup=cfg.ema_warmup)
-    net = model
+    net: torch.nn.Module = model
     if info.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,10 +33,13 @@ class EfficientNetLite0(nn.Module):
 
     image_size = 224
     head_channels = 1280
+    mean: torch.Tensor  # buffers registered in __init__
+    std: torch.Tensor
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        self.net = net.eval().requires_grad_(False)
+        # the efficientnet_lite_pytorch model: its submodules (_blocks, _swish, ...) are dynamic attributes
+        self.net: Any = net.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
 

@@ -105,7 +105,7 @@ def materialize(name: str) -> Path:
     # The weights are dense now; drop the GGUF quantisation marker so they can be saved.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     model.config.name_or_path = BUNDLED_LMS[name].hub_id
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=final.parent))
     try:
@@ -153,4 +153,4 @@ def load_causal_lm(name_or_path: str, *, dtype: torch.dtype | None = None, devic
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return tok, model.to(device).eval()
+    return tok, model.to(device).eval()  # type: ignore[arg-type]

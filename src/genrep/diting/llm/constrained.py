@@ -353,7 +353,7 @@ class _Decoder:
         else:
             scores = logits
         if self.sampler is not None:
-            return int(self.sampler(None, scores[None])[0].argmax())
+            return int(self.sampler(None, scores[None])[0].argmax())  # type: ignore[arg-type]  # input_ids unused
         return int(scores.argmax())
 
     # -- choices --

@@ -86,7 +86,7 @@ def listen_address(host: str, port: int, *, allow_remote: bool = False) -> tuple
     if not infos:
         raise UserError(f"host {host!r}: resolves to no IPv4 or IPv6 address")
     family, address = infos[0][0], infos[0][4]
-    if not allow_remote and not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+    if not allow_remote and not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:  # type: ignore[union-attr]
         raise UserError(f"refusing to serve on non-loopback host '{host}' (the server has no authentication): "
                         "pass --allow-remote to serve anyway (library: allow_remote=True)")
     return family, address
@@ -276,7 +276,7 @@ class LLMServer:
     def url(self) -> str:
         """The base URL clients use, e.g. ``http://127.0.0.1:54321/v1``."""
         host, port = self._httpd.server_address[:2]
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"  # type: ignore[str-bytes-safe]
 
     def start(self) -> LLMServer:
         if not self._threads:
