@@ -20,6 +20,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -192,7 +193,7 @@ def _deltas(model_dir: str | Path, base_sd: dict[str, torch.Tensor]) -> dict[str
     return {k: sd[k].float() - base_sd[k].float() for k in base_sd if k in sd and not torch.equal(sd[k], base_sd[k])}
 
 
-def soup(model_dirs: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:
+def soup(model_dirs: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> Path:
     """Model soup (docs/papers.md s2.8: separate runs combined by averaging their weights): W = W0 + sum_k w_k (W_k - W0).
 
     Every run must share the backbone and method (LoRA or full); weights default to uniform.
