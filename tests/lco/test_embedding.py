@@ -113,3 +113,11 @@ def test_an_unknown_side_is_an_error_not_the_document_side():
     prompts = PromptConfig()
     with pytest.raises(UserError, match="side: unknown 'queries' \\(query or document\\)"):
         prompts.suffix_for("text", "queries")
+
+
+def test_an_unknown_backbone_kind_is_an_error_not_a_text_model():
+    from genrep.lco.backbones import modalities_of
+
+    assert modalities_of("vlm") == ("text", "image", "video")
+    with pytest.raises(UserError, match="backbone kind 'audio-lm' is unknown"):
+        modalities_of("audio-lm")

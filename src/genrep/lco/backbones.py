@@ -57,9 +57,15 @@ class Backbone:
         return bool(template)
 
 
+MODALITIES: dict[str, tuple[str, ...]] = {"causal-lm": ("text",), "vlm": ("text", "image", "video"),
+                                          "omni": ("text", "image", "audio", "video")}
+
+
 def modalities_of(kind: str) -> tuple[str, ...]:
-    return {"causal-lm": ("text",), "vlm": ("text", "image", "video"),
-            "omni": ("text", "image", "audio", "video")}.get(kind, ("text",))
+    """What a backbone of ``kind`` can embed; an unknown kind is an error, not a text-only model."""
+    if kind not in MODALITIES:
+        raise UserError(f"backbone kind '{kind}' is unknown (causal-lm, vlm, omni)")
+    return MODALITIES[kind]
 
 
 def detect_kind(config) -> str:
