@@ -39,16 +39,25 @@ class SleepyBackend:
 
     async def complete(self, messages: list[dict], sampling: Sampling) -> Completion:
         await asyncio.sleep(self.latency_s)
-        return Completion(text="ok", model=self.model, prompt_tokens=1, completion_tokens=1, cached=False,
-                          latency_s=self.latency_s, attempts=1)
+        return Completion(
+            text="ok",
+            model=self.model,
+            prompt_tokens=1,
+            completion_tokens=1,
+            cached=False,
+            latency_s=self.latency_s,
+            attempts=1,
+        )
 
     async def aclose(self) -> None:
         pass
 
 
 def _messages(i: int) -> list[dict]:
-    return [{"role": "system", "content": "You are an expert translation judge."},
-            {"role": "user", "content": f"Score translation number {i} on the DITING rubric."}]
+    return [
+        {"role": "system", "content": "You are an expert translation judge."},
+        {"role": "user", "content": f"Score translation number {i} on the DITING rubric."},
+    ]
 
 
 def _serve(latency_s: float, urls: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
@@ -77,8 +86,15 @@ def cache_rates(entries: int, lookups: int, path: Path) -> dict[str, float]:
     """Writes/s filling a cache with ``entries``, then lookups/s of ``get`` and of CachedBackend hits."""
     cache = LLMCache(path)
     sampling = Sampling()
-    done = Completion(text="{\"agree\": \"yes\", \"specific\": 2}", model="m", prompt_tokens=300, completion_tokens=20,
-                      cached=False, latency_s=1.0, attempts=1)
+    done = Completion(
+        text='{"agree": "yes", "specific": 2}',
+        model="m",
+        prompt_tokens=300,
+        completion_tokens=20,
+        cached=False,
+        latency_s=1.0,
+        attempts=1,
+    )
     keys = [cache_key("bench:sleepy", _messages(i), sampling) for i in range(entries)]
     start = time.perf_counter()
     for i, key in enumerate(keys):
@@ -128,7 +144,7 @@ def main() -> None:
     md = f"""
 ## DITING LLM layer (`python bench/diting_llm.py`)
 
-Machine: {env['cpu']}, {env['cpu_count']} cores, Python {env['python']}, load average {load:.1f} at the start
+Machine: {env["cpu"]}, {env["cpu_count"]} cores, Python {env["python"]}, load average {load:.1f} at the start
 (the client, the server and the cache all share these cores).
 
 `OpenAIBackend` against a loopback `LLMServer` (its own process) whose backend answers every request
@@ -141,9 +157,9 @@ after {args.latency_ms:.0f} ms, {args.requests} requests (HTTP/1.1 keep-alive, o
 
 Speed-up at concurrency 16: **{ratio:.1f}x** (target >= 10x; 16x is the ceiling).
 
-`LLMCache` (SQLite, WAL) filled with 10,000 entries: **{cache['writes']:,.0f} writes/s**; then 5,000 random
-lookups on the warm file: **{cache['gets']:,.0f} `get`/s**, **{cache['hits']:,.0f} hits/s** through
-`CachedBackend` (key hashing included) (target >= 1,000/s). File size {cache['bytes'] / 2**20:.1f} MiB.
+`LLMCache` (SQLite, WAL) filled with 10,000 entries: **{cache["writes"]:,.0f} writes/s**; then 5,000 random
+lookups on the warm file: **{cache["gets"]:,.0f} `get`/s**, **{cache["hits"]:,.0f} hits/s** through
+`CachedBackend` (key hashing included) (target >= 1,000/s). File size {cache["bytes"] / 2**20:.1f} MiB.
 """
     print(md)
     if not args.no_write:

@@ -39,8 +39,12 @@ from rae_stage1 import write_section  # noqa: E402
 
 MODEL = "smollm2-135m"
 MARK = "LCO-BENCH-RESULT "
-CONFIGS = {"plain": (False, False), "grad checkpointing": (True, False), "chunked loss": (False, True),
-           "both": (True, True)}  # name -> (grad_checkpointing, chunked loss)
+CONFIGS = {
+    "plain": (False, False),
+    "grad checkpointing": (True, False),
+    "chunked loss": (False, True),
+    "both": (True, True),
+}  # name -> (grad_checkpointing, chunked loss)
 
 
 def device() -> torch.device:
@@ -67,7 +71,7 @@ def naive_encode(emb, texts: list[str], batch_size: int) -> torch.Tensor:
     tok, model = emb.backbone.tokenizer, emb.model.eval()
     out = []
     for i in range(0, len(texts), batch_size):
-        prompts = [emb.prompt(t).prompt for t in texts[i:i + batch_size]]
+        prompts = [emb.prompt(t).prompt for t in texts[i : i + batch_size]]
         enc = tok(prompts, padding=True, add_special_tokens=False, return_tensors="pt").to(emb.device)
         h = model(**enc, output_hidden_states=True).hidden_states[-1][:, -1]
         out.append(F.normalize(h.float(), dim=-1).cpu())
@@ -77,7 +81,7 @@ def naive_encode(emb, texts: list[str], batch_size: int) -> torch.Tensor:
 def padding(lengths: list[int], batch_size: int, sort: bool) -> float:
     """Padded tokens / real tokens of the batches (1.0 = no padding)."""
     ls = sorted(lengths, reverse=True) if sort else lengths
-    batches = [ls[i:i + batch_size] for i in range(0, len(ls), batch_size)]
+    batches = [ls[i : i + batch_size] for i in range(0, len(ls), batch_size)]
     return sum(max(b) * len(b) for b in batches) / sum(ls)
 
 
@@ -101,10 +105,19 @@ def encode_bench(n: int, batch_size: int = 32) -> dict:
     ref, t_naive = timed(lambda: naive_encode(emb, texts, batch_size))
     ours, t_ours = timed(lambda: emb.encode(texts, batch_size=batch_size, show_progress=False, convert_to="torch"))
     _, t_unsorted = timed(lambda: emb.encode(texts, batch_size=batch_size, show_progress=False, sort_by_length=False))
-    return {"n": n, "batch": batch_size, "naive": t_naive, "ours": t_ours, "unsorted": t_unsorted,
-            "max_abs_diff": float((ours - ref).abs().max()), "tokens": sum(lengths), "min_len": min(lengths),
-            "max_len": max(lengths), "pad_sorted": padding(lengths, batch_size, True),
-            "pad_unsorted": padding(lengths, batch_size, False)}
+    return {
+        "n": n,
+        "batch": batch_size,
+        "naive": t_naive,
+        "ours": t_ours,
+        "unsorted": t_unsorted,
+        "max_abs_diff": float((ours - ref).abs().max()),
+        "tokens": sum(lengths),
+        "min_len": min(lengths),
+        "max_len": max(lengths),
+        "pad_sorted": padding(lengths, batch_size, True),
+        "pad_unsorted": padding(lengths, batch_size, False),
+    }
 
 
 def proc_status_mb(key: str) -> float:
@@ -134,12 +147,20 @@ def train_one(name: str, batch: int, steps: int) -> dict:
 
     ckpt, chunked = CONFIGS[name]
     dev = device()
-    cfg = TrainConfig(backbone=MODEL, method="lora", lora=LoraSettings(r=64, dropout=0.05), batch_size=batch,
-                      chunk_size=batch // 2 if chunked else 0, grad_checkpointing=ckpt, device=dev.type)
+    cfg = TrainConfig(
+        backbone=MODEL,
+        method="lora",
+        lora=LoraSettings(r=64, dropout=0.05),
+        batch_size=batch,
+        chunk_size=batch // 2 if chunked else 0,
+        grad_checkpointing=ckpt,
+        device=dev.type,
+    )
     seed_everything(cfg.seed)
     rows = load_training_rows(cfg)
-    emb = EmbeddingModel(load_backbone(cfg.backbone, device=dev), prompts=cfg.prompts, layer=cfg.layer,
-                         max_length=cfg.max_length)
+    emb = EmbeddingModel(
+        load_backbone(cfg.backbone, device=dev), prompts=cfg.prompts, layer=cfg.layer, max_length=cfg.max_length
+    )
     params = apply_method(emb, cfg.method, cfg.lora)
     model = emb.backbone.model
     if cfg.grad_checkpointing:
@@ -158,9 +179,14 @@ def train_one(name: str, batch: int, steps: int) -> dict:
             opt.zero_grad(set_to_none=True)
             if cfg.chunk_size:
                 out = chunked_contrastive_backward(
-                    _SideEncoder(emb), [("query", a) for a in anchors], [("document", p) for p in positives],
-                    [("document", n) for n in negatives], chunk_size=cfg.chunk_size, temperature=cfg.temperature,
-                    gather=cfg.gather)
+                    _SideEncoder(emb),
+                    [("query", a) for a in anchors],
+                    [("document", p) for p in positives],
+                    [("document", n) for n in negatives],
+                    chunk_size=cfg.chunk_size,
+                    temperature=cfg.temperature,
+                    gather=cfg.gather,
+                )
             else:
                 out = _full_step(emb, anchors, positives, negatives, cfg)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -173,9 +199,17 @@ def train_one(name: str, batch: int, steps: int) -> dict:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:  # not ru_maxrss: across exec it keeps the parent's peak, and clear_refs does not reset it
         peak = proc_status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"config": name, "chunk": cfg.chunk_size, "ckpt": ckpt, "s_per_step": statistics.median(times[1:]),
-            "peak_mb": peak, "increase_mb": peak - base, "reset": reset, "loss": loss,
-            "trainable_M": sum(p.numel() for p in params) / 1e6}
+    return {
+        "config": name,
+        "chunk": cfg.chunk_size,
+        "ckpt": ckpt,
+        "s_per_step": statistics.median(times[1:]),
+        "peak_mb": peak,
+        "increase_mb": peak - base,
+        "reset": reset,
+        "loss": loss,
+        "trainable_M": sum(p.numel() for p in params) / 1e6,
+    }
 
 
 def train_bench(batch: int, steps: int) -> list[dict]:
@@ -185,13 +219,21 @@ def train_bench(batch: int, steps: int) -> list[dict]:
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     rows = []
     for name in CONFIGS:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--batch", str(batch),
-               "--steps", str(steps)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--one",
+            name,
+            "--batch",
+            str(batch),
+            "--steps",
+            str(steps),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
         if proc.returncode or not lines:
             raise RuntimeError(f"{name}: child failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(lines[-1][len(MARK):]))
+        rows.append(json.loads(lines[-1][len(MARK) :]))
     return rows
 
 
@@ -219,9 +261,16 @@ def main() -> None:
     train = train_bench(batch, steps)
     rate = {k: n / enc[k] for k in ("naive", "unsorted", "ours")}
     speedup = rate["ours"] / rate["naive"]
-    flags = " ".join(f for f in ("--quick" if args.quick else "", f"--n {args.n}" if args.n else "",
-                                 f"--batch {args.batch}" if args.batch else "",
-                                 f"--steps {args.steps}" if args.steps else "") if f)
+    flags = " ".join(
+        f
+        for f in (
+            "--quick" if args.quick else "",
+            f"--n {args.n}" if args.n else "",
+            f"--batch {args.batch}" if args.batch else "",
+            f"--steps {args.steps}" if args.steps else "",
+        )
+        if f
+    )
     dev = env["gpus"][0] if env.get("gpus") else "CPU only"
     cpu = dev == "CPU only"
     mem = "peak RSS (MB)" if cpu else "peak allocated (MB)"
@@ -229,33 +278,35 @@ def main() -> None:
     malloc = f" (`MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', '65536')}`)" if cpu else ""
     train_rows = "\n".join(
         f"| {r['config']} | {r['chunk'] or '-'} | {'yes' if r['ckpt'] else 'no'} | {r['s_per_step']:.2f} | "
-        f"{r['peak_mb']:.0f} | {r['increase_mb']:.0f}{'' if r['reset'] else ' *'} | {r['loss']:.3f} |" for r in train)
+        f"{r['peak_mb']:.0f} | {r['increase_mb']:.0f}{'' if r['reset'] else ' *'} | {r['loss']:.3f} |"
+        for r in train
+    )
     note = "" if all(r["reset"] for r in train) else "\n\\* the peak counter could not be reset: it includes loading.\n"
     md = f"""
-## LCO-EMB (`python bench/lco.py{' ' + flags if flags else ''}`)
+## LCO-EMB (`python bench/lco.py{" " + flags if flags else ""}`)
 
-Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} ({env['torch_threads']} threads), {dev};
+Machine: {env["cpu"]}, {env["cpu_count"]} cores, torch {env["torch"]} ({env["torch_threads"]} threads), {dev};
 load average {load:.1f} at the start. Model: the bundled {MODEL}, fp32.
 
 `EmbeddingModel.encode` on {n} shuffled texts (HSK test sentences, zh and en, 1/4 of them 3-8 sentences joined;
-prompts of {enc['min_len']}-{enc['max_len']} tokens, {enc['tokens']:,} in all), batch {enc['batch']}, against the
+prompts of {enc["min_len"]}-{enc["max_len"]} tokens, {enc["tokens"]:,} in all), batch {enc["batch"]}, against the
 loop a user would write (consecutive batches of the unsorted texts, the same prompts, full LM-head logits,
 `hidden_states[-1][:, -1]`), same model, same process:
 
 | method | padded / real tokens | seconds | texts/s |
 |---|---|---|---|
-| naive loop (input order, full logits) | {enc['pad_unsorted']:.2f} | {enc['naive']:.1f} | {rate['naive']:.1f} |
-| `encode(..., sort_by_length=False)` | {enc['pad_unsorted']:.2f} | {enc['unsorted']:.1f} | {rate['unsorted']:.1f} |
-| `encode(...)` (sorted by length) | {enc['pad_sorted']:.2f} | {enc['ours']:.1f} | {rate['ours']:.1f} |
+| naive loop (input order, full logits) | {enc["pad_unsorted"]:.2f} | {enc["naive"]:.1f} | {rate["naive"]:.1f} |
+| `encode(..., sort_by_length=False)` | {enc["pad_unsorted"]:.2f} | {enc["unsorted"]:.1f} | {rate["unsorted"]:.1f} |
+| `encode(...)` (sorted by length) | {enc["pad_sorted"]:.2f} | {enc["ours"]:.1f} | {rate["ours"]:.1f} |
 
 Speed-up of `encode` over the naive loop: **{speedup:.2f}x** (target >= 1.5x); from skipping the logits
-alone (unsorted `encode` against the loop) {rate['unsorted'] / rate['naive']:.2f}x, from sorting alone
-{rate['ours'] / rate['unsorted']:.2f}x. Max abs difference of the embeddings: {enc['max_abs_diff']:.1e}
-({'ok' if enc['max_abs_diff'] < 1e-3 else 'FAIL'}, must be < 1e-3).
+alone (unsorted `encode` against the loop) {rate["unsorted"] / rate["naive"]:.2f}x, from sorting alone
+{rate["ours"] / rate["unsorted"]:.2f}x. Max abs difference of the embeddings: {enc["max_abs_diff"]:.1e}
+({"ok" if enc["max_abs_diff"] < 1e-3 else "FAIL"}, must be < 1e-3).
 
-Training step of `genrep lco train` (LoRA r 64 / alpha 16 / dropout 0.05, {train[0]['trainable_M']:.1f} M trainable
+Training step of `genrep lco train` (LoRA r 64 / alpha 16 / dropout 0.05, {train[0]["trainable_M"]:.1f} M trainable
 parameters; {batch} HSK triplets with hard negatives, InfoNCE over {2 * batch} candidates; forward + backward +
-clip + AdamW), median of {steps} step{'s' if steps > 1 else ''} after one warm-up step, each configuration in its own
+clip + AdamW), median of {steps} step{"s" if steps > 1 else ""} after one warm-up step, each configuration in its own
 process{malloc}.
 The increase is over the memory after loading the model; it includes the LoRA gradients and the AdamW state
 (~{state_mb:.0f} MB in every row):

@@ -63,8 +63,13 @@ def decoder_step(size: str, batch: int, min_time: float) -> dict:
 
     t = timeit(step, min_time)
     flops = 3 * dec.flops_per_image() * batch
-    return {"size": size, "params_M": num_params(dec) / 1e6, "batch": batch, "images_per_s": batch / t,
-            "gflops_per_s": flops / t / 1e9}
+    return {
+        "size": size,
+        "params_M": num_params(dec) / 1e6,
+        "batch": batch,
+        "images_per_s": batch / t,
+        "gflops_per_s": flops / t / 1e9,
+    }
 
 
 def encoder_throughput(batch: int, min_time: float) -> float:
@@ -78,19 +83,32 @@ def encoder_throughput(batch: int, min_time: float) -> float:
 def train_throughput(on_the_fly: bool, steps: int, cache: Path, out: Path) -> float:
     from genrep.rae.train_decoder import TrainDecoderConfig, train_decoder
 
-    cfg = TrainDecoderConfig(latents=cache, decoder="tiny", max_steps=steps, batch_size=64, perceptual="none",
-                             on_the_fly=on_the_fly, log_every=steps, checkpoint_every=10**9, device="cpu")
+    cfg = TrainDecoderConfig(
+        latents=cache,
+        decoder="tiny",
+        max_steps=steps,
+        batch_size=64,
+        perceptual="none",
+        on_the_fly=on_the_fly,
+        log_every=steps,
+        checkpoint_every=10**9,
+        device="cpu",
+    )
     m = train_decoder(cfg, out)
     return m["final"]["images_per_s"]
 
 
 def write_section(markdown: str, name: str = "RAE stage 1") -> None:
     path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by the script it names; numbers come from one run of it.\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmarks\n\nEach section is written by the script it names; numbers come from one run of it.\n"
+    )
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{start}\n{markdown.strip()}\n{end}"
     if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
@@ -119,16 +137,24 @@ def main() -> None:
         cached = train_throughput(False, steps, cache, Path(tmp) / "a")
         fly = train_throughput(True, steps, cache, Path(tmp) / "b")
 
-    results = {"env": env, "fp32_peak_gflops": peak, "decoder": dec, "encoder_images_per_s": enc,
-               "train_cached_images_per_s": cached, "train_on_the_fly_images_per_s": fly}
+    results = {
+        "env": env,
+        "fp32_peak_gflops": peak,
+        "decoder": dec,
+        "encoder_images_per_s": enc,
+        "train_cached_images_per_s": cached,
+        "train_on_the_fly_images_per_s": fly,
+    }
     print(json.dumps(results, indent=2))
     rows = "\n".join(
         f"| {d['size']} | {d['params_M']:.1f} | {d['batch']} | {d['images_per_s']:.0f} | {d['gflops_per_s']:.1f} | "
-        f"{d['gflops_per_s'] / peak:.0%} |" for d in dec)
+        f"{d['gflops_per_s'] / peak:.0%} |"
+        for d in dec
+    )
     md = f"""
 ## RAE stage 1 (`python bench/rae_stage1.py`)
 
-Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} ({env['torch_threads']} threads), CPU only.
+Machine: {env["cpu"]}, {env["cpu_count"]} cores, torch {env["torch"]} ({env["torch_threads"]} threads), CPU only.
 fp32 matmul peak measured in the same run: **{peak:.0f} GFLOP/s**.
 
 Decoder training step (forward + backward + fused AdamW) on the bundled encoder's latent

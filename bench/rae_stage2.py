@@ -48,8 +48,13 @@ def train_step(name: str, batch: int, min_time: float, compile: bool = False) ->
         compile_s = time.perf_counter() - start
     t = timeit(step, min_time)
     params = sum(p.numel() for p in base.parameters())
-    row = {"model": name, "params_M": params / 1e6, "batch": batch, "samples_per_s": batch / t,
-           "gflops_per_s": 3 * base.flops_per_sample() * batch / t / 1e9}
+    row = {
+        "model": name,
+        "params_M": params / 1e6,
+        "batch": batch,
+        "samples_per_s": batch / t,
+        "gflops_per_s": 3 * base.flops_per_sample() * batch / t / 1e9,
+    }
     if compile:
         row["compile_s"] = compile_s
     return row
@@ -64,8 +69,14 @@ def compile_rows(names: tuple[str, ...], batch: int, min_time: float) -> list[di
             compiled = train_step(name, batch, min_time, compile=True)
         except Exception as e:  # no compiler, unsupported op, ...
             return f"torch.compile failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        rows.append({"model": name, "eager": eager["samples_per_s"], "compiled": compiled["samples_per_s"],
-                     "compile_s": compiled["compile_s"]})
+        rows.append(
+            {
+                "model": name,
+                "eager": eager["samples_per_s"],
+                "compiled": compiled["samples_per_s"],
+                "compile_s": compiled["compile_s"],
+            }
+        )
     return rows
 
 
@@ -102,16 +113,24 @@ def main() -> None:
     if isinstance(comp, str):
         comp_md = comp
     else:
-        comp_md = ("| model | eager samples/s | compiled samples/s | speed-up | compile time (s) |\n|---|---|---|---|---|\n"
-                   + "\n".join(f"| {r['model']} | {r['eager']:.0f} | {r['compiled']:.0f} | {r['compiled'] / r['eager']:.2f}x | "
-                                f"{r['compile_s']:.0f} |" for r in comp))
-    table = "\n".join(f"| {r['model']} | {r['params_M']:.1f} | {r['batch']} | {r['samples_per_s']:.0f} | "
-                      f"{r['gflops_per_s']:.1f} | {r['gflops_per_s'] / peak:.0%} |" for r in rows)
+        comp_md = (
+            "| model | eager samples/s | compiled samples/s | speed-up | compile time (s) |\n|---|---|---|---|---|\n"
+            + "\n".join(
+                f"| {r['model']} | {r['eager']:.0f} | {r['compiled']:.0f} | {r['compiled'] / r['eager']:.2f}x | "
+                f"{r['compile_s']:.0f} |"
+                for r in comp
+            )
+        )
+    table = "\n".join(
+        f"| {r['model']} | {r['params_M']:.1f} | {r['batch']} | {r['samples_per_s']:.0f} | "
+        f"{r['gflops_per_s']:.1f} | {r['gflops_per_s'] / peak:.0%} |"
+        for r in rows
+    )
     samp_rows = "\n".join(f"| {s} | {v:.1f} |" for s, v in samp.items())
     md = f"""
-## RAE stage 2 (`python bench/rae_stage2.py{' --quick' if args.quick else ''}`)
+## RAE stage 2 (`python bench/rae_stage2.py{" --quick" if args.quick else ""}`)
 
-Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} ({env['torch_threads']} threads), CPU only.
+Machine: {env["cpu"]}, {env["cpu_count"]} cores, torch {env["torch"]} ({env["torch_threads"]} threads), CPU only.
 fp32 matmul peak measured in the same run: **{peak:.0f} GFLOP/s**.
 
 Flow-matching training step (forward + backward + AdamW, fp32) on the bundled encoder's latent

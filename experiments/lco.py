@@ -34,8 +34,17 @@ def _train(out: Path, backbone: str, steps: int, batch: int, method: str = "lora
     from genrep.lco.train import TrainConfig, train
 
     if not (out / "metrics.json").exists():
-        cfg = TrainConfig(backbone=backbone, method=method, max_steps=steps, batch_size=batch, lr=lr,
-                          warmup_steps=max(1, steps // 10), log_every=1, checkpoint_every=10, device="cpu")
+        cfg = TrainConfig(
+            backbone=backbone,
+            method=method,
+            max_steps=steps,
+            batch_size=batch,
+            lr=lr,
+            warmup_steps=max(1, steps // 10),
+            log_every=1,
+            checkpoint_every=10,
+            device="cpu",
+        )
         train(cfg, out, resume=True)
     return json.loads((out / "metrics.json").read_text())
 
@@ -64,8 +73,11 @@ def refine(out: Path, steps: int, batch: int, test: int) -> dict:
         tm = _train(run / "train", bb, steps, batch)
         tuned = str(run / "train" / "model")
         results[bb] = {
-            "train": tm, "base": _eval(f"base:{bb}", run / "eval_base", test), "tuned": _eval(tuned, run / "eval_tuned", test),
-            "layers_base": _layers(f"base:{bb}", run / "layers_base"), "layers_tuned": _layers(tuned, run / "layers_tuned"),
+            "train": tm,
+            "base": _eval(f"base:{bb}", run / "eval_base", test),
+            "tuned": _eval(tuned, run / "eval_tuned", test),
+            "layers_base": _layers(f"base:{bb}", run / "layers_base"),
+            "layers_tuned": _layers(tuned, run / "layers_tuned"),
         }
     _save(out / "refine.json", results)
     _plot_refine(results)
@@ -80,8 +92,7 @@ def methods(out: Path, steps: int, batch: int, test: int) -> dict:
     for method, lr in (("lora", 4e-4), ("full", 2e-5), ("head", 1e-3)):
         run = out / f"refine_{bb}" if method == "lora" else out / f"method_{method}"
         tm = _train(run / "train", bb, steps, batch, method=method, lr=lr)
-        results[method] = {"train": tm, "lr": lr, "eval": _eval(str(run / "train" / "model"),
-                                                                run / "eval_tuned", test)}
+        results[method] = {"train": tm, "lr": lr, "eval": _eval(str(run / "train" / "model"), run / "eval_tuned", test)}
     _save(out / "methods.json", results)
     _plot_methods(results, out)
     return results

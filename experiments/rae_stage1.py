@@ -49,20 +49,37 @@ def main() -> None:
         name = f"{size}_tau{tau}"
         run_dir = out / name
         if not (run_dir / "model" / "rae_config.json").exists():
-            cfg = TrainDecoderConfig(latents=cache, decoder=size, max_steps=args.steps, batch_size=args.batch,
-                                     lr=args.lr, warmup_steps=100, noise_tau=tau, perceptual="none", log_every=50,
-                                     checkpoint_every=500, device="cpu")
+            cfg = TrainDecoderConfig(
+                latents=cache,
+                decoder=size,
+                max_steps=args.steps,
+                batch_size=args.batch,
+                lr=args.lr,
+                warmup_steps=100,
+                noise_tau=tau,
+                perceptual="none",
+                log_every=50,
+                checkpoint_every=500,
+                device="cpu",
+            )
             train_decoder(cfg, run_dir, resume=True)
         sigmas = SIGMAS if size == "tiny" else (0.0,)
         evals = {}
         for sigma in sigmas:
-            m = reconstruct(ReconstructConfig(model=run_dir, limit=args.test, latent_noise=sigma, device="cpu"),
-                            out / f"eval_{name}_sigma{sigma}")
+            m = reconstruct(
+                ReconstructConfig(model=run_dir, limit=args.test, latent_noise=sigma, device="cpu"),
+                out / f"eval_{name}_sigma{sigma}",
+            )
             evals[str(sigma)] = {k: m[k] for k in ("psnr", "ssim", "rfd_effnet")}
             print(name, sigma, evals[str(sigma)], flush=True)
         train_metrics = json.loads((run_dir / "metrics.json").read_text())
-        results["runs"][name] = {"size": size, "tau": tau, "params": train_metrics["decoder_params"],
-                                 "final_train": train_metrics["final"], "eval": evals}
+        results["runs"][name] = {
+            "size": size,
+            "tau": tau,
+            "params": train_metrics["decoder_params"],
+            "final_train": train_metrics["final"],
+            "eval": evals,
+        }
         (out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, out)
 
@@ -80,7 +97,9 @@ def plot(results: dict, out: Path) -> None:
         axes[0].plot(xs, [ev[s]["psnr"] for s in ev], marker="o", label=label)
         axes[1].plot(xs, [ev[s]["rfd_effnet"] for s in ev], marker="o", label=label)
     axes[0].set(xlabel="sigma of noise added to the latent", ylabel="PSNR (dB)", title="PSNR")
-    axes[1].set(xlabel="sigma of noise added to the latent", ylabel="rfd_effnet", title="Frechet distance (EffNet space)")
+    axes[1].set(
+        xlabel="sigma of noise added to the latent", ylabel="rfd_effnet", title="Frechet distance (EffNet space)"
+    )
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(out / "noise_robustness.png", dpi=110)

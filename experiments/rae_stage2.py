@@ -38,18 +38,31 @@ def _sample_eval(dit: Path, out: Path, num: int, rae: Path | None = None) -> dic
 
     if not (out / "eval" / "metrics.json").exists():
         sample(SampleConfig(dit=dit, num=num, steps=50, rae=rae, device="cpu"), out / "samples")
-        evaluate(EvalConfig(samples=out / "samples", real_limit=1000, classifier_train=2000, device="cpu"), out / "eval")
+        evaluate(
+            EvalConfig(samples=out / "samples", real_limit=1000, classifier_train=2000, device="cpu"), out / "eval"
+        )
     m = json.loads((out / "eval" / "metrics.json").read_text())
     return {k: m[k] for k in ("fd_effnet", "precision", "recall", "class_accuracy", "classifier_real_accuracy")}
 
 
-def _train(rae: Path, out: Path, model: str, steps: int, batch: int, lr: float, latents: Path | None = None,
-           **kw) -> dict:
+def _train(
+    rae: Path, out: Path, model: str, steps: int, batch: int, lr: float, latents: Path | None = None, **kw
+) -> dict:
     from genrep.rae.train_dit import TrainDiTConfig, train_dit
 
     if not (out / "metrics.json").exists():
-        cfg = TrainDiTConfig(rae=rae, latents=latents, model=model, max_steps=steps, batch_size=batch, lr=lr,
-                             log_every=25, checkpoint_every=200, device="cpu", **kw)
+        cfg = TrainDiTConfig(
+            rae=rae,
+            latents=latents,
+            model=model,
+            max_steps=steps,
+            batch_size=batch,
+            lr=lr,
+            log_every=25,
+            checkpoint_every=200,
+            device="cpu",
+            **kw,
+        )
         train_dit(cfg, out, resume=True)
     return json.loads((out / "metrics.json").read_text())
 
@@ -76,8 +89,16 @@ def exp_width(args) -> dict:
     results = {}
     for width in args.widths:
         torch.manual_seed(0)
-        cfg = dit_config("dit-tiny", in_channels=c, grid=g, num_classes=10, class_dropout=0.0, width=width,
-                         depth=args.width_depth, heads=max(1, width // 64))
+        cfg = dit_config(
+            "dit-tiny",
+            in_channels=c,
+            grid=g,
+            num_classes=10,
+            class_dropout=0.0,
+            width=width,
+            depth=args.width_depth,
+            heads=max(1, width // 64),
+        )
         model = DiT(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=args.width_lr, betas=(0.9, 0.95), weight_decay=0.0)
         gen = torch.Generator().manual_seed(1)
@@ -93,14 +114,32 @@ def exp_width(args) -> dict:
         model.eval()
         with torch.no_grad():  # the converged loss on 1024 fresh (t, eps) draws
             g_eval = torch.Generator().manual_seed(123)
-            final = sum(flow_matching_loss(model, x0.expand(256, -1, -1, -1), y0.expand(256), alpha, generator=g_eval).item()
-                        for _ in range(4)) / 4
-        results[width] = {"final_loss": final, "floor": max(0.0, 1.0 - width / c), "params": sum(p.numel() for p in model.parameters()),
-                          "curve": curve}
+            final = (
+                sum(
+                    flow_matching_loss(
+                        model, x0.expand(256, -1, -1, -1), y0.expand(256), alpha, generator=g_eval
+                    ).item()
+                    for _ in range(4)
+                )
+                / 4
+            )
+        results[width] = {
+            "final_loss": final,
+            "floor": max(0.0, 1.0 - width / c),
+            "params": sum(p.numel() for p in model.parameters()),
+            "curve": curve,
+        }
         print(f"width {width}: final loss {final:.4f} (floor {max(0.0, 1 - width / c):.3f})", flush=True)
     _plot_width(results, c, FIGURES / "stage2_width.png")
-    return {"channels": c, "tokens": g * g, "depth": args.width_depth, "steps": args.width_steps, "batch": args.width_batch,
-            "lr": args.width_lr, "runs": {str(w): {k: v for k, v in r.items() if k != "curve"} for w, r in results.items()}}
+    return {
+        "channels": c,
+        "tokens": g * g,
+        "depth": args.width_depth,
+        "steps": args.width_steps,
+        "batch": args.width_batch,
+        "lr": args.width_lr,
+        "runs": {str(w): {k: v for k, v in r.items() if k != "curve"} for w, r in results.items()},
+    }
 
 
 def _plot_width(results: dict, channels: int, path: Path) -> None:
@@ -142,23 +181,53 @@ def exp_shift(args) -> dict:
     base = args.out / "shift"
     cache = base / "latents_256px"
     # target images at 32 px: the decoder's output grid (8 x 8 tokens) must divide the image size
-    cache_latents(build_encoder("effnet-lite0", input_size=256), "fashion-mnist", cache, limit=args.shift_train,
-                  batch_size=64, image_size=32)
+    cache_latents(
+        build_encoder("effnet-lite0", input_size=256),
+        "fashion-mnist",
+        cache,
+        limit=args.shift_train,
+        batch_size=64,
+        image_size=32,
+    )
     rae = base / "rae_256px"
     if not (rae / "model" / "rae_config.json").exists():
-        train_decoder(TrainDecoderConfig(latents=cache, decoder="tiny", max_steps=args.shift_decoder_steps, batch_size=32,
-                                         lr=1e-3, warmup_steps=50, noise_tau=0.8, perceptual="none", log_every=50,
-                                         checkpoint_every=200, device="cpu"), rae, resume=True)
+        train_decoder(
+            TrainDecoderConfig(
+                latents=cache,
+                decoder="tiny",
+                max_steps=args.shift_decoder_steps,
+                batch_size=32,
+                lr=1e-3,
+                warmup_steps=50,
+                noise_tau=0.8,
+                perceptual="none",
+                log_every=50,
+                checkpoint_every=200,
+                device="cpu",
+            ),
+            rae,
+            resume=True,
+        )
     runs = {}
     for shift in (True, False):
         name = "shift_on" if shift else "shift_off"
         m = _train(rae, base / name, args.model, args.shift_steps, args.shift_batch, args.lr, shift=shift)
-        runs[name] = {"shift_alpha": m["shift_alpha"], "final_loss": m["final"]["loss"],
-                      **_sample_eval(base / name, base / f"gen_{name}", args.num)}
+        runs[name] = {
+            "shift_alpha": m["shift_alpha"],
+            "final_loss": m["final"]["loss"],
+            **_sample_eval(base / name, base / f"gen_{name}", args.num),
+        }
         print(name, runs[name], flush=True)
-    _plot_curves({k: base / k for k in runs}, base / "loss.png", "schedule shift (320 x 8 x 8)")  # not comparable across runs
-    return {"latent": "effnet-lite0 block16 at 256 px: 320 x 8 x 8", "model": args.model, "steps": args.shift_steps,
-            "batch": args.shift_batch, "runs": runs}
+    _plot_curves(
+        {k: base / k for k in runs}, base / "loss.png", "schedule shift (320 x 8 x 8)"
+    )  # not comparable across runs
+    return {
+        "latent": "effnet-lite0 block16 at 256 px: 320 x 8 x 8",
+        "model": args.model,
+        "steps": args.shift_steps,
+        "batch": args.shift_batch,
+        "runs": runs,
+    }
 
 
 def _plot_curves(runs: dict[str, Path], path: Path, title: str) -> None:
@@ -188,11 +257,17 @@ def exp_head(args) -> dict:
     runs = {}
     specs = {"ditdh-tiny": ("ditdh-tiny", {}), f"dit-{args.dit_width}x{args.dit_depth}": ("dit-tiny", {})}
     for name, (preset, _) in specs.items():
-        extra = {} if name == "ditdh-tiny" else dict(width=args.dit_width, depth=args.dit_depth, heads=args.dit_width // 64)
+        extra = (
+            {} if name == "ditdh-tiny" else dict(width=args.dit_width, depth=args.dit_depth, heads=args.dit_width // 64)
+        )
         flops = DiT(dit_config(preset, in_channels=320, grid=4, num_classes=10, **extra)).flops_per_sample()
         m = _train(rae, base / name, preset, args.head_steps, args.head_batch, args.lr, model_args=extra)
-        runs[name] = {"gflops_per_sample": flops / 1e9, "params": m["params"], "final_loss": m["final"]["loss"],
-                      **_sample_eval(base / name, base / f"gen_{name}", args.num)}
+        runs[name] = {
+            "gflops_per_sample": flops / 1e9,
+            "params": m["params"],
+            "final_loss": m["final"]["loss"],
+            **_sample_eval(base / name, base / f"gen_{name}", args.num),
+        }
         print(name, runs[name], flush=True)
     _plot_curves({k: base / k for k in runs}, FIGURES / "stage2_head_loss.png", "DiT vs DiT^DH (320 x 4 x 4)")
     return {"steps": args.head_steps, "batch": args.head_batch, "runs": runs}
@@ -230,7 +305,9 @@ def main() -> None:
     ap.add_argument("--head-batch", type=int, default=64)
     ap.add_argument("--dit-width", type=int, default=384)
     ap.add_argument("--dit-depth", type=int, default=7)
-    ap.add_argument("--dit", type=Path, default=Path("runs/exp_dit_try"), help="(d): a DiT trained on the stage-1 latents")
+    ap.add_argument(
+        "--dit", type=Path, default=Path("runs/exp_dit_try"), help="(d): a DiT trained on the stage-1 latents"
+    )
     args = ap.parse_args()
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}

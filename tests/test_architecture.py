@@ -49,7 +49,7 @@ def _imported(node: ast.Import | ast.ImportFrom, name: str, is_package: bool, mo
         return [(alias.name, alias.name) for alias in node.names]
     if node.level:  # relative: from the importing module's package, one level up per extra dot
         here = name.split(".") if is_package else name.split(".")[:-1]
-        here = here[:len(here) - (node.level - 1)]
+        here = here[: len(here) - (node.level - 1)]
         base = ".".join(here + ([node.module] if node.module else []))
     else:
         base = node.module or ""
@@ -215,18 +215,21 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_checker_sees_relative_and_in_function_imports(tmp_path):
-    src = _write(tmp_path, {
-        "genrep/__init__.py": "",
-        "genrep/cli.py": "from genrep.rae import a\nfrom genrep.lco import b\n",
-        "genrep/core/__init__.py": "",
-        "genrep/core/util.py": "def f():\n    from genrep.lco.b import g\n",
-        "genrep/rae/__init__.py": "",
-        "genrep/rae/a.py": "from . import c\nimport genrep.core.util as u\n",
-        "genrep/rae/c.py": "def f():\n    from .a import x\n",
-        "genrep/lco/__init__.py": "",
-        "genrep/lco/b.py": "from ..rae.c import f\nfrom genrep import __version__\n",
-        "genrep/lco/d.py": "from genrep.nothing import x\n",
-    })
+    src = _write(
+        tmp_path,
+        {
+            "genrep/__init__.py": "",
+            "genrep/cli.py": "from genrep.rae import a\nfrom genrep.lco import b\n",
+            "genrep/core/__init__.py": "",
+            "genrep/core/util.py": "def f():\n    from genrep.lco.b import g\n",
+            "genrep/rae/__init__.py": "",
+            "genrep/rae/a.py": "from . import c\nimport genrep.core.util as u\n",
+            "genrep/rae/c.py": "def f():\n    from .a import x\n",
+            "genrep/lco/__init__.py": "",
+            "genrep/lco/b.py": "from ..rae.c import f\nfrom genrep import __version__\n",
+            "genrep/lco/d.py": "from genrep.nothing import x\n",
+        },
+    )
     graph, unresolved = import_graph(src)
     assert graph["genrep.rae.a"] == {"genrep.rae.c": 1, "genrep.core.util": 2}
     assert graph["genrep.rae.c"] == {"genrep.rae.a": 2}
@@ -238,21 +241,29 @@ def test_the_checker_sees_relative_and_in_function_imports(tmp_path):
     assert not any(b.startswith("genrep.cli") for b in bad)
     assert import_cycles(graph) == [
         "genrep.rae.a -> genrep.rae.c (line 1 of genrep.rae.a) -> genrep.rae.a (line 2 of genrep.rae.c); "
-        "the tangle holds 4 modules: genrep.core.util, genrep.lco.b, genrep.rae.a, genrep.rae.c"]
+        "the tangle holds 4 modules: genrep.core.util, genrep.lco.b, genrep.rae.a, genrep.rae.c"
+    ]
 
 
 def test_the_checker_names_a_longer_cycle_and_a_front_door_import(tmp_path):
-    src = _write(tmp_path, {
-        "genrep/__init__.py": "",
-        "genrep/demo.py": "",
-        "genrep/diting/__init__.py": "",
-        "genrep/diting/x.py": "import genrep.diting.y\n",
-        "genrep/diting/y.py": "\n\ndef f():\n    import genrep.diting.z\n",
-        "genrep/diting/z.py": "from genrep.diting import x\nfrom genrep import demo\n",
-    })
+    src = _write(
+        tmp_path,
+        {
+            "genrep/__init__.py": "",
+            "genrep/demo.py": "",
+            "genrep/diting/__init__.py": "",
+            "genrep/diting/x.py": "import genrep.diting.y\n",
+            "genrep/diting/y.py": "\n\ndef f():\n    import genrep.diting.z\n",
+            "genrep/diting/z.py": "from genrep.diting import x\nfrom genrep import demo\n",
+        },
+    )
     graph, _ = import_graph(src)
-    assert import_cycles(graph) == ["genrep.diting.x -> genrep.diting.y (line 1 of genrep.diting.x) "
-                                    "-> genrep.diting.z (line 4 of genrep.diting.y) "
-                                    "-> genrep.diting.x (line 1 of genrep.diting.z)"]
-    assert layering_violations(graph) == ["genrep.diting.z (line 2) imports genrep.demo: only a front door "
-                                          "(genrep.cli, genrep.demo, genrep.__main__) may import one"]
+    assert import_cycles(graph) == [
+        "genrep.diting.x -> genrep.diting.y (line 1 of genrep.diting.x) "
+        "-> genrep.diting.z (line 4 of genrep.diting.y) "
+        "-> genrep.diting.x (line 1 of genrep.diting.z)"
+    ]
+    assert layering_violations(graph) == [
+        "genrep.diting.z (line 2) imports genrep.demo: only a front door "
+        "(genrep.cli, genrep.demo, genrep.__main__) may import one"
+    ]

@@ -30,7 +30,8 @@ def _audit(event: str, args: tuple) -> None:
     if not isinstance(path, (str, bytes, os.PathLike)):
         return
     writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-        isinstance(flags, int) and flags & _WRITE_FLAGS)
+        isinstance(flags, int) and flags & _WRITE_FLAGS
+    )
     if writing:
         full = os.path.abspath(os.fsdecode(path))
         if any(full.startswith(d + os.sep) for d in _watch["dirs"]):
@@ -41,8 +42,11 @@ sys.addaudithook(_audit)
 
 
 def _hashes(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -50,8 +54,10 @@ def inputs(tmp_path: Path) -> Path:
     """A directory of the user's (mostly broken) input files."""
     d = tmp_path / "in"
     d.mkdir()
-    good = [{"item_id": "idiom-001", "system": "a", "output": "He was beside himself.", "meta": {}},
-            {"item_id": "idiom-002", "system": "a", "output": "A drop in the ocean.", "meta": {}}]
+    good = [
+        {"item_id": "idiom-001", "system": "a", "output": "He was beside himself.", "meta": {}},
+        {"item_id": "idiom-002", "system": "a", "output": "A drop in the ocean.", "meta": {}},
+    ]
     text = "".join(json.dumps(r) + "\n" for r in good)
     (d / "good.jsonl").write_text(text.rstrip("\n"))  # a valid last record without its newline
     (d / "torn.jsonl").write_text(text + '{"item_id": "idiom-003", "sys')
@@ -59,8 +65,9 @@ def inputs(tmp_path: Path) -> Path:
     (d / "torn_triplets.jsonl").write_text(f"{triplet}\n{triplet}\n{triplet[:20]}")
     (d / "binary.jsonl").write_bytes(b"\xff\xfe\x00garbage\x9c\n")
     (d / "binary.csv").write_bytes(b"name,generative,representation\n\xff\xfe,1,2\n")
-    (d / "judgments.csv").write_text("\ufeffitem_id,system,rater,specific,general_1,general_2,rationale,mood\n"
-                                     "idiom-001,a,r1,2,1,0,,happy\n")
+    (d / "judgments.csv").write_text(
+        "\ufeffitem_id,system,rater,specific,general_1,general_2,rationale,mood\nidiom-001,a,r1,2,1,0,,happy\n"
+    )
     (d / "latin1.yaml").write_bytes("seed: 1  # café\n".encode("latin-1"))
     (d / "notnpz.npz").write_text("not a zip archive\n")
     (d / "afile").write_text("I am a file, not a directory\n")
@@ -82,13 +89,28 @@ def _cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["diting", "score", "--translations", f"{d}/torn.jsonl", "--out", o], "torn.jsonl:3: not valid JSON"),
         (["diting", "score", "--translations", f"{d}/binary.jsonl", "--out", o], "binary.jsonl:1: not UTF-8 text"),
         (["diting", "agenteval", "--translations", f"{d}/torn.jsonl", "--out", o], "torn.jsonl:3: not valid JSON"),
-        (["diting", "meta-eval", "--judgments", f"{d}/judgments.csv", "--translations", f"{d}/torn.jsonl",
-          "--items", "starter", "--out", o], "torn.jsonl:3: not valid JSON"),
+        (
+            [
+                "diting",
+                "meta-eval",
+                "--judgments",
+                f"{d}/judgments.csv",
+                "--translations",
+                f"{d}/torn.jsonl",
+                "--items",
+                "starter",
+                "--out",
+                o,
+            ],
+            "torn.jsonl:3: not valid JSON",
+        ),
         (["diting", "leaderboard", "--judgments", f"{d}/judgments.csv", "--out", o], "unknown column 'mood'"),
         (["diting", "load-official", f"{d}/binary.jsonl", "--out", o], "binary.jsonl:1: not UTF-8 text"),
         (["diting", "bench", "info", f"{d}/binary.jsonl"], "binary.jsonl:1: not UTF-8 text"),
-        (["diting", "translate", "--bench", f"{d}/binary.jsonl", "--system", "a=local:smollm2-135m", "--out", o],
-         "binary.jsonl:1: not UTF-8 text"),
+        (
+            ["diting", "translate", "--bench", f"{d}/binary.jsonl", "--system", "a=local:smollm2-135m", "--out", o],
+            "binary.jsonl:1: not UTF-8 text",
+        ),
         # numbers: limits, finite floats, learning rates, counts
         (["rae", "cache-latents", "--limit", "0", "--out", o], "--limit must be positive"),
         (["rae", "reconstruct", "--limit", "-4", "--out", o], "--limit: must be >= 1, got -4"),
@@ -101,26 +123,53 @@ def _cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["lco", "analyze", "--limit", "0", "--out", o], "--limit: must be >= 1, got 0"),
         (["lco", "pretrain-vlm", "--steps", "0", "--out", o], "--steps: must be >= 1, got 0"),
         (["lco", "grsl-experiment", "--set", "refine.lr=0", "--out", o], "--set refine.lr: must be > 0, got 0"),
-        (["lco", "soup", "--model", f"{d}/notamodel", "--model", f"{d}/notamodel", "--weight", "nan",
-          "--weight", "1", "--out", o], "--weight must be finite"),
-        (["diting", "translate", "--limit", "0", "--system", "a=local:smollm2-135m", "--out", o],
-         "--limit: must be >= 1, got 0"),
-        (["diting", "translate", "--set", "temperature=nan", "--system", "a=local:smollm2-135m", "--out", o],
-         "--set temperature: must be a finite number"),
-        (["diting", "agenteval", "--limit", "-1", "--translations", f"{d}/good.jsonl", "--out", o],
-         "--limit: must be >= 1, got -1"),
+        (
+            [
+                "lco",
+                "soup",
+                "--model",
+                f"{d}/notamodel",
+                "--model",
+                f"{d}/notamodel",
+                "--weight",
+                "nan",
+                "--weight",
+                "1",
+                "--out",
+                o,
+            ],
+            "--weight must be finite",
+        ),
+        (
+            ["diting", "translate", "--limit", "0", "--system", "a=local:smollm2-135m", "--out", o],
+            "--limit: must be >= 1, got 0",
+        ),
+        (
+            ["diting", "translate", "--set", "temperature=nan", "--system", "a=local:smollm2-135m", "--out", o],
+            "--set temperature: must be a finite number",
+        ),
+        (
+            ["diting", "agenteval", "--limit", "-1", "--translations", f"{d}/good.jsonl", "--out", o],
+            "--limit: must be >= 1, got -1",
+        ),
         (["demo", "--set", "max_new_tokens=0", "--out", o], "--set max_new_tokens: must be >= 1, got 0"),
-        (["diting", "meta-eval", "--official", f"{d}/good.jsonl", "--resamples", "100000000", "--out", o],
-         "--resamples"),
-        (["diting", "leaderboard", "--judgments", f"{d}/judgments.csv", "--resamples", "-1", "--out", o],
-         "--resamples"),
+        (
+            ["diting", "meta-eval", "--official", f"{d}/good.jsonl", "--resamples", "100000000", "--out", o],
+            "--resamples",
+        ),
+        (
+            ["diting", "leaderboard", "--judgments", f"{d}/judgments.csv", "--resamples", "-1", "--out", o],
+            "--resamples",
+        ),
         # serve: ports and hosts
         (["diting", "serve", "--port", "99999"], "--port"),
         (["diting", "serve", "--port", "-1"], "--port"),
         (["diting", "serve", "--host", "0.0.0.0"], "--allow-remote"),
         # --out: an existing file, a path under a file, arguments that are not UTF-8
-        (["diting", "score", "--translations", f"{d}/good.jsonl", "--out", f"{d}/afile"],
-         "afile: exists and is not a directory"),
+        (
+            ["diting", "score", "--translations", f"{d}/good.jsonl", "--out", f"{d}/afile"],
+            "afile: exists and is not a directory",
+        ),
         (["lco", "eval", "--out", "/dev/null/run"], "/dev/null/run: cannot create the directory"),
         (["diting", "score", "--translations", f"{d}/bad\udcff.jsonl", "--out", o], "is not valid UTF-8"),
     ]
@@ -165,15 +214,23 @@ def test_bad_inputs_table(capsys, inputs: Path, tmp_path: Path):
 def test_second_process_on_the_same_out_fails_at_once_naming_the_holder(capsys, tmp_path: Path):
     out = tmp_path / "busy"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; from genrep.core.files import OutLock; OutLock.acquire(sys.argv[1]); print('held', flush=True); "
-         "sys.stdin.read()", str(out)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from genrep.core.files import OutLock; OutLock.acquire(sys.argv[1]); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(out),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         out.mkdir()
         assert holder.stdout.readline().strip() == "held"
-        code, err = _run(capsys, ["diting", "translate", "--system", "a=local:smollm2-135m", "--limit", "1",
-                                  "--out", str(out)])
+        code, err = _run(
+            capsys, ["diting", "translate", "--system", "a=local:smollm2-135m", "--limit", "1", "--out", str(out)]
+        )
         _check(code, err, f"in use by another genrep run (PID {holder.pid})")
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:
@@ -196,5 +253,7 @@ def test_full_disk_is_one_line_naming_the_log(capsys, tmp_path: Path, monkeypatc
     out = tmp_path / "run"
     out.mkdir()
     (out / "translations.jsonl").symlink_to("/dev/full")  # every write: ENOSPC
-    code, err = _run(capsys, ["diting", "translate", "--system", "a=local:smollm2-135m", "--limit", "1", "--out", str(out)])
+    code, err = _run(
+        capsys, ["diting", "translate", "--system", "a=local:smollm2-135m", "--limit", "1", "--out", str(out)]
+    )
     _check(code, err, "translations.jsonl: no space left on device")

@@ -25,11 +25,19 @@ def run_cli(capsys, *argv):
         (["assets", "prepare", "nosuch"], "genrep: error: unknown asset 'nosuch'"),
         (["nosuchcommand"], "genrep: error: No such command 'nosuchcommand'"),
         (["demo", "--profile", "huge"], "genrep: error: Invalid value for '--profile'"),
-        (["diting", "serve", "--port", "0"], "genrep: error: Invalid value for '--port': 0 is not in the range 1<=x<=65535"),
+        (
+            ["diting", "serve", "--port", "0"],
+            "genrep: error: Invalid value for '--port': 0 is not in the range 1<=x<=65535",
+        ),
         (["diting", "serve", "--host", "0.0.0.0"], "genrep: error: refusing to serve on non-loopback host '0.0.0.0'"),
-        (["diting", "serve", "--host", "bad host"], "genrep: error: host 'bad host': not an IP address or a valid host"),
-        (["diting", "leaderboard", "--resamples", "100001"], "genrep: error: Invalid value for '--resamples': 100001 is "
-                                                             "not in the range 0<=x<=100000"),
+        (
+            ["diting", "serve", "--host", "bad host"],
+            "genrep: error: host 'bad host': not an IP address or a valid host",
+        ),
+        (
+            ["diting", "leaderboard", "--resamples", "100001"],
+            "genrep: error: Invalid value for '--resamples': 100001 is not in the range 0<=x<=100000",
+        ),
         (["diting", "meta-eval", "--seed", "-1"], "genrep: error: Invalid value for '--seed'"),
     ],
 )
@@ -44,7 +52,10 @@ def test_config_file_errors_name_the_file(capsys, tmp_path):
     bad = tmp_path / "demo.yaml"
     bad.write_text("profile: fast\nlmz: []\n")
     code, _, err = run_cli(capsys, "demo", "--config", str(bad))
-    assert code == 2 and err.strip() == f"genrep: error: {bad}: unknown key 'lmz' (known: lms, max_new_tokens, profile, seed)"
+    assert (
+        code == 2
+        and err.strip() == f"genrep: error: {bad}: unknown key 'lmz' (known: lms, max_new_tokens, profile, seed)"
+    )
 
 
 def test_debug_shows_the_traceback(capsys):
@@ -60,15 +71,21 @@ def test_assets_lists_every_asset(capsys):
 
 
 def test_console_script_exit_code_and_single_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "genrep", "demo", "--set", "seed=x", "--out", str(tmp_path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "genrep", "demo", "--set", "seed=x", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr == "genrep: error: --set seed: expected an integer, got 'x'\n"
 
 
 def test_assets_check_command_succeeds(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "genrep", "assets", "check", "effnet-lite0", "fashion-mnist"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "genrep", "assets", "check", "effnet-lite0", "fashion-mnist"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("OK") == 2 and "FAIL" not in proc.stdout
 
@@ -81,7 +98,9 @@ def test_assets_check_exits_1_when_an_asset_fails(capsys, monkeypatch):
     def broken_loader():
         raise RuntimeError("weights corrupt")
 
-    monkeypatch.setitem(assets.ASSETS, "broken", replace(assets.ASSETS["hsk-zh-en"], name="broken", loader=broken_loader))
+    monkeypatch.setitem(
+        assets.ASSETS, "broken", replace(assets.ASSETS["hsk-zh-en"], name="broken", loader=broken_loader)
+    )
     code, out, _ = run_cli(capsys, "assets", "check", "broken", "hsk-zh-en")
     assert code == 1
     assert "FAIL" in out and "weights corrupt" in out and "OK" in out
@@ -101,10 +120,16 @@ def fake_lm(monkeypatch):
             raise state["error"]
         state["built"], state["builds"] = True, state["builds"] + 1
 
-    monkeypatch.setitem(assets.ASSETS, "fake-lm", replace(assets.ASSETS["hsk-zh-en"], name="fake-lm",
-                                                          materialized=lambda: state["built"], materialize=build))
-    monkeypatch.setitem(assets.ASSETS, "gone", replace(assets.ASSETS["hsk-zh-en"], name="gone", install="pip install gone",
-                                                       available=lambda: False))
+    monkeypatch.setitem(
+        assets.ASSETS,
+        "fake-lm",
+        replace(assets.ASSETS["hsk-zh-en"], name="fake-lm", materialized=lambda: state["built"], materialize=build),
+    )
+    monkeypatch.setitem(
+        assets.ASSETS,
+        "gone",
+        replace(assets.ASSETS["hsk-zh-en"], name="gone", install="pip install gone", available=lambda: False),
+    )
     return state
 
 

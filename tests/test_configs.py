@@ -50,12 +50,15 @@ def test_closed_option_sets_are_literal_types_that_match_their_tables():
     assert typing.get_args(hints["method"]) == ("lora", "full", "head")
 
 
-@pytest.mark.parametrize("cls_path, override, choices", [
-    ("genrep.lco.train:TrainConfig", "method=qlora", "'lora', 'full', 'head'"),
-    ("genrep.lco.train:TrainConfig", "gather=all", "'none', 'local', 'full'"),
-    ("genrep.rae.train_decoder:TrainDecoderConfig", "decoder=M", "'tiny', 'S', 'B', 'L', 'XL'"),
-    ("genrep.rae.train_dit:TrainDiTConfig", "model=dit-M", "'dit-tiny'"),
-])
+@pytest.mark.parametrize(
+    "cls_path, override, choices",
+    [
+        ("genrep.lco.train:TrainConfig", "method=qlora", "'lora', 'full', 'head'"),
+        ("genrep.lco.train:TrainConfig", "gather=all", "'none', 'local', 'full'"),
+        ("genrep.rae.train_decoder:TrainDecoderConfig", "decoder=M", "'tiny', 'S', 'B', 'L', 'XL'"),
+        ("genrep.rae.train_dit:TrainDiTConfig", "model=dit-M", "'dit-tiny'"),
+    ],
+)
 def test_unknown_choices_are_one_line_naming_value_and_choices(cls_path, override, choices):
     import importlib
 

@@ -21,7 +21,9 @@ def test_run_demo_times_every_section_and_keeps_going_past_a_missing_asset(tmp_p
     monkeypatch.setattr(demo, "system_sections", lambda: [("first", fine), ("second", missing)])
     md_path, _ = demo.run_demo(demo.DemoConfig(profile="smoke", lms=[]), tmp_path / "d")
     metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
-    assert metrics["stand_in"] == {"profile": "smoke"} and metrics["skipped"] == ["second: asset 'x' is not installed: pip install x"]
+    assert metrics["stand_in"] == {"profile": "smoke"} and metrics["skipped"] == [
+        "second: asset 'x' is not installed: pip install x"
+    ]
     assert {"bundled assets", "first", "second"} <= set(metrics["section_seconds"])
     assert sum(metrics["section_seconds"].values()) <= metrics["seconds"] + 0.5
     md = md_path.read_text()
@@ -34,14 +36,33 @@ def test_run_demo_times_every_section_and_keeps_going_past_a_missing_asset(tmp_p
 def test_demo_writes_a_report_with_pictures(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "genrep", "demo", "--out", str(out), "--profile", "smoke", "--set", "lms=[smollm2-135m]",
-         "--set", "max_new_tokens=8"],
-        capture_output=True, text=True,  # no time limit: pytest-timeout is the hang guard
+        [
+            sys.executable,
+            "-m",
+            "genrep",
+            "demo",
+            "--out",
+            str(out),
+            "--profile",
+            "smoke",
+            "--set",
+            "lms=[smollm2-135m]",
+            "--set",
+            "max_new_tokens=8",
+        ],
+        capture_output=True,
+        text=True,  # no time limit: pytest-timeout is the hang guard
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["assets_ok"] == metrics["assets_total"] == 6
-    assert metrics["effnet_top1"]["chelsea"].split(" (")[0] in {"tabby cat", "Egyptian Mau", "Persian cat", "Siamese cat", "a cat having a striped coat"}
+    assert metrics["effnet_top1"]["chelsea"].split(" (")[0] in {
+        "tabby cat",
+        "Egyptian Mau",
+        "Persian cat",
+        "Siamese cat",
+        "a cat having a striped coat",
+    }
     assert metrics["signature"]["genrep"] and "demo" in metrics["signature"]["command"]
     assert metrics["lm_replies"]["smollm2-135m"]
     cfg = yaml.safe_load((out / "config.yaml").read_text())

@@ -123,10 +123,19 @@ def assets_check(names: tuple[str, ...]) -> None:
 
 @cli.command()
 @out_option(Path("runs/demo"), "Output directory for report.html, report.md, config.yaml and metrics.json.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="YAML file with DemoConfig fields (see configs/demo.yaml).")
-@click.option("--profile", type=click.Choice(["fast", "full", "smoke"]), default=None,
-              help="fast (default, a few minutes), full (longer runs), smoke (seconds; for tests).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="YAML file with DemoConfig fields (see configs/demo.yaml).",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["fast", "full", "smoke"]),
+    default=None,
+    help="fast (default, a few minutes), full (longer runs), smoke (seconds; for tests).",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 def demo(out: Path, config_path: Path | None, profile: str | None, overrides: tuple[str, ...]) -> None:
     """Run every system on bundled defaults and write a report."""

@@ -39,7 +39,9 @@ class DemoConfig:
 # model that continues text; only Gemma reads Chinese at all (docs/papers.md s4.4).
 _PROMPTS = {
     "smollm2-135m": [("chat", "Name three colours of the rainbow.")],
-    "gemma3-270m": [("plain", "Chinese: 我喜欢喝茶。\nEnglish: I like drinking tea.\nChinese: 今天天气很好。\nEnglish:")],
+    "gemma3-270m": [
+        ("plain", "Chinese: 我喜欢喝茶。\nEnglish: I like drinking tea.\nChinese: 今天天气很好。\nEnglish:")
+    ],
 }
 
 
@@ -89,7 +91,9 @@ def _encoder_section(report: Report) -> dict[str, str]:
         "the feature space of genrep's offline Frechet distances. Its top-1 ImageNet class for each "
         "scikit-image photo:"
     )
-    sec.image(figure_png(fig), "EfficientNet-Lite0 top-1 predictions on the scikit-image sample photos", "effnet_photos.png")
+    sec.image(
+        figure_png(fig), "EfficientNet-Lite0 top-1 predictions on the scikit-image sample photos", "effnet_photos.png"
+    )
     return labels
 
 
@@ -110,14 +114,20 @@ def _lm_section(report: Report, lms: list[str], max_new_tokens: int) -> dict[str
         tok, model = assets.load(name)
         for mode, prompt in _PROMPTS.get(name, [("plain", "Once upon a time")]):
             if mode == "chat":
-                text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+                text = tok.apply_chat_template(
+                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                )
             else:
                 text = prompt
             ids = tok(text, return_tensors="pt", add_special_tokens=(mode != "chat"))
             with torch.no_grad():
-                gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tok.pad_token_id or tok.eos_token_id)
-            reply = tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                gen = model.generate(
+                    **ids,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                )
+            reply = tok.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
             out[name] = reply
             sec.text(f"**{name}** ({mode} prompt, greedy, {max_new_tokens} new tokens):")
             sec.code(f"{prompt}\n--> {reply}")
@@ -132,8 +142,12 @@ def system_sections() -> list:
     from genrep.lco.demo import add_grsl_section as lco_grsl_section
     from genrep.rae.demo import add_demo_section as rae_section
 
-    return [("RAE (stage 1 + stage 2)", rae_section), ("LCO-EMB: SmolLM2 embeddings", lco_section),
-            ("LCO-EMB: tiny VLM", lco_grsl_section), ("DITING", diting_section)]
+    return [
+        ("RAE (stage 1 + stage 2)", rae_section),
+        ("LCO-EMB: SmolLM2 embeddings", lco_section),
+        ("LCO-EMB: tiny VLM", lco_grsl_section),
+        ("DITING", diting_section),
+    ]
 
 
 def _timed(times: list[dict], name: str, fn, *args):
@@ -150,7 +164,9 @@ def _timed(times: list[dict], name: str, fn, *args):
 def _times_section(report: Report, times: list[dict], total: float) -> None:
     sec = report.section("Run time per section")
     rows = [{**t, "share": f"{t['seconds'] / total:.0%}" if total else "-"} for t in times]
-    sec.table(rows + [{"section": "total", "seconds": round(total, 1), "share": "100%"}], ["section", "seconds", "share"])
+    sec.table(
+        rows + [{"section": "total", "seconds": round(total, 1), "share": "100%"}], ["section", "seconds", "share"]
+    )
     print("[demo] time per section:", file=sys.stderr)
     for r in rows:
         print(f"[demo]   {r['section']:<40} {r['seconds']:>7.1f} s  {r['share']:>4}", file=sys.stderr)

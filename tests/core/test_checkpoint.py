@@ -40,8 +40,9 @@ def test_round_trip_restores_everything(tmp_path):
     model, opt, sched, ema = _objects()
     for _ in range(3):
         _step(model, opt, sched, ema)
-    path = save_checkpoint(tmp_path / "c.safetensors", step=3, model=model, optimizer=opt, ema=ema,
-                           scheduler=sched, extra={"note": "x"})
+    path = save_checkpoint(
+        tmp_path / "c.safetensors", step=3, model=model, optimizer=opt, ema=ema, scheduler=sched, extra={"note": "x"}
+    )
     expected_next = torch.randn(5)
     expected_np = np.random.rand(3)
 
@@ -56,8 +57,10 @@ def test_round_trip_restores_everything(tmp_path):
         assert torch.equal(a, b)
     assert e2.num_updates == 3
     assert s2.last_epoch == sched.last_epoch and s2.get_last_lr() == sched.get_last_lr()
-    assert o2.state_dict()["param_groups"][0]["betas"] == list(opt.state_dict()["param_groups"][0]["betas"]) or \
-        tuple(o2.state_dict()["param_groups"][0]["betas"]) == opt.state_dict()["param_groups"][0]["betas"]
+    assert (
+        o2.state_dict()["param_groups"][0]["betas"] == list(opt.state_dict()["param_groups"][0]["betas"])
+        or tuple(o2.state_dict()["param_groups"][0]["betas"]) == opt.state_dict()["param_groups"][0]["betas"]
+    )
     # the same next step on both copies gives identical parameters
     torch.manual_seed(7)
     _step(model, opt, sched, ema)
@@ -120,8 +123,13 @@ def test_ema_update_formula():
 
 def _run(out, steps, *extra):
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(out), str(steps), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(out), str(steps), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
@@ -160,12 +168,21 @@ def test_several_named_optimizers_and_schedulers(tmp_path):
         _step(g, g_opt, g_sched, EMA(g))
         _step(d, d_opt, d_sched, EMA(d))
     model = torch.nn.ModuleDict({"g": g, "d": d})
-    save_checkpoint(tmp_path / "gd.safetensors", step=2, model=model, optimizer={"g": g_opt, "d": d_opt},
-                    scheduler={"g": g_sched, "d": d_sched})
+    save_checkpoint(
+        tmp_path / "gd.safetensors",
+        step=2,
+        model=model,
+        optimizer={"g": g_opt, "d": d_opt},
+        scheduler={"g": g_sched, "d": d_sched},
+    )
     g2, g2_opt, g2_sched, _ = _objects(5)
     d2, d2_opt, d2_sched, _ = _objects(6)
-    load_checkpoint(tmp_path / "gd.safetensors", model=torch.nn.ModuleDict({"g": g2, "d": d2}),
-                    optimizer={"g": g2_opt, "d": d2_opt}, scheduler={"g": g2_sched, "d": d2_sched})
+    load_checkpoint(
+        tmp_path / "gd.safetensors",
+        model=torch.nn.ModuleDict({"g": g2, "d": d2}),
+        optimizer={"g": g2_opt, "d": d2_opt},
+        scheduler={"g": g2_sched, "d": d2_sched},
+    )
     for a, b in ((g_opt, g2_opt), (d_opt, d2_opt)):
         sa, sb = a.state_dict()["state"], b.state_dict()["state"]
         assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)

@@ -92,6 +92,7 @@ def test_override_parsing():
 
 # -- numeric bounds and finite floats ------------------------------------------------------------
 
+
 @dataclass
 class _Bounded:
     limit: Optional[Count] = None
@@ -101,16 +102,19 @@ class _Bounded:
     betas: tuple[Fraction, Fraction] = (0.9, 0.95)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("limit=0", "--set limit: must be >= 1, got 0"),
-    ("limit=-2", "--set limit: must be >= 1, got -2"),
-    ("lr=0", "--set lr: must be > 0, got 0"),
-    ("decay=1.5", "--set decay: must be <= 1, got 1.5"),
-    ("scale=nan", "--set scale: must be a finite number"),
-    ("scale=.inf", "--set scale: must be a finite number"),
-    ("lr=-inf", "--set lr: must be a finite number"),
-    ("betas=[0.9, 2]", "--set betas[1]: must be <= 1, got 2"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("limit=0", "--set limit: must be >= 1, got 0"),
+        ("limit=-2", "--set limit: must be >= 1, got -2"),
+        ("lr=0", "--set lr: must be > 0, got 0"),
+        ("decay=1.5", "--set decay: must be <= 1, got 1.5"),
+        ("scale=nan", "--set scale: must be a finite number"),
+        ("scale=.inf", "--set scale: must be a finite number"),
+        ("lr=-inf", "--set lr: must be a finite number"),
+        ("betas=[0.9, 2]", "--set betas[1]: must be <= 1, got 2"),
+    ],
+)
 def test_bounds_refuse_bad_numbers_naming_the_option(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(_Bounded, overrides=[override])

@@ -71,8 +71,10 @@ def test_out_lock_is_reentrant_in_one_process_and_records_the_pid(tmp_path):
 
 
 def test_describe_os_error_names_the_path_and_keeps_unknown_errors():
-    assert describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/x/log.jsonl")) == \
-        "/x/log.jsonl: no space left on device"
+    assert (
+        describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/x/log.jsonl"))
+        == "/x/log.jsonl: no space left on device"
+    )
     assert describe_os_error(OSError(errno.EROFS, "Read-only file system", "/ro")) == "/ro: read-only file system"
     assert describe_os_error(OSError(errno.ECONNRESET, "reset")) is None
 

@@ -45,8 +45,9 @@ def _trained(out: Path, cfg: Toy, step: int = 5, rows: int = 5) -> None:
     out.mkdir(parents=True, exist_ok=True)
     begin = start_run("toy", cfg, out, resume=False)
     (out / "config.yaml").write_text(dump_yaml(cfg))
-    (out / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n"
-                                                 for s in range(1, rows + 1)))
+    (out / "train_log.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, rows + 1))
+    )
     begin.save(step, model=torch.nn.Linear(2, 2))
 
 
@@ -55,10 +56,12 @@ def test_only_run_control_fields_may_differ(tmp_path):
     _trained(tmp_path / "run", cfg)
     again = _begin(tmp_path / "run", Toy(data=tmp_path, max_steps=20, log_every=2, device="cuda"))
     assert again.resumed and again.step == 5 and again.trained_max_steps == 10
-    for changed, name in ((Toy(data=tmp_path, inner=Inner(act="gelu")), "inner.act"),
-                          (Toy(data=tmp_path, extra={"depth": 2}), "extra"),
-                          (Toy(data=tmp_path, lr=0.1), "lr"),
-                          (Toy(data=None), "data")):
+    for changed, name in (
+        (Toy(data=tmp_path, inner=Inner(act="gelu")), "inner.act"),
+        (Toy(data=tmp_path, extra={"depth": 2}), "extra"),
+        (Toy(data=tmp_path, lr=0.1), "lr"),
+        (Toy(data=None), "data"),
+    ):
         with pytest.raises(UserError, match=rf"^toy --resume: {name} is .* but the checkpoint in .* was trained with"):
             _begin(tmp_path / "run", changed)
     with pytest.raises(UserError, match="inner.width is 8 .*; also differs: lr"):
@@ -109,8 +112,11 @@ def test_a_new_run_is_refused_on_old_checkpoints_and_fresh_removes_only_its_own_
     _trained(out, Toy())
     (out / "eval_log.jsonl").write_text('{"step": 5}\n')
     (out / "model").mkdir()
-    with pytest.raises(UserError, match=r"^toy: .*checkpoints holds checkpoints of an earlier run \(step 5\); "
-                                        r"pass --resume to continue it or choose a new --out$"):
+    with pytest.raises(
+        UserError,
+        match=r"^toy: .*checkpoints holds checkpoints of an earlier run \(step 5\); "
+        r"pass --resume to continue it or choose a new --out$",
+    ):
         _begin(out, Toy(), resume=False)
     with pytest.raises(UserError, match="exclude each other"):
         _begin(out, Toy(), fresh=True)

@@ -9,8 +9,10 @@ def _probe(speedup):
     return lambda device: {"size": 8, "fp32_ms": 1.0, "bf16_ms": 1.0 / speedup, "speedup": speedup}
 
 
-@pytest.mark.parametrize("speedup, chosen", [(0.05, "fp32"), (1.0, "fp32"), (BF16_MIN_SPEEDUP - 0.01, "fp32"),
-                                             (BF16_MIN_SPEEDUP, "bf16"), (2.7, "bf16")])
+@pytest.mark.parametrize(
+    "speedup, chosen",
+    [(0.05, "fp32"), (1.0, "fp32"), (BF16_MIN_SPEEDUP - 0.01, "fp32"), (BF16_MIN_SPEEDUP, "bf16"), (2.7, "bf16")],
+)
 def test_auto_picks_bf16_only_when_the_probe_measures_it_1_5x_faster(speedup, chosen):
     got, info = resolve_precision("auto", torch.device("cpu"), probe=_probe(speedup))
     assert got == chosen and info["chosen"] == chosen and info["requested"] == "auto"

@@ -24,8 +24,15 @@ class EchoBackend:
         if prompt == "fail":
             raise LLMError("injected failure")
         text = f"echo: {prompt}"
-        return Completion(text=text, model=self.model, prompt_tokens=len(prompt.split()),
-                          completion_tokens=len(text.split()), cached=False, latency_s=self.delay_s, attempts=1)
+        return Completion(
+            text=text,
+            model=self.model,
+            prompt_tokens=len(prompt.split()),
+            completion_tokens=len(text.split()),
+            cached=False,
+            latency_s=self.delay_s,
+            attempts=1,
+        )
 
     async def aclose(self) -> None:
         self.closed = True
@@ -41,5 +48,6 @@ class ScriptedBackend(EchoBackend):
     async def complete(self, messages: list[dict], sampling: Sampling) -> Completion:
         self.calls.append((list(messages), sampling))
         text = self.replies.pop(0)
-        return Completion(text=text, model=self.model, prompt_tokens=1, completion_tokens=1, cached=False,
-                          latency_s=0.0, attempts=1)
+        return Completion(
+            text=text, model=self.model, prompt_tokens=1, completion_tokens=1, cached=False, latency_s=0.0, attempts=1
+        )

@@ -36,8 +36,14 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
-    def _send(self, status: int, data: bytes, content_type: str = "application/json", headers: dict | None = None,
-              length: int | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        data: bytes,
+        content_type: str = "application/json",
+        headers: dict | None = None,
+        length: int | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data) if length is None else length))
@@ -68,9 +74,18 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "ok":
             text = self.server.fault_server.replies.get(prompt, f"echo: {prompt}")
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            answer = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice],
-                      "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
-                                "total_tokens": len(prompt.split()) + len(text.split())}}
+            answer = {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [choice],
+                "usage": {
+                    "prompt_tokens": len(prompt.split()),
+                    "completion_tokens": len(text.split()),
+                    "total_tokens": len(prompt.split()) + len(text.split()),
+                },
+            }
             return self._send(200, json.dumps(answer).encode())
         if kind == "truncated":
             data = json.dumps({"choices": [{"message": {"content": "x" * 100}}]}).encode()

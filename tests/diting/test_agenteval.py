@@ -41,8 +41,9 @@ def expert(s=2, g1=2, g2=2, reasons="faithful and natural", mis=False) -> str:
 
 
 def verdict(agree="yes", s=2, g1=2, g2=2, reasons="the experts agree", mis=False) -> str:
-    return json.dumps({"agree": agree, "reasons": reasons, "mistranslation": mis, "specific": s, "general_1": g1,
-                       "general_2": g2})
+    return json.dumps(
+        {"agree": agree, "reasons": reasons, "mistranslation": mis, "specific": s, "general_1": g1, "general_2": g2}
+    )
 
 
 class PanelBackend(EchoBackend):
@@ -67,8 +68,15 @@ class PanelBackend(EchoBackend):
         if len(self.calls) in self.fail_calls:
             raise LLMError("injected failure")
         text = verdict("yes", 2, 1, 2) if '"agree"' in messages[0]["content"] else expert(2, 1, 2)
-        return Completion(text=text, model=self.model, prompt_tokens=sum(len(m["content"]) for m in messages) // 4,
-                          completion_tokens=len(text) // 4, cached=False, latency_s=self.delay_s, attempts=1)
+        return Completion(
+            text=text,
+            model=self.model,
+            prompt_tokens=sum(len(m["content"]) for m in messages) // 4,
+            completion_tokens=len(text) // 4,
+            cached=False,
+            latency_s=self.delay_s,
+            attempts=1,
+        )
 
 
 def write_translations(tmp_path, per_dimension=1, dimensions=None) -> tuple:
@@ -92,9 +100,11 @@ def last_user(call) -> str:
 
 def test_agreement_in_round_1_takes_one_round_and_three_calls(tmp_path):
     path, (item,) = write_translations(tmp_path, 1, ["idiom"])
-    replies = {"expert1": expert(reasons="E1: the idiom is rendered by its meaning"),
-               "expert2": expert(g2=1, reasons="E2: the tone is a little flat"),
-               "judge": verdict("yes", 2, 2, 1, reasons="J: both accept the rendering")}
+    replies = {
+        "expert1": expert(reasons="E1: the idiom is rendered by its meaning"),
+        "expert2": expert(g2=1, reasons="E2: the tone is a little flat"),
+        "judge": verdict("yes", 2, 2, 1, reasons="J: both accept the rendering"),
+    }
     backends = scripted([replies["expert1"]], [replies["expert2"]], [replies["judge"]])
     m = run_agenteval(config(path), tmp_path / "run", backends=backends)
     assert (m["scored"], m["failed"], m["rounds"]["mean"], m["agreement_round_1"]) == (1, 0, 1, 1.0)
@@ -126,9 +136,11 @@ def test_agreement_in_round_1_takes_one_round_and_three_calls(tmp_path):
 
 def test_without_agreement_the_debate_runs_max_rounds_and_the_last_judge_must_conclude(tmp_path):
     path, _ = write_translations(tmp_path, 1, ["tense"])
-    backends = scripted([expert(2, 2, 2, f"E1 r{r}") for r in (1, 2, 3)], [expert(1, 1, 1, f"E2 r{r}") for r in (1, 2, 3)],
-                        [verdict("no", reasons="J r1"), verdict("no", reasons="J r2"),
-                         verdict("no", 1, 0, 1, reasons="J r3 final")])
+    backends = scripted(
+        [expert(2, 2, 2, f"E1 r{r}") for r in (1, 2, 3)],
+        [expert(1, 1, 1, f"E2 r{r}") for r in (1, 2, 3)],
+        [verdict("no", reasons="J r1"), verdict("no", reasons="J r2"), verdict("no", 1, 0, 1, reasons="J r3 final")],
+    )
     m = run_agenteval(config(path, max_rounds=3), tmp_path / "run", backends=backends)
     assert (m["scored"], m["rounds"]["mean"], m["per_item"]["calls"]) == (1, 3, 9)
     assert m["agreement_round_1"] == 0 and m["concluded_without_agreement"] == 1.0
@@ -148,8 +160,9 @@ def test_without_agreement_the_debate_runs_max_rounds_and_the_last_judge_must_co
 
 def test_global_rules_are_applied_to_the_judges_scores_and_logged(tmp_path):
     path, items = write_translations(tmp_path, 2, ["idiom"])
-    backends = scripted([expert(), expert()], [expert(), expert()],
-                        [verdict("yes", 0, 2, 1), verdict("yes", 2, 2, 2, mis=True)])
+    backends = scripted(
+        [expert(), expert()], [expert(), expert()], [verdict("yes", 0, 2, 1), verdict("yes", 2, 2, 2, mis=True)]
+    )
     m = run_agenteval(config(path, concurrency=1), tmp_path / "run", backends=backends)
     judged = {j.item_id: j for j in read_log(tmp_path / "run" / "scores.jsonl", Judgment)}
     assert all(judged[i.id].total == 0 for i in items)
@@ -157,19 +170,25 @@ def test_global_rules_are_applied_to_the_judges_scores_and_logged(tmp_path):
     assert t[items[0].id].judge["general_1"] == 2  # the judge's own answer is kept
     assert t[items[0].id].corrections == [
         "general_1 2 -> 0 (rule: if the specific score is 0, both general scores are 0)",
-        "general_2 1 -> 0 (rule: if the specific score is 0, both general scores are 0)"]
+        "general_2 1 -> 0 (rule: if the specific score is 0, both general scores are 0)",
+    ]
     assert len(t[items[1].id].corrections) == 3 and "mistranslation" in t[items[1].id].corrections[0]
     assert m["corrections"] == {"items": 2, "total": 5}
     log = (tmp_path / "run" / "log.txt").read_text()
     assert f"{items[0].id} / mt: global rule applied: general_1 2 -> 0" in log
 
 
-@pytest.mark.parametrize("bad, error", [
-    ('{"agree": "yes", "reasons": "r", "mistranslation": false, "specific": 3, "general_1": 2, "general_2": 2}',
-     "specific: Input should be less than or equal to 2"),
-    ('{"agree": "yes", "reasons": "r", "specific": 2, "general_1": 2}', "mistranslation: Field required"),
-    ("The translation is fine, I would give it full marks.", "no JSON object in the reply"),
-])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (
+            '{"agree": "yes", "reasons": "r", "mistranslation": false, "specific": 3, "general_1": 2, "general_2": 2}',
+            "specific: Input should be less than or equal to 2",
+        ),
+        ('{"agree": "yes", "reasons": "r", "specific": 2, "general_1": 2}', "mistranslation: Field required"),
+        ("The translation is fine, I would give it full marks.", "no JSON object in the reply"),
+    ],
+)
 def test_a_judge_that_stays_invalid_is_repaired_a_bounded_number_of_times_then_the_item_fails(tmp_path, bad, error):
     path, _ = write_translations(tmp_path, 1, ["ambiguity"])
     backends = scripted([expert()], [expert()], [bad, bad, verdict()])
@@ -178,7 +197,8 @@ def test_a_judge_that_stays_invalid_is_repaired_a_bounded_number_of_times_then_t
     (reason,) = m["failure_reasons"]
     assert reason.startswith("judge round 1: invalid JSON after 1 repairs: ") and error in reason
     assert "Your reply could not be used" in last_user(backends["judge"].calls[1]) and error in last_user(
-        backends["judge"].calls[1])
+        backends["judge"].calls[1]
+    )
     assert not read_log(tmp_path / "run" / "scores.jsonl", Judgment)
     (t,) = read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)
     judge_turn = t.turns[-1]
@@ -193,8 +213,9 @@ def test_a_judge_that_stays_invalid_is_repaired_a_bounded_number_of_times_then_t
 def test_a_failing_backend_fails_the_item_not_the_run(tmp_path):
     path, items = write_translations(tmp_path, 1, ["idiom", "tense"])
     backend = PanelBackend(fail_calls={4})  # item 2's expert 1
-    m = run_agenteval(config(path, concurrency=1), tmp_path / "run", backends=dict.fromkeys(("expert1", "expert2",
-                                                                                             "judge"), backend))
+    m = run_agenteval(
+        config(path, concurrency=1), tmp_path / "run", backends=dict.fromkeys(("expert1", "expert2", "judge"), backend)
+    )
     assert (m["scored"], m["failed"]) == (1, 1) and m["failure_reasons"] == {"expert1 round 1: injected failure": 1}
     assert m["usage"]["total"]["failures"] == 1 and m["usage"]["total"]["calls"] == 3
 
@@ -239,7 +260,7 @@ def test_chinese_prompts_and_a_one_round_debate(tmp_path):
     path, (item,) = write_translations(tmp_path, 1, ["zero_pronoun"])
     backends = scripted([expert()], [expert(1, 1, 1)], [verdict("no", 1, 1, 2)])
     m = run_agenteval(config(path, lang="zh", max_rounds=1), tmp_path / "run", backends=backends)
-    (sent, _), = backends["judge"].calls
+    ((sent, _),) = backends["judge"].calls
     assert criteria("zero_pronoun")[0].name("zh") in sent[0]["content"] and "首席评审" in sent[0]["content"]
     assert "待评译文" in sent[1]["content"] and PROMPTS["zh"]["final"] in sent[1]["content"]
     assert m["concluded_without_agreement"] == 1.0
@@ -262,13 +283,30 @@ def test_bad_inputs_are_one_line_errors_and_unjudgeable_translations_are_set_asi
         run_agenteval(config(path), tmp_path / "run")
 
     items = tmp_path / "items.jsonl"
-    write_records(items, [Item(id="r1", dimension="tense", source_zh="<novel><chapter><sentence 1>", phenomenon="x",
-                               reference_en="He had left.", redacted=True)])
-    write_records(path, [Translation(item_id="r1", system="a", output="He left."),
-                         Translation(item_id="r1", system="b", output="", meta={"failed": True, "reason": "HTTP 500"})])
+    write_records(
+        items,
+        [
+            Item(
+                id="r1",
+                dimension="tense",
+                source_zh="<novel><chapter><sentence 1>",
+                phenomenon="x",
+                reference_en="He had left.",
+                redacted=True,
+            )
+        ],
+    )
+    write_records(
+        path,
+        [
+            Translation(item_id="r1", system="a", output="He left."),
+            Translation(item_id="r1", system="b", output="", meta={"failed": True, "reason": "HTTP 500"}),
+        ],
+    )
     panel = PanelBackend()
-    m = run_agenteval(config(path, bench=str(items)), tmp_path / "run", backends=dict.fromkeys(
-        ("expert1", "expert2", "judge"), panel))
+    m = run_agenteval(
+        config(path, bench=str(items)), tmp_path / "run", backends=dict.fromkeys(("expert1", "expert2", "judge"), panel)
+    )
     assert (m["items"], m["failed"], m["skipped_failed_translations"], len(panel.calls)) == (1, 1, 1, 0)
     assert "redacted" in next(iter(m["failure_reasons"]))
 
@@ -280,11 +318,26 @@ def test_a_killed_run_resumes_without_repeating_finished_calls(tmp_path):
     # wait until the kill, so the run is always killed part-way, however fast or slow the machine is.
     panel = PanelBackend(delay_s=0.05, answer_first=18)
     with LLMServer(panel) as server:
-        cmd = [sys.executable, "-m", "genrep", "diting", "agenteval", "--translations", str(path),
-               "--backend", f"http:panel@{server.url}", "--concurrency", "2", "--set", "timeout_s=1800",
-               "--out", str(out)]
-        proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        cmd = [
+            sys.executable,
+            "-m",
+            "genrep",
+            "diting",
+            "agenteval",
+            "--translations",
+            str(path),
+            "--backend",
+            f"http:panel@{server.url}",
+            "--concurrency",
+            "2",
+            "--set",
+            "timeout_s=1800",
+            "--out",
+            str(out),
+        ]
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         scores = out / "scores.jsonl"
         try:
             while not scores.exists() or len(scores.read_text().splitlines()) < 4:
@@ -298,8 +351,9 @@ def test_a_killed_run_resumes_without_repeating_finished_calls(tmp_path):
         first = {j.item_id for j in read_log(scores, Judgment)}
         assert 4 <= len(first) < len(items)
         before = len(panel.calls)
-        m = run_agenteval(AgentEvalConfig(translations=str(path), backend=f"http:panel@{server.url}", concurrency=2),
-                          out)
+        m = run_agenteval(
+            AgentEvalConfig(translations=str(path), backend=f"http:panel@{server.url}", concurrency=2), out
+        )
     assert (m["scored"], m["failed"], m["this_run"]["already_done"]) == (12, 0, len(first))
     finished_sources = [i.source_zh for i in items if i.id in first]
     for messages, _ in panel.calls[before:]:  # no call at all for the items finished before the kill
@@ -314,8 +368,9 @@ def test_the_bundled_smollm2_runs_agenteval_end_to_end(tmp_path, smollm2_dir):
     # own_cache moved GENREP_CACHE to tmp_path; smollm2_dir lives in the session's cache (built once).
     (cache_dir("models") / "smollm2-135m").symlink_to(smollm2_dir, target_is_directory=True)
     path, (item,) = write_translations(tmp_path, 1, ["idiom"])
-    cfg = AgentEvalConfig(translations=str(path), backend="local:smollm2-135m", max_rounds=1, max_tokens=24,
-                          max_repairs=0, concurrency=1)
+    cfg = AgentEvalConfig(
+        translations=str(path), backend="local:smollm2-135m", max_rounds=1, max_tokens=24, max_repairs=0, concurrency=1
+    )
     m = run_agenteval(cfg, tmp_path / "run")
     (t,) = read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)
     assert m["scored"] + m["failed"] == 1 and t.calls >= 1 and t.prompt_tokens > 200

@@ -22,7 +22,9 @@ from genrep.diting.schema import (
 
 
 def _item(**kw):
-    base = dict(id="a", dimension="idiom", source_zh="他画蛇添足。", phenomenon="画蛇添足", reference_en="He overdid it.")
+    base = dict(
+        id="a", dimension="idiom", source_zh="他画蛇添足。", phenomenon="画蛇添足", reference_en="He overdid it."
+    )
     base.update(kw)
     return Item(**base)
 
@@ -49,9 +51,18 @@ def test_official_sample_loads_with_its_counts(tmp_path):
 
 
 def test_official_loader_errors_name_the_task_and_field(tmp_path, capsys):
-    bad = [{"id": 7, "data": {"model": "m", "instruction": "请翻译,其中\"一石二鸟\"是成语。 文本:<a><b>",
-                              "model_output": "x", "ground_truth": "y"},
-            "annotations": [{"result": [{"from_name": "fluency", "value": {"choices": ["3分"]}}]}]}]
+    bad = [
+        {
+            "id": 7,
+            "data": {
+                "model": "m",
+                "instruction": '请翻译,其中"一石二鸟"是成语。 文本:<a><b>',
+                "model_output": "x",
+                "ground_truth": "y",
+            },
+            "annotations": [{"result": [{"from_name": "fluency", "value": {"choices": ["3分"]}}]}],
+        }
+    ]
     (tmp_path / "bad.json").write_text(json.dumps(bad, ensure_ascii=False))
     with pytest.raises(UserError, match=r"task 7: annotation 1: fluency: unexpected score choice '3分'"):
         load_official(tmp_path / "bad.json")
@@ -98,14 +109,18 @@ def test_validation_errors_name_the_line_and_field(tmp_path):
         validate_items([_item(dimension="tense", phenomenon="past")])
     validate_items([_item(phenomenon="一石二鸟", redacted=True)])  # placeholders skip the source checks
     with pytest.raises(UserError, match=r"judgments.jsonl:1: field 'specific'"):
-        (tmp_path / "judgments.jsonl").write_text(json.dumps(
-            {"item_id": "a", "system": "s", "rater": "r", "specific": 3, "general_1": 0, "general_2": 0}) + "\n")
+        (tmp_path / "judgments.jsonl").write_text(
+            json.dumps({"item_id": "a", "system": "s", "rater": "r", "specific": 3, "general_1": 0, "general_2": 0})
+            + "\n"
+        )
         read_records(tmp_path / "judgments.jsonl", Judgment)
 
 
 def test_records_round_trip_through_jsonl_and_csv(tmp_path):
-    recs = [Translation(item_id="a", system="s", output="Hello, \"world\"\nline 2", meta={"k": [1, "二"]}),
-            Translation(item_id="b", system="s", output="", meta={})]
+    recs = [
+        Translation(item_id="a", system="s", output='Hello, "world"\nline 2', meta={"k": [1, "二"]}),
+        Translation(item_id="b", system="s", output="", meta={}),
+    ]
     for suffix in ("jsonl", "csv"):
         write_records(tmp_path / f"t.{suffix}", recs)
         assert read_records(tmp_path / f"t.{suffix}", Translation) == recs
@@ -124,22 +139,44 @@ def test_append_log_survives_a_torn_last_line(tmp_path):
     assert [t.item_id for t in read_log(log, Translation)] == ["a", "c"]
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda t: t.update(annotations="2分"), "task 7: field 'annotations': expected a list of objects"),
-    (lambda t: t.update(annotations=[1]), "task 7: field 'annotations': expected a list of objects"),
-    (lambda t: t["annotations"][0].update(result={"x": 1}), "task 7: annotation 1: field 'result': expected a list"),
-    (lambda t: t["annotations"][0]["result"].append("fluency"), "task 7: annotation 1: field 'result'"),
-    (lambda t: t["annotations"][0]["result"][-1].update(value=["2分"]), "fluency: unexpected score choice ''"),
-    (lambda t: t["annotations"][0]["result"][-1]["value"].update(choices=[2]), "fluency: unexpected score choice 2"),
-    (lambda t: t["annotations"][0]["result"][-1]["value"].update(choices="2分x"), "unexpected score choice '2分x'"),
-    (lambda t: t["annotations"][0]["result"][-1].update(from_name=["fluency"]), "missing criteria fluency"),
-    (lambda t: t.update(data=[]), "task 7: no 'data' object"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.update(annotations="2分"), "task 7: field 'annotations': expected a list of objects"),
+        (lambda t: t.update(annotations=[1]), "task 7: field 'annotations': expected a list of objects"),
+        (
+            lambda t: t["annotations"][0].update(result={"x": 1}),
+            "task 7: annotation 1: field 'result': expected a list",
+        ),
+        (lambda t: t["annotations"][0]["result"].append("fluency"), "task 7: annotation 1: field 'result'"),
+        (lambda t: t["annotations"][0]["result"][-1].update(value=["2分"]), "fluency: unexpected score choice ''"),
+        (
+            lambda t: t["annotations"][0]["result"][-1]["value"].update(choices=[2]),
+            "fluency: unexpected score choice 2",
+        ),
+        (lambda t: t["annotations"][0]["result"][-1]["value"].update(choices="2分x"), "unexpected score choice '2分x'"),
+        (lambda t: t["annotations"][0]["result"][-1].update(from_name=["fluency"]), "missing criteria fluency"),
+        (lambda t: t.update(data=[]), "task 7: no 'data' object"),
+    ],
+)
 def test_malformed_label_studio_tasks_are_one_line_errors(tmp_path, change, message):
-    task = {"id": 7, "data": {"model": "m", "instruction": "请翻译,其中\"一石二鸟\"是成语。 文本:<a><b>",
-                              "model_output": "x", "ground_truth": "y"},
-            "annotations": [{"result": [{"from_name": name, "value": {"choices": ["2分"]}} for name in
-                                        ("term_appropriateness", "localization_strategy", "fluency")]}]}
+    task = {
+        "id": 7,
+        "data": {
+            "model": "m",
+            "instruction": '请翻译,其中"一石二鸟"是成语。 文本:<a><b>',
+            "model_output": "x",
+            "ground_truth": "y",
+        },
+        "annotations": [
+            {
+                "result": [
+                    {"from_name": name, "value": {"choices": ["2分"]}}
+                    for name in ("term_appropriateness", "localization_strategy", "fluency")
+                ]
+            }
+        ],
+    }
     (tmp_path / "ok.json").write_text(json.dumps([task], ensure_ascii=False), encoding="utf-8")
     assert load_official(tmp_path / "ok.json").judgments[0].total == 6
     change(task)
@@ -149,12 +186,15 @@ def test_malformed_label_studio_tasks_are_one_line_errors(tmp_path, change, mess
     assert str(err.value).startswith(str(tmp_path / "bad.json")) and message in str(err.value)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", ":1: not valid JSON (Expecting value)"),
-    ('[{"id": 1,\n "data": }]', ":2: not valid JSON (Expecting value)"),
-    ('{"tasks": []}', ": expected a JSON list of Label Studio tasks"),
-    ("[" * 100_000 + "]" * 100_000, ": JSON nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", ":1: not valid JSON (Expecting value)"),
+        ('[{"id": 1,\n "data": }]', ":2: not valid JSON (Expecting value)"),
+        ('{"tasks": []}', ": expected a JSON list of Label Studio tasks"),
+        ("[" * 100_000 + "]" * 100_000, ": JSON nested too deeply"),
+    ],
+)
 def test_an_export_that_is_not_a_list_of_tasks_is_one_line(tmp_path, capsys, text, message):
     path = tmp_path / "export.json"
     path.write_text(text, encoding="utf-8")

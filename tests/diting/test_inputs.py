@@ -109,8 +109,9 @@ def test_a_final_record_without_newline_is_scored_and_the_file_is_unchanged(tmp_
     path = _jsonl_without_final_newline(tmp_path / "t.jsonl", _translations(items))
     before = fingerprint(path)
     assert [t.item_id for t in read_translations(path)] == [i.id for i in items]
-    code, out, err = run_cli(capsys, "diting", "score", "--translations", path, "--metric", "chrf",
-                             "--out", tmp_path / "score")
+    code, out, err = run_cli(
+        capsys, "diting", "score", "--translations", path, "--metric", "chrf", "--out", tmp_path / "score"
+    )
     assert code == 0, err
     m = json.loads((tmp_path / "score" / "metrics.json").read_text())
     assert m["systems"]["mt"]["items"] == 3 and m["systems"]["mt"]["chrf"] == pytest.approx(100.0)
@@ -124,10 +125,30 @@ def test_agenteval_and_meta_eval_read_translations_without_writing(tmp_path, cap
     pairs, skipped = select_pairs(AgentEvalConfig(translations=str(path)))
     assert len(pairs) == 6 and skipped == 0 and pairs[-1][1].system == "b"
     judgments = tmp_path / "j.jsonl"
-    write_records(judgments, [Judgment(item_id=i.id, system=s, rater="r", specific=n % 3, general_1=2, general_2=1)
-                              for n, (i, s) in enumerate((i, s) for i in items for s in "ab")])
-    code, _, err = run_cli(capsys, "diting", "meta-eval", "--judgments", judgments, "--translations", path,
-                           "--items", "starter", "--metric", "chrf", "--resamples", "0", "--out", tmp_path / "me")
+    write_records(
+        judgments,
+        [
+            Judgment(item_id=i.id, system=s, rater="r", specific=n % 3, general_1=2, general_2=1)
+            for n, (i, s) in enumerate((i, s) for i in items for s in "ab")
+        ],
+    )
+    code, _, err = run_cli(
+        capsys,
+        "diting",
+        "meta-eval",
+        "--judgments",
+        judgments,
+        "--translations",
+        path,
+        "--items",
+        "starter",
+        "--metric",
+        "chrf",
+        "--resamples",
+        "0",
+        "--out",
+        tmp_path / "me",
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "me" / "metrics.json").read_text())["metrics"]["chrf"]["segments"] == 6
     assert fingerprint(path) == before
@@ -142,8 +163,9 @@ def test_inputs_in_a_read_only_directory_work_and_are_not_written(tmp_path, caps
     with pytest.raises(OSError, match="Read-only"):  # the guard works, whoever runs the test
         open(path, "ab")
     assert len(read_translations(path)) == 2
-    code, _, err = run_cli(capsys, "diting", "score", "--translations", path, "--metric", "chrf",
-                           "--out", tmp_path / "score")
+    code, _, err = run_cli(
+        capsys, "diting", "score", "--translations", path, "--metric", "chrf", "--out", tmp_path / "score"
+    )
     assert code == 0, err
     pairs, _ = select_pairs(AgentEvalConfig(translations=str(path)))
     assert len(pairs) == 2
@@ -163,7 +185,9 @@ def test_a_torn_last_line_of_an_input_is_an_error_naming_file_and_line(tmp_path,
         select_pairs(AgentEvalConfig(translations=str(path)))
     code, _, err = run_cli(capsys, "diting", "score", "--translations", path, "--out", tmp_path / "score")
     message = one_line_error(code, err)
-    assert message.startswith(f"{path}:3: not valid JSON (") and "re-running it with the same --out repairs it" in message
+    assert (
+        message.startswith(f"{path}:3: not valid JSON (") and "re-running it with the same --out repairs it" in message
+    )
     assert fingerprint(path) == before
 
 
@@ -180,8 +204,9 @@ def test_a_binary_input_is_a_one_line_error_and_unchanged(tmp_path, capsys):
 
 
 def test_a_missing_or_directory_input_is_one_line(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "diting", "score", "--translations", tmp_path / "nope.jsonl",
-                           "--out", tmp_path / "s")
+    code, _, err = run_cli(
+        capsys, "diting", "score", "--translations", tmp_path / "nope.jsonl", "--out", tmp_path / "s"
+    )
     assert one_line_error(code, err) == f"{tmp_path / 'nope.jsonl'}: translations file not found"
     code, _, err = run_cli(capsys, "diting", "score", "--translations", tmp_path, "--out", tmp_path / "s")
     assert "is a directory" in one_line_error(code, err)
@@ -210,16 +235,30 @@ def test_own_logs_are_repaired_a_complete_last_record_is_kept(tmp_path):
     assert log.read_text(encoding="utf-8").count("\n") == 3
 
 
-@pytest.mark.parametrize("command", [
-    ["diting", "load-official", "{path}", "--out", "{out}"],
-    ["diting", "bench", "info", "{path}"],
-    ["diting", "translate", "--bench", "{path}", "--system", "m=http:m@http://127.0.0.1:9/v1", "--out", "{out}"],
-    ["diting", "score", "--translations", "{ok}", "--bench", "{path}", "--out", "{out}"],
-    ["diting", "meta-eval", "--metricalign", "{path}", "--out", "{out}"],
-    ["diting", "meta-eval", "--judgments", "{path}", "--translations", "{ok}", "--items", "starter", "--out", "{out}"],
-    ["diting", "leaderboard", "--judgments", "{path}", "--out", "{out}"],
-    ["diting", "leaderboard", "--official", "{path}", "--out", "{out}"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["diting", "load-official", "{path}", "--out", "{out}"],
+        ["diting", "bench", "info", "{path}"],
+        ["diting", "translate", "--bench", "{path}", "--system", "m=http:m@http://127.0.0.1:9/v1", "--out", "{out}"],
+        ["diting", "score", "--translations", "{ok}", "--bench", "{path}", "--out", "{out}"],
+        ["diting", "meta-eval", "--metricalign", "{path}", "--out", "{out}"],
+        [
+            "diting",
+            "meta-eval",
+            "--judgments",
+            "{path}",
+            "--translations",
+            "{ok}",
+            "--items",
+            "starter",
+            "--out",
+            "{out}",
+        ],
+        ["diting", "leaderboard", "--judgments", "{path}", "--out", "{out}"],
+        ["diting", "leaderboard", "--official", "{path}", "--out", "{out}"],
+    ],
+)
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".json"])
 def test_every_reader_names_a_non_utf8_file_in_one_line(tmp_path, capsys, command, suffix):
     path = tmp_path / f"latin1{suffix}"

@@ -14,8 +14,10 @@ from genrep.diting.schema import Item, Judgment, write_records
 
 
 def _items():
-    return [Item(id=i, dimension=d, source_zh="他画蛇添足。", context="上文。", phenomenon="x", reference_en="ref")
-            for i, d in (("t1", "tense"), ("t2", "tense"), ("z1", "zero_pronoun"))]
+    return [
+        Item(id=i, dimension=d, source_zh="他画蛇添足。", context="上文。", phenomenon="x", reference_en="ref")
+        for i, d in (("t1", "tense"), ("t2", "tense"), ("z1", "zero_pronoun"))
+    ]
 
 
 def _j(item, system, rater, s, g1, g2):
@@ -24,13 +26,15 @@ def _j(item, system, rater, s, g1, g2):
 
 def _judgments():
     return [
-        _j("t1", "A", "r1", 2, 2, 2), _j("t1", "A", "r2", 2, 1, 1),  # A: t1 = (6 + 4) / 2 = 5
-        _j("t2", "A", "r1", 1, 1, 1),                                # A: t2 = 3
-        _j("z1", "A", "r1", 2, 2, 1),                                # A: z1 = 5
-        _j("t1", "B", "r1", 0, 0, 0),                                # B: t1 = 0
-        _j("t2", "B", "r1", 2, 2, 2),                                # B: t2 = 6
-        _j("z1", "B", "r1", 2, 2, 1), _j("z1", "B", "r2", 2, 2, 2),  # B: z1 = 5.5
-        _j("t1", "C", "r1", 1, 1, 0),                                # C: t1 = 2 (one segment only)
+        _j("t1", "A", "r1", 2, 2, 2),
+        _j("t1", "A", "r2", 2, 1, 1),  # A: t1 = (6 + 4) / 2 = 5
+        _j("t2", "A", "r1", 1, 1, 1),  # A: t2 = 3
+        _j("z1", "A", "r1", 2, 2, 1),  # A: z1 = 5
+        _j("t1", "B", "r1", 0, 0, 0),  # B: t1 = 0
+        _j("t2", "B", "r1", 2, 2, 2),  # B: t2 = 6
+        _j("z1", "B", "r1", 2, 2, 1),
+        _j("z1", "B", "r2", 2, 2, 2),  # B: z1 = 5.5
+        _j("t1", "C", "r1", 1, 1, 0),  # C: t1 = 2 (one segment only)
     ]
 
 
@@ -64,8 +68,12 @@ def test_ties_share_a_rank_and_no_items_means_overall_only():
 def test_leaderboard_files_are_written(tmp_path):
     board = build_leaderboard(_judgments(), _items(), resamples=100)
     paths = write_leaderboard(board, tmp_path)
-    assert {p.name for p in paths.values()} == {"leaderboard.md", "leaderboard.html", "leaderboard.csv",
-                                                "leaderboard.png"}
+    assert {p.name for p in paths.values()} == {
+        "leaderboard.md",
+        "leaderboard.html",
+        "leaderboard.csv",
+        "leaderboard.png",
+    }
     md = (tmp_path / "leaderboard.md").read_text().splitlines()
     assert md[0] == "| rank | system | segments | overall | tense | zero_pronoun |"
     assert md[2].startswith("| 1 | A | 3 | 4.33 [") and md[4] == "| 3 | C | 1 | 2.00 | 2.00 | - |"
@@ -80,13 +88,37 @@ def test_leaderboard_files_are_written(tmp_path):
 def test_leaderboard_cli_from_files_and_from_the_official_sample(tmp_path, capsys):
     write_records(tmp_path / "judgments.jsonl", _judgments())
     write_records(tmp_path / "items.jsonl", _items())
-    main(["diting", "leaderboard", "--judgments", str(tmp_path / "judgments.jsonl"), "--items",
-          str(tmp_path / "items.jsonl"), "--resamples", "50", "--out", str(tmp_path / "lb")])
+    main(
+        [
+            "diting",
+            "leaderboard",
+            "--judgments",
+            str(tmp_path / "judgments.jsonl"),
+            "--items",
+            str(tmp_path / "items.jsonl"),
+            "--resamples",
+            "50",
+            "--out",
+            str(tmp_path / "lb"),
+        ]
+    )
     m = json.loads((tmp_path / "lb" / "metrics.json").read_text())
     assert [r["system"] for r in m["leaderboard"]] == ["A", "B", "C"] and "signature" in m
-    assert (tmp_path / "lb" / "leaderboard.png").is_file() and "items.jsonl" in (tmp_path / "lb" / "config.yaml").read_text()
-    main(["diting", "leaderboard", "--official", str(OFFICIAL_SAMPLE), "--resamples", "50", "--out",
-          str(tmp_path / "official")])
+    assert (tmp_path / "lb" / "leaderboard.png").is_file() and "items.jsonl" in (
+        tmp_path / "lb" / "config.yaml"
+    ).read_text()
+    main(
+        [
+            "diting",
+            "leaderboard",
+            "--official",
+            str(OFFICIAL_SAMPLE),
+            "--resamples",
+            "50",
+            "--out",
+            str(tmp_path / "official"),
+        ]
+    )
     m = json.loads((tmp_path / "official" / "metrics.json").read_text())
     assert m["systems"] == 23 and m["judgments"] == 230 and m["items"] == 6
     assert m["dimensions"] == ["idiom", "terminology", "tense", "zero_pronoun"]
@@ -106,11 +138,23 @@ def test_resamples_and_seed_are_bounded_in_the_library_and_the_cli(tmp_path, cap
     with pytest.raises(UserError, match="^seed must be a non-negative integer, got -1$"):
         build_leaderboard(_judgments(), _items(), seed=-1)
     write_records(tmp_path / "judgments.jsonl", _judgments())
-    for option, value, message in (("--resamples", MAX_RESAMPLES + 1, f"0<=x<={MAX_RESAMPLES}"),
-                                   ("--seed", -1, "-1 is not in the range x>=0")):
+    for option, value, message in (
+        ("--resamples", MAX_RESAMPLES + 1, f"0<=x<={MAX_RESAMPLES}"),
+        ("--seed", -1, "-1 is not in the range x>=0"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
-            main(["diting", "leaderboard", "--judgments", str(tmp_path / "judgments.jsonl"), option, str(value),
-                  "--out", str(tmp_path / "lb")])
+            main(
+                [
+                    "diting",
+                    "leaderboard",
+                    "--judgments",
+                    str(tmp_path / "judgments.jsonl"),
+                    option,
+                    str(value),
+                    "--out",
+                    str(tmp_path / "lb"),
+                ]
+            )
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and f"Invalid value for '{option}'" in err and message in err, err
         assert err.count("\n") == 1 and not (tmp_path / "lb").exists()

@@ -15,21 +15,34 @@ from .fault_server import FaultServer
 
 MESSAGES = [{"role": "system", "content": "你是评审。"}, {"role": "user", "content": "score this"}]
 # One changed value per Sampling field; the test fails when a field is added without one.
-CHANGED = {"temperature": 0.7, "top_p": 0.9, "max_tokens": 7, "seed": None, "stop": ("\n",),
-           "response_format": {"type": "json_object"}}
+CHANGED = {
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "max_tokens": 7,
+    "seed": None,
+    "stop": ("\n",),
+    "response_format": {"type": "json_object"},
+}
 
 
 def _completion(text: str = "ok") -> Completion:
-    return Completion(text=text, model="m", prompt_tokens=3, completion_tokens=1, cached=False, latency_s=0.5, attempts=2)
+    return Completion(
+        text=text, model="m", prompt_tokens=3, completion_tokens=1, cached=False, latency_s=0.5, attempts=2
+    )
 
 
 def test_the_key_changes_with_every_sampling_field_the_model_and_the_messages():
     assert set(CHANGED) == {f.name for f in dataclasses.fields(Sampling)}
     base = cache_key("m", MESSAGES, Sampling())
     assert base == cache_key("m", [dict(m) for m in MESSAGES], Sampling()) and len(base) == 64
-    keys = {cache_key("m", MESSAGES, dataclasses.replace(Sampling(), **{name: value})) for name, value in CHANGED.items()}
-    keys |= {cache_key("m2", MESSAGES, Sampling()), cache_key("m", MESSAGES[1:], Sampling()),
-             cache_key("m", [MESSAGES[0], {"role": "user", "content": "score that"}], Sampling())}
+    keys = {
+        cache_key("m", MESSAGES, dataclasses.replace(Sampling(), **{name: value})) for name, value in CHANGED.items()
+    }
+    keys |= {
+        cache_key("m2", MESSAGES, Sampling()),
+        cache_key("m", MESSAGES[1:], Sampling()),
+        cache_key("m", [MESSAGES[0], {"role": "user", "content": "score that"}], Sampling()),
+    }
     assert base not in keys and len(keys) == len(CHANGED) + 3
     assert cache_key("m", MESSAGES, Sampling(stop=["a"])) == cache_key("m", MESSAGES, Sampling(stop=("a",)))
 
@@ -42,10 +55,16 @@ def test_entries_persist_across_instances_and_hits_are_marked(tmp_path):
     cache.close()
     again = LLMCache(path)
     hit = again.get("k")
-    assert hit == Completion(text="答案", model="m", prompt_tokens=3, completion_tokens=1, cached=True, latency_s=0.0,
-                             attempts=0)
-    assert len(again) == 1 and again.stats() == {"path": str(path), "entries": 1, "per_model": {"fake:m": 1},
-                                                 "hits": 1, "misses": 0}
+    assert hit == Completion(
+        text="答案", model="m", prompt_tokens=3, completion_tokens=1, cached=True, latency_s=0.0, attempts=0
+    )
+    assert len(again) == 1 and again.stats() == {
+        "path": str(path),
+        "entries": 1,
+        "per_model": {"fake:m": 1},
+        "hits": 1,
+        "misses": 0,
+    }
 
 
 def test_a_file_that_is_not_a_cache_is_the_users_to_fix(tmp_path):
@@ -61,7 +80,9 @@ def test_a_second_run_makes_no_requests(tmp_path):
     async def run(server_url):
         backend = CachedBackend(OpenAIBackend("m", server_url, backoff_base_s=0.01), LLMCache(tmp_path / "c.sqlite"))
         try:
-            return await asyncio.gather(*(backend.complete([{"role": "user", "content": p}], Sampling()) for p in prompts))
+            return await asyncio.gather(
+                *(backend.complete([{"role": "user", "content": p}], Sampling()) for p in prompts)
+            )
         finally:
             await backend.aclose()
 

@@ -24,13 +24,15 @@ from genrep.diting.llm.structured import response_format
 CORPUS = [
     '{"reasons": "the translation keeps the meaning", "mistranslation": false, "specific": 1, "general_1": 2}',
     '{"agree": "yes", "items": [1, 2, 3], "score": 0.75, "name": null, "ok": true}',
-    "the quick brown fox jumps over the lazy dog, and a \"quoted\" word follows",
+    'the quick brown fox jumps over the lazy dog, and a "quoted" word follows',
     "numbers: 0 1 2 3 4 5 6 7 8 9 10 12 15 20 42 100 -7 3.25",
     "user: judge this translation\nassistant: {}",
 ]
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 FAST = 24  # max_string_tokens in most tests: a random model rarely closes a string itself
 
 
@@ -41,11 +43,16 @@ def _tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=380, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=380,
+        special_tokens=SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", bos_token="<|im_start|>",
-                                   eos_token="<|im_end|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<|endoftext|>", bos_token="<|im_start|>", eos_token="<|im_end|>"
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -57,9 +64,18 @@ def lm():
 
     tok = _tokenizer()
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return tok, LlamaForCausalLM(config).eval()
 
 
@@ -96,17 +112,27 @@ def conforms(value, schema, root=None) -> bool:
         return any(conforms(value, {**schema, "type": k}, root) for k in kind)
     if kind == "object":
         props = schema.get("properties", {})
-        return (isinstance(value, dict) and set(value) <= set(props) and set(schema.get("required", [])) <= set(value)
-                and all(conforms(v, props[k], root) for k, v in value.items()))
+        return (
+            isinstance(value, dict)
+            and set(value) <= set(props)
+            and set(schema.get("required", [])) <= set(value)
+            and all(conforms(v, props[k], root) for k, v in value.items())
+        )
     if kind == "array":
-        return (isinstance(value, list) and schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", 10**9)
-                and all(conforms(v, schema.get("items", {}), root) for v in value))
+        return (
+            isinstance(value, list)
+            and schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", 10**9)
+            and all(conforms(v, schema.get("items", {}), root) for v in value)
+        )
     if kind == "string":
         return isinstance(value, str) and len(value) <= schema.get("maxLength", 10**9)
     if kind in ("integer", "number"):
         ok = isinstance(value, int) if kind == "integer" else isinstance(value, (int, float))
-        return (ok and not isinstance(value, bool) and schema.get("minimum", -float("inf")) <= value
-                <= schema.get("maximum", float("inf")))
+        return (
+            ok
+            and not isinstance(value, bool)
+            and schema.get("minimum", -float("inf")) <= value <= schema.get("maximum", float("inf"))
+        )
     if kind == "boolean":
         return isinstance(value, bool)
     if kind == "null":
@@ -116,9 +142,13 @@ def conforms(value, schema, root=None) -> bool:
 
 # --- the answers AgentEval asks for --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", [ExpertAnswer, JudgeAnswer, SingleAnswer])
-@pytest.mark.parametrize("sampling", [{}, {"temperature": 1.0, "seed": 7}, {"temperature": 0.7, "top_p": 0.9, "seed": 3}],
-                         ids=["greedy", "t1", "t0.7-p0.9"])
+@pytest.mark.parametrize(
+    "sampling",
+    [{}, {"temperature": 1.0, "seed": 7}, {"temperature": 0.7, "top_p": 0.9, "seed": 3}],
+    ids=["greedy", "t1", "t0.7-p0.9"],
+)
 def test_agenteval_answers_always_validate_and_a_seed_reproduces(lm, model, sampling):
     schema = response_format(model)["json_schema"]["schema"]
     text, used, finish = _gen(lm, schema, **sampling)
@@ -165,47 +195,93 @@ def test_a_free_string_ends_at_a_quote_eos_or_the_cap(lm):
 # --- schema constructs ---------------------------------------------------------------------------------------------
 
 SCHEMAS = {
-    "enum": {"type": "object", "properties": {"label": {"enum": ["good", "bad", "ugly", 3, None, True]},
-                                               "lit": {"type": "string", "enum": ["yes", "no"]},
-                                               "one": {"const": "fixed"}},
-             "required": ["label", "lit", "one"], "additionalProperties": False},
+    "enum": {
+        "type": "object",
+        "properties": {
+            "label": {"enum": ["good", "bad", "ugly", 3, None, True]},
+            "lit": {"type": "string", "enum": ["yes", "no"]},
+            "one": {"const": "fixed"},
+        },
+        "required": ["label", "lit", "one"],
+        "additionalProperties": False,
+    },
     "boolean_null": {"type": "object", "properties": {"b": {"type": "boolean"}, "n": {"type": "null"}}},
-    "integer_range": {"type": "object", "properties": {
-        "small": {"type": "integer", "minimum": 0, "maximum": 20},
-        "shifted": {"type": "integer", "minimum": -3, "exclusiveMaximum": 4},
-        "wide": {"type": "integer", "minimum": 5, "maximum": 1000},
-        "free": {"type": "integer"}, "natural": {"type": "integer", "minimum": 0}}},
-    "number": {"type": "object", "properties": {"x": {"type": "number"},
-                                                "p": {"type": "number", "minimum": 0, "maximum": 1}}},
-    "nested": {"type": "object", "properties": {
-        "outer": {"type": "object", "properties": {"inner": {"type": "object", "properties": {
-            "s": {"type": "string", "maxLength": 5}, "k": {"type": "integer", "enum": [1, 2]}}}}},
-        "empty": {"type": "object"}, "any": {}}},
-    "array": {"type": "object", "properties": {
-        "free": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 3}},
-        "bounded": {"type": "array", "items": {"type": "boolean"}, "minItems": 2, "maxItems": 4},
-        "exact": {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 1, "maxItems": 1},
-        "none": {"type": "array", "items": {"type": "string"}, "maxItems": 0}}},
-    "ref": {"$defs": {"Score": {"type": "integer", "enum": [0, 1, 2]},
-                      "Pair": {"type": "object", "properties": {"a": {"$ref": "#/$defs/Score"},
-                                                                "b": {"$ref": "#/$defs/Score"}}}},
-            "type": "object", "properties": {"pair": {"$ref": "#/$defs/Pair", "description": "two scores"},
-                                             "pairs": {"type": "array", "items": {"$ref": "#/$defs/Pair"},
-                                                       "maxItems": 2}}},
-    "anyof_null": {"type": "object", "properties": {
-        "maybe": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-        "num_or_null": {"type": ["integer", "null"], "minimum": 0, "maximum": 9},
-        "choice": {"oneOf": [{"type": "object", "properties": {"x": {"type": "boolean"}}}, {"type": "array",
-                                                                                            "items": {"type": "null"},
-                                                                                            "maxItems": 2}]}}},
+    "integer_range": {
+        "type": "object",
+        "properties": {
+            "small": {"type": "integer", "minimum": 0, "maximum": 20},
+            "shifted": {"type": "integer", "minimum": -3, "exclusiveMaximum": 4},
+            "wide": {"type": "integer", "minimum": 5, "maximum": 1000},
+            "free": {"type": "integer"},
+            "natural": {"type": "integer", "minimum": 0},
+        },
+    },
+    "number": {
+        "type": "object",
+        "properties": {"x": {"type": "number"}, "p": {"type": "number", "minimum": 0, "maximum": 1}},
+    },
+    "nested": {
+        "type": "object",
+        "properties": {
+            "outer": {
+                "type": "object",
+                "properties": {
+                    "inner": {
+                        "type": "object",
+                        "properties": {
+                            "s": {"type": "string", "maxLength": 5},
+                            "k": {"type": "integer", "enum": [1, 2]},
+                        },
+                    }
+                },
+            },
+            "empty": {"type": "object"},
+            "any": {},
+        },
+    },
+    "array": {
+        "type": "object",
+        "properties": {
+            "free": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 3}},
+            "bounded": {"type": "array", "items": {"type": "boolean"}, "minItems": 2, "maxItems": 4},
+            "exact": {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 1, "maxItems": 1},
+            "none": {"type": "array", "items": {"type": "string"}, "maxItems": 0},
+        },
+    },
+    "ref": {
+        "$defs": {
+            "Score": {"type": "integer", "enum": [0, 1, 2]},
+            "Pair": {"type": "object", "properties": {"a": {"$ref": "#/$defs/Score"}, "b": {"$ref": "#/$defs/Score"}}},
+        },
+        "type": "object",
+        "properties": {
+            "pair": {"$ref": "#/$defs/Pair", "description": "two scores"},
+            "pairs": {"type": "array", "items": {"$ref": "#/$defs/Pair"}, "maxItems": 2},
+        },
+    },
+    "anyof_null": {
+        "type": "object",
+        "properties": {
+            "maybe": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "num_or_null": {"type": ["integer", "null"], "minimum": 0, "maximum": 9},
+            "choice": {
+                "oneOf": [
+                    {"type": "object", "properties": {"x": {"type": "boolean"}}},
+                    {"type": "array", "items": {"type": "null"}, "maxItems": 2},
+                ]
+            },
+        },
+    },
 }
 
 
 @pytest.mark.parametrize("name", list(SCHEMAS))
 def test_hand_written_schemas_validate_greedy_and_sampled(lm, name):
     schema = SCHEMAS[name]
-    runs = [_gen(lm, schema, max_new_tokens=120, max_string_tokens=6, **kwargs)
-            for kwargs in ({}, *({"temperature": 1.2, "seed": s} for s in range(5)))]
+    runs = [
+        _gen(lm, schema, max_new_tokens=120, max_string_tokens=6, **kwargs)
+        for kwargs in ({}, *({"temperature": 1.2, "seed": s} for s in range(5)))
+    ]
     for text, used, finish in runs:
         value = json.loads(text)
         assert conforms(value, schema), text
@@ -246,6 +322,7 @@ def test_a_pydantic_model_with_refs_literals_optionals_and_lists_validates(lm, m
 
 # --- the budget, the cache, unsupported schemas --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("budget", [0, 1, 3, 8, 20])
 def test_a_tiny_budget_still_gives_valid_json_with_finish_reason_length(lm, budget):
     for model in (ExpertAnswer, JudgeAnswer, Outer):
@@ -268,17 +345,20 @@ def test_the_kv_cache_path_matches_recomputing_without_it(lm):
     assert _gen(lm, SCHEMAS["array"], temperature=1.0, seed=2, use_cache=False) == cached
 
 
-@pytest.mark.parametrize("schema, construct", [
-    ({"type": "string", "pattern": "^a+$"}, "pattern"),
-    ({"type": "string", "format": "date-time"}, "format"),
-    ({"type": "string", "minLength": 3}, "minLength"),
-    ({"type": "number", "multipleOf": 2}, "multipleOf"),
-    ({"allOf": [{"type": "integer"}, {"minimum": 1}]}, "allOf"),
-    ({"$ref": "other.json#/X"}, "$ref"),
-    ({"type": "array", "prefixItems": [{"type": "integer"}]}, "prefixItems"),
-    ({"type": "object", "properties": {"a": {"not": {"type": "null"}}}}, "not"),
-    ({"type": "tuple"}, "type 'tuple'"),
-])
+@pytest.mark.parametrize(
+    "schema, construct",
+    [
+        ({"type": "string", "pattern": "^a+$"}, "pattern"),
+        ({"type": "string", "format": "date-time"}, "format"),
+        ({"type": "string", "minLength": 3}, "minLength"),
+        ({"type": "number", "multipleOf": 2}, "multipleOf"),
+        ({"allOf": [{"type": "integer"}, {"minimum": 1}]}, "allOf"),
+        ({"$ref": "other.json#/X"}, "$ref"),
+        ({"type": "array", "prefixItems": [{"type": "integer"}]}, "prefixItems"),
+        ({"type": "object", "properties": {"a": {"not": {"type": "null"}}}}, "not"),
+        ({"type": "tuple"}, "type 'tuple'"),
+    ],
+)
 def test_unsupported_constructs_raise_naming_them(lm, schema, construct):
     with pytest.raises(ValueError, match=construct.replace("$", r"\$")):
         check_schema(schema)
@@ -287,11 +367,21 @@ def test_unsupported_constructs_raise_naming_them(lm, schema, construct):
 
 
 def test_a_recursive_schema_is_accepted():
-    check_schema({"$defs": {"Node": {"type": "object", "properties": {"children": {
-        "type": "array", "items": {"$ref": "#/$defs/Node"}}}}}, "$ref": "#/$defs/Node"})
+    check_schema(
+        {
+            "$defs": {
+                "Node": {
+                    "type": "object",
+                    "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}},
+                }
+            },
+            "$ref": "#/$defs/Node",
+        }
+    )
 
 
 # --- LocalBackend --------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def local_dir(lm, tmp_path_factory):
@@ -302,8 +392,10 @@ def local_dir(lm, tmp_path_factory):
     return path
 
 
-MESSAGES = [{"role": "system", "content": "You judge translations."},
-            {"role": "user", "content": "Source: 你好. Translation: hello. Answer in JSON."}]
+MESSAGES = [
+    {"role": "system", "content": "You judge translations."},
+    {"role": "user", "content": "Source: 你好. Translation: hello. Answer in JSON."},
+]
 
 
 def test_local_backend_honours_json_schema(local_dir):
@@ -315,7 +407,9 @@ def test_local_backend_honours_json_schema(local_dir):
         assert completion.finish_reason == "stop" and 0 < completion.completion_tokens <= 300
         assert completion.prompt_tokens > 10 and completion.model == str(local_dir) and completion.attempts == 1
         assert asyncio.run(backend.complete(MESSAGES, sampling)).text == completion.text
-    short = asyncio.run(backend.complete(MESSAGES, Sampling(max_tokens=5, response_format=response_format(JudgeAnswer))))
+    short = asyncio.run(
+        backend.complete(MESSAGES, Sampling(max_tokens=5, response_format=response_format(JudgeAnswer)))
+    )
     JudgeAnswer.model_validate_json(short.text)
     assert short.finish_reason == "length" and short.completion_tokens <= 5
     answer, completions = asyncio.run(complete_json(backend, MESSAGES, SingleAnswer, Sampling(max_tokens=300)))

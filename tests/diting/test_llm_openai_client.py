@@ -68,23 +68,52 @@ def test_request_body_carries_every_sampling_field():
     fmt = {"type": "json_object"}
     with FaultServer() as server:
         backend = OpenAIBackend("m", server.url, api_key="k", **FAST)
-        [c] = asyncio.run(_run_all(backend, ["hi"], Sampling(temperature=0.3, top_p=0.9, max_tokens=7, seed=5,
-                                                              stop=("\n",), response_format=fmt)))
+        [c] = asyncio.run(
+            _run_all(
+                backend,
+                ["hi"],
+                Sampling(temperature=0.3, top_p=0.9, max_tokens=7, seed=5, stop=("\n",), response_format=fmt),
+            )
+        )
         [bare] = asyncio.run(_run_all(backend, ["hey"], Sampling(seed=None)))
     assert c.text == "echo: hi" and c.model == "m" and c.attempts == 1 and not c.cached
     assert (c.prompt_tokens, c.completion_tokens) == (1, 2)
     body = server.bodies[0]
-    assert body == {"model": "m", "messages": _ask("hi"), "temperature": 0.3, "top_p": 0.9, "max_tokens": 7, "seed": 5,
-                    "stop": ["\n"], "response_format": fmt}
+    assert body == {
+        "model": "m",
+        "messages": _ask("hi"),
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "max_tokens": 7,
+        "seed": 5,
+        "stop": ["\n"],
+        "response_format": fmt,
+    }
     assert bare.text == "echo: hey" and not {"seed", "stop", "response_format"} & set(server.bodies[1])
 
 
 # What each injected fault looks like in a final LLMError reason.
-REASONS = {"500": "HTTP 500", "503:0.02": "HTTP 503", "429:0.02": "HTTP 429", "hang": "timeout",
-           "truncated": "connection error (RemoteProtocolError)", "nonjson": "invalid JSON body",
-           "nochoices": "no choices in body"}
-FAULTS = {"ok": 50, "slow:0.05": 5, "500": 8, "503:0.02": 5, "429:0.02": 7, "hang": 5, "truncated": 5,
-          "nonjson": 5, "nochoices": 5, "400": 5}
+REASONS = {
+    "500": "HTTP 500",
+    "503:0.02": "HTTP 503",
+    "429:0.02": "HTTP 429",
+    "hang": "timeout",
+    "truncated": "connection error (RemoteProtocolError)",
+    "nonjson": "invalid JSON body",
+    "nochoices": "no choices in body",
+}
+FAULTS = {
+    "ok": 50,
+    "slow:0.05": 5,
+    "500": 8,
+    "503:0.02": 5,
+    "429:0.02": 7,
+    "hang": 5,
+    "truncated": 5,
+    "nonjson": 5,
+    "nochoices": 5,
+    "400": 5,
+}
 
 
 def _expected(faults: list[str]) -> tuple[str, int]:
@@ -105,8 +134,9 @@ def test_200_requests_with_random_faults_finish_or_fail_with_a_reason():
     with FaultServer(script) as server:
         # "hang" never answers, so it times out whatever timeout_s is; 3 s leaves a busy machine room to
         # answer the others in time.
-        backend = OpenAIBackend("m", server.url, concurrency=16, timeout_s=3, max_retries=max_retries,
-                                retry_after_max_s=0.05, **FAST)
+        backend = OpenAIBackend(
+            "m", server.url, concurrency=16, timeout_s=3, max_retries=max_retries, retry_after_max_s=0.05, **FAST
+        )
         results = asyncio.run(_run_all(backend, prompts))
     kinds = Counter()
     for prompt, result in zip(prompts, results):
@@ -180,7 +210,9 @@ def test_concurrency_is_bounded():
         return "slow:0.1"
 
     with FaultServer(script) as server:
-        results = asyncio.run(_run_all(OpenAIBackend("m", server.url, concurrency=4, **FAST), [str(i) for i in range(16)]))
+        results = asyncio.run(
+            _run_all(OpenAIBackend("m", server.url, concurrency=4, **FAST), [str(i) for i in range(16)])
+        )
     assert all(not isinstance(r, LLMError) for r in results)
     assert server.max_in_flight == 4
 

@@ -13,12 +13,15 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("GENREP_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("spec, parsed", [
-    ("openai:gpt-4o-mini", ("openai", "gpt-4o-mini", None)),
-    ("ollama:qwen2.5:7b", ("ollama", "qwen2.5:7b", None)),
-    ("vllm:Qwen/Qwen3-32B@http://gpu:8000/v1", ("vllm", "Qwen/Qwen3-32B", "http://gpu:8000/v1")),
-    ("local:smollm2-135m", ("local", "smollm2-135m", None)),
-])
+@pytest.mark.parametrize(
+    "spec, parsed",
+    [
+        ("openai:gpt-4o-mini", ("openai", "gpt-4o-mini", None)),
+        ("ollama:qwen2.5:7b", ("ollama", "qwen2.5:7b", None)),
+        ("vllm:Qwen/Qwen3-32B@http://gpu:8000/v1", ("vllm", "Qwen/Qwen3-32B", "http://gpu:8000/v1")),
+        ("local:smollm2-135m", ("local", "smollm2-135m", None)),
+    ],
+)
 def test_parse_spec(spec, parsed):
     assert parse_spec(spec) == parsed
 
@@ -26,11 +29,14 @@ def test_parse_spec(spec, parsed):
 def test_http_kinds_get_their_default_urls_and_keys(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-o")
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-d")
-    expected = {"openai:gpt-4o-mini": ("https://api.openai.com/v1", "sk-o"),
-                "deepseek:deepseek-chat": ("https://api.deepseek.com/v1", "sk-d"),
-                "vllm:m": ("http://localhost:8000/v1", None), "llamacpp:m": ("http://localhost:8080/v1", None),
-                "ollama:qwen2.5:7b": ("http://localhost:11434/v1", None),
-                "http:m@https://example.org/v1/": ("https://example.org/v1", None)}
+    expected = {
+        "openai:gpt-4o-mini": ("https://api.openai.com/v1", "sk-o"),
+        "deepseek:deepseek-chat": ("https://api.deepseek.com/v1", "sk-d"),
+        "vllm:m": ("http://localhost:8000/v1", None),
+        "llamacpp:m": ("http://localhost:8080/v1", None),
+        "ollama:qwen2.5:7b": ("http://localhost:11434/v1", None),
+        "http:m@https://example.org/v1/": ("https://example.org/v1", None),
+    }
     for spec, (url, key) in expected.items():
         backend = make_backend(spec, cache=False, concurrency=3, timeout_s=5, max_retries=1)
         assert isinstance(backend, OpenAIBackend) and (backend.base_url, backend.api_key) == (url, key), spec
@@ -47,16 +53,22 @@ def test_environment_overrides(monkeypatch):
     assert make_backend("vllm:m@http://gpu:8000/v1", cache=False).base_url == "http://gpu:8000/v1"  # the spec wins
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("openai:gpt-4o-mini", "set OPENAI_API_KEY"),
-    ("deepseek:deepseek-chat", "set DEEPSEEK_API_KEY"),
-    ("http:m", "GENREP_LLM_BASE_URL"),
-    ("anthropic:claude", "unknown LLM backend kind 'anthropic'.*local, openai, deepseek, vllm, llamacpp, ollama, http"),
-    ("gpt-4o-mini", "not KIND:MODEL"),
-    ("openai:", "not KIND:MODEL"),
-    ("local:smollm2-135m@http://x", "takes no @BASE_URL"),
-    ("vllm:m@localhost:8000", "must start with http"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("openai:gpt-4o-mini", "set OPENAI_API_KEY"),
+        ("deepseek:deepseek-chat", "set DEEPSEEK_API_KEY"),
+        ("http:m", "GENREP_LLM_BASE_URL"),
+        (
+            "anthropic:claude",
+            "unknown LLM backend kind 'anthropic'.*local, openai, deepseek, vllm, llamacpp, ollama, http",
+        ),
+        ("gpt-4o-mini", "not KIND:MODEL"),
+        ("openai:", "not KIND:MODEL"),
+        ("local:smollm2-135m@http://x", "takes no @BASE_URL"),
+        ("vllm:m@localhost:8000", "must start with http"),
+    ],
+)
 def test_mistakes_are_user_errors_naming_the_culprit(spec, message):
     with pytest.raises(UserError, match=message):
         make_backend(spec, cache=False)

@@ -32,8 +32,9 @@ async def _complete(url: str, prompt: str, sampling: Sampling = Sampling(), mode
 def test_openai_backend_talks_to_the_server_end_to_end(echo_server):
     server, backend = echo_server
     assert server.url.startswith("http://127.0.0.1:") and server.url.endswith("/v1")
-    sampling = Sampling(temperature=0.5, top_p=0.8, max_tokens=9, seed=None, stop=("x", "y"),
-                        response_format={"type": "json_object"})
+    sampling = Sampling(
+        temperature=0.5, top_p=0.8, max_tokens=9, seed=None, stop=("x", "y"), response_format={"type": "json_object"}
+    )
     c = asyncio.run(_complete(server.url, "你好 world", sampling))
     assert (c.text, c.model, c.finish_reason) == ("echo: 你好 world", "echo-1", "stop")
     assert (c.prompt_tokens, c.completion_tokens) == (2, 3)
@@ -63,11 +64,13 @@ class GatheringBackend(EchoBackend):
 def test_concurrent_requests_reach_the_backend_concurrently():
     backend = GatheringBackend(16)
     with LLMServer(backend) as server:
+
         async def many():
             client = OpenAIBackend("echo", server.url, concurrency=16)
             try:
-                return await asyncio.gather(*(client.complete([{"role": "user", "content": str(i)}], Sampling())
-                                              for i in range(16)))
+                return await asyncio.gather(
+                    *(client.complete([{"role": "user", "content": str(i)}], Sampling()) for i in range(16))
+                )
             finally:
                 await client.aclose()
 
@@ -81,11 +84,13 @@ def test_models_route_and_openai_style_errors(echo_server):
     with httpx.Client(base_url=server.url) as http:
         assert http.get("/models").json()["data"][0]["id"] == "echo-1"
         post = lambda body: http.post("/chat/completions", json=body)
-        bad = {"not json": http.post("/chat/completions", content=b"{nope"),
-               "no messages": post({"model": "m"}),
-               "bad message": post({"messages": [{"role": "user"}]}),
-               "bad temperature": post({"messages": [], "temperature": "hot"}),
-               "stream": post({"messages": [{"role": "user", "content": "x"}], "stream": True})}
+        bad = {
+            "not json": http.post("/chat/completions", content=b"{nope"),
+            "no messages": post({"model": "m"}),
+            "bad message": post({"messages": [{"role": "user"}]}),
+            "bad temperature": post({"messages": [], "temperature": "hot"}),
+            "stream": post({"messages": [{"role": "user", "content": "x"}], "stream": True}),
+        }
         assert {k: r.status_code for k, r in bad.items()} == dict.fromkeys(bad, 400)
         assert bad["no messages"].json()["error"]["param"] == "messages"
         assert bad["bad message"].json()["error"]["message"].startswith("messages[0] must be an object")
@@ -146,13 +151,15 @@ def _serve_cli(capsys, *argv) -> tuple[int, str]:
 
 
 def test_serve_cli_reports_bad_ports_and_hosts_in_one_line(capsys, busy_port):
-    cases = {(f"--port={busy_port}",): f"127.0.0.1:{busy_port} is already in use; pick another --port",
-             ("--port", "0"): "Invalid value for '--port': 0 is not in the range 1<=x<=65535",
-             ("--port", "65536"): "Invalid value for '--port': 65536 is not in the range 1<=x<=65535",
-             ("--port", "http"): "Invalid value for '--port': 'http' is not a valid integer",
-             ("--host", "my host"): "host 'my host': not an IP address or a valid host name",
-             ("--host", "0.0.0.0"): "refusing to serve on non-loopback host '0.0.0.0' (the server has no "
-                                    "authentication): pass --allow-remote to serve anyway"}
+    cases = {
+        (f"--port={busy_port}",): f"127.0.0.1:{busy_port} is already in use; pick another --port",
+        ("--port", "0"): "Invalid value for '--port': 0 is not in the range 1<=x<=65535",
+        ("--port", "65536"): "Invalid value for '--port': 65536 is not in the range 1<=x<=65535",
+        ("--port", "http"): "Invalid value for '--port': 'http' is not a valid integer",
+        ("--host", "my host"): "host 'my host': not an IP address or a valid host name",
+        ("--host", "0.0.0.0"): "refusing to serve on non-loopback host '0.0.0.0' (the server has no "
+        "authentication): pass --allow-remote to serve anyway",
+    }
     for argv, message in cases.items():
         code, err = _serve_cli(capsys, *argv)
         assert code == 2 and err.startswith(f"genrep: error: {message}"), err
@@ -165,8 +172,19 @@ def test_serve_cli_passes_allow_remote(capsys, monkeypatch):
     seen = {}
     monkeypatch.setattr(server_module, "serve", lambda backend, **kw: seen.update(kw, model=backend.model))
     with pytest.raises(SystemExit) as exit_info:
-        main(["diting", "serve", "--backend", "http:m@http://127.0.0.1:9/v1", "--host", "0.0.0.0", "--port", "8123",
-              "--allow-remote"])
+        main(
+            [
+                "diting",
+                "serve",
+                "--backend",
+                "http:m@http://127.0.0.1:9/v1",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "8123",
+                "--allow-remote",
+            ]
+        )
         raise SystemExit(0)
     assert exit_info.value.code == 0
     assert seen == {"host": "0.0.0.0", "port": 8123, "allow_remote": True, "model": "m"}
@@ -192,7 +210,17 @@ def test_local_decoding_helpers():
 def test_the_bundled_smollm2_answers_through_the_server_greedily_and_deterministically(smollm2_dir):
     """Cheap: SmolLM2 loads in seconds from the materialised cache; 2 x 8 greedy tokens."""
     with LLMServer(LocalBackend("smollm2-135m")) as server:
-        first, second = (asyncio.run(_complete(server.url, "Name three colours of the rainbow.", Sampling(max_tokens=8),
-                                               model="smollm2-135m", timeout_s=1800)) for _ in range(2))
+        first, second = (
+            asyncio.run(
+                _complete(
+                    server.url,
+                    "Name three colours of the rainbow.",
+                    Sampling(max_tokens=8),
+                    model="smollm2-135m",
+                    timeout_s=1800,
+                )
+            )
+            for _ in range(2)
+        )
     assert first.text.strip() and first.text == second.text
     assert first.completion_tokens <= 8 and first.prompt_tokens > 5 and first.model == "smollm2-135m"

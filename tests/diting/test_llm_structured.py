@@ -23,13 +23,16 @@ ASK = [{"role": "user", "content": "Judge. Answer in JSON."}]
 GOOD = '{"agree": true, "specific": 2, "reasons": [{"text": "faithful {idiom}"}]}'
 
 
-@pytest.mark.parametrize("reply", [
-    GOOD,
-    f"Sure! Here is my verdict:\n```json\n{GOOD}\n```\nHope this helps.",
-    f"```\n{GOOD}\n```",
-    f"The verdict is {GOOD} -- final.",
-    f"Thinking about {{braces}} first.\n```json\n{GOOD}\n```",
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        GOOD,
+        f"Sure! Here is my verdict:\n```json\n{GOOD}\n```\nHope this helps.",
+        f"```\n{GOOD}\n```",
+        f"The verdict is {GOOD} -- final.",
+        f"Thinking about {{braces}} first.\n```json\n{GOOD}\n```",
+    ],
+)
 def test_extract_json_finds_the_object_in_fences_and_prose(reply):
     assert extract_json(reply) == GOOD
 
@@ -48,13 +51,17 @@ def test_the_schema_is_sent_in_the_form_strict_mode_accepts():
     assert schema["additionalProperties"] is False and schema["required"] == ["agree", "specific", "reasons"]
     assert schema["$defs"]["Reason"]["additionalProperties"] is False
     assert strict_json_schema(Verdict) == schema and "additionalProperties" not in Verdict.model_json_schema()
-    assert response_format(Verdict, "json_object") == {"type": "json_object"} and response_format(Verdict, "none") is None
+    assert (
+        response_format(Verdict, "json_object") == {"type": "json_object"} and response_format(Verdict, "none") is None
+    )
 
 
 def test_a_valid_first_reply_needs_no_repair():
     backend = ScriptedBackend([f"```json\n{GOOD}\n```"])
     verdict, completions = asyncio.run(complete_json(backend, ASK, Verdict, Sampling(max_tokens=64)))
-    assert verdict == Verdict(agree=True, specific=2, reasons=[Reason(text="faithful {idiom}")]) and len(completions) == 1
+    assert (
+        verdict == Verdict(agree=True, specific=2, reasons=[Reason(text="faithful {idiom}")]) and len(completions) == 1
+    )
     sent = backend.calls[0][1]
     assert sent.max_tokens == 64 and sent.response_format == response_format(Verdict)
 
@@ -64,7 +71,9 @@ def test_an_invalid_reply_is_repaired():
     verdict, completions = asyncio.run(complete_json(backend, ASK, Verdict))
     assert verdict.specific == 2 and len(completions) == 3
     last_conversation = backend.calls[2][0]
-    assert last_conversation[:1] == ASK and [m["role"] for m in last_conversation] == ["user"] + ["assistant", "user"] * 2
+    assert (
+        last_conversation[:1] == ASK and [m["role"] for m in last_conversation] == ["user"] + ["assistant", "user"] * 2
+    )
     assert last_conversation[3]["content"] == '{"agree": true, "specific": 5}'
     repair = last_conversation[4]["content"]
     assert "specific: Input should be less than or equal to 2" in repair and "\n" not in repair

@@ -24,16 +24,23 @@ def test_the_meter_counts_calls_hits_failures_tokens_and_cost(tmp_path):
     summary = json.loads(json.dumps(meter.summary()))
     tally = summary["per_model"]["fake:echo"]
     # "one two" -> 2 + 3 tokens, "three" -> 1 + 2 tokens; the repeat is a cache hit and costs nothing
-    assert {k: tally[k] for k in ("calls", "cache_hits", "failures", "prompt_tokens", "completion_tokens")} == \
-        {"calls": 3, "cache_hits": 1, "failures": 1, "prompt_tokens": 3, "completion_tokens": 5}
+    assert {k: tally[k] for k in ("calls", "cache_hits", "failures", "prompt_tokens", "completion_tokens")} == {
+        "calls": 3,
+        "cache_hits": 1,
+        "failures": 1,
+        "prompt_tokens": 3,
+        "completion_tokens": 5,
+    }
     assert tally["cost_usd"] == pytest.approx((3 * 1.0 + 5 * 10.0) / 1e6)
     assert tally["failure_reasons"] == {"injected failure": 1} and summary["total"]["calls"] == 3
     assert summary["prices_usd_per_1M_tokens"] == {"echo": [1.0, 10.0]}
 
 
 def test_prices_from_a_config_are_checked():
-    assert parse_prices({"gpt-4o-mini": [0.15, 0.6], "free": (0, 0)}) == {"gpt-4o-mini": (0.15, 0.6),
-                                                                          "free": (0.0, 0.0)}
+    assert parse_prices({"gpt-4o-mini": [0.15, 0.6], "free": (0, 0)}) == {
+        "gpt-4o-mini": (0.15, 0.6),
+        "free": (0.0, 0.0),
+    }
     for bad in ([1.0], [1, 2, 3], [-1, 2], [float("nan"), 1], ["1", "2"], [True, 1], 3):
         with pytest.raises(UserError, match=r"^prices: model 'm': expected \[USD per 1M prompt tokens"):
             parse_prices({"m": bad})

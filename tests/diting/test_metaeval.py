@@ -74,7 +74,8 @@ def test_pairwise_accuracy_equals_brute_force_pair_count_with_ties():
         assert me.pairwise_accuracy(h, m, eps=eps) == pytest.approx(_brute_acc(h, m, np.zeros(30), eps))
         assert me.pairwise_accuracy(h, m, items, eps=eps) == pytest.approx(_brute_acc(h, m, items, eps))
     assert me.pairwise_accuracy(h, h) == 1.0 and me.pairwise_accuracy(h, -h) == pytest.approx(
-        _brute_acc(h, -h, np.zeros(30), 0.0))
+        _brute_acc(h, -h, np.zeros(30), 0.0)
+    )
 
 
 @pytest.mark.parametrize("grouped", [False, True])
@@ -119,20 +120,32 @@ def test_grouping_by_item_is_the_mean_of_per_item_scipy_calls_and_skips_constant
         assert res["segment_level"]["item"][kind]["value"] == pytest.approx(np.mean(per))
         a = me.align(human, metric)
         assert me.grouped_correlation(a.human, a.metric, np.array([k[0] for k in a.keys]), kind) == (
-            pytest.approx(np.mean(per)), 4)
+            pytest.approx(np.mean(per)),
+            4,
+        )
         per_sys = [SCIPY[kind]([human[(i, s)] for i in items], [metric[(i, s)] for i in items]) for s in systems]
         assert res["segment_level"]["system"][kind]["value"] == pytest.approx(np.mean(per_sys))
     assert res["segment_level"]["item"]["groups"] == 4 and res["segment_level"]["system"]["groups"] == 9
-    acc_items = np.mean([_brute_acc([human[(i, s)] for s in systems], [metric[(i, s)] for s in systems],
-                                    np.zeros(9), 0.0) for i in items])  # acc_eq keeps i4: ties are meaningful
+    acc_items = np.mean(
+        [
+            _brute_acc([human[(i, s)] for s in systems], [metric[(i, s)] for s in systems], np.zeros(9), 0.0)
+            for i in items
+        ]
+    )  # acc_eq keeps i4: ties are meaningful
     assert res["segment_level"]["item"]["pairwise_accuracy"]["value"] == pytest.approx(acc_items)
 
 
 def test_system_level_by_hand():
     # systems A, B, C on items x, y; C has no human score on y (so it is left out there)
     human = {("x", "A"): 6, ("y", "A"): 4, ("x", "B"): 2, ("y", "B"): 3, ("x", "C"): 1}
-    metric = {("x", "A"): 50.0, ("y", "A"): 30.0, ("x", "B"): 45.0, ("y", "B"): 20.0, ("x", "C"): 10.0,
-              ("y", "C"): 99.0}
+    metric = {
+        ("x", "A"): 50.0,
+        ("y", "A"): 30.0,
+        ("x", "B"): 45.0,
+        ("y", "B"): 20.0,
+        ("x", "C"): 10.0,
+        ("y", "C"): 99.0,
+    }
     res = me.evaluate_metric(human, metric, resamples=0)
     assert res["segments"] == 5 and res["metric_only_segments"] == 1 and res["human_only_segments"] == 0
     a = me.align(human, metric)
@@ -175,19 +188,30 @@ def test_bootstrap_ci_contains_the_estimate_and_is_reproducible_with_the_seed():
 
 
 def test_human_score_is_the_mean_over_raters_of_the_summed_criteria():
-    js = [Judgment(item_id="i", system="s", rater="r1", specific=2, general_1=2, general_2=1),
-          Judgment(item_id="i", system="s", rater="r2", specific=1, general_1=0, general_2=0),
-          Judgment(item_id="j", system="s", rater="r1", specific=0, general_1=0, general_2=0)]
+    js = [
+        Judgment(item_id="i", system="s", rater="r1", specific=2, general_1=2, general_2=1),
+        Judgment(item_id="i", system="s", rater="r2", specific=1, general_1=0, general_2=0),
+        Judgment(item_id="j", system="s", rater="r1", specific=0, general_1=0, general_2=0),
+    ]
     ratings = me.ratings_from_judgments(js)
     assert ratings.means() == {("i", "s"): 3.0, ("j", "s"): 0.0} and ratings.annotations == 3
     assert ratings.criteria[("i", "s")] == [(2, 2, 1), (1, 0, 0)]
 
 
 def test_inter_rater_agreement_by_hand():
-    totals = {("i1", "a"): [6.0, 6.0], ("i1", "b"): [3.0, 2.0], ("i2", "a"): [0.0, 0.0], ("i2", "b"): [4.0, 5.0, 1.0],
-              ("i2", "c"): [5.0]}
-    crit = {("i1", "a"): [(2, 2, 2), (2, 2, 2)], ("i1", "b"): [(1, 1, 1), (1, 1, 0)],
-            ("i2", "a"): [(0, 0, 0), (0, 0, 0)], ("i2", "b"): [(2, 1, 1), (2, 2, 1), (1, 0, 0)]}
+    totals = {
+        ("i1", "a"): [6.0, 6.0],
+        ("i1", "b"): [3.0, 2.0],
+        ("i2", "a"): [0.0, 0.0],
+        ("i2", "b"): [4.0, 5.0, 1.0],
+        ("i2", "c"): [5.0],
+    }
+    crit = {
+        ("i1", "a"): [(2, 2, 2), (2, 2, 2)],
+        ("i1", "b"): [(1, 1, 1), (1, 1, 0)],
+        ("i2", "a"): [(0, 0, 0), (0, 0, 0)],
+        ("i2", "b"): [(2, 1, 1), (2, 2, 1), (1, 0, 0)],
+    }
     out = me.inter_rater_agreement(me.HumanRatings(totals, crit), resamples=50)
     a, b = [6, 3, 0, 4], [6, 2, 0, 5]
     assert out["segments"] == 4 and out["pearson"]["value"] == pytest.approx(stats.pearsonr(a, b).statistic)
@@ -220,31 +244,49 @@ def _write_jsonl(path, rows):
 
 
 def test_metricalign_reader_accepts_the_three_human_forms(tmp_path):
-    path = _write_jsonl(tmp_path / "ma.jsonl", [
-        {"item_id": "i1", "system": "a", "dimension": "idiom", "human": 4.5, "chrf": 41.2, "comet": 0.8},
-        {"item_id": "i1", "system": "b", "dimension": "idiom", "human": [3, 5], "chrf": 30.0, "comet": None},
-        {"item_id": "i2", "system": "a", "human": [{"specific": 2, "general_1": 1, "general_2": 1},
-                                                   {"specific": 1, "general_1": 1, "general_2": 0}], "chrf": 50},
-    ])
+    path = _write_jsonl(
+        tmp_path / "ma.jsonl",
+        [
+            {"item_id": "i1", "system": "a", "dimension": "idiom", "human": 4.5, "chrf": 41.2, "comet": 0.8},
+            {"item_id": "i1", "system": "b", "dimension": "idiom", "human": [3, 5], "chrf": 30.0, "comet": None},
+            {
+                "item_id": "i2",
+                "system": "a",
+                "human": [
+                    {"specific": 2, "general_1": 1, "general_2": 1},
+                    {"specific": 1, "general_1": 1, "general_2": 0},
+                ],
+                "chrf": 50,
+            },
+        ],
+    )
     data = me.read_metricalign(path)
     assert data.ratings.means() == {("i1", "a"): 4.5, ("i1", "b"): 4.0, ("i2", "a"): 3.0}
     assert data.ratings.criteria == {("i2", "a"): [(2, 1, 1), (1, 1, 0)]}
-    assert data.metrics == {"chrf": {("i1", "a"): 41.2, ("i1", "b"): 30.0, ("i2", "a"): 50.0}, "comet": {("i1", "a"): 0.8}}
+    assert data.metrics == {
+        "chrf": {("i1", "a"): 41.2, ("i1", "b"): 30.0, ("i2", "a"): 50.0},
+        "comet": {("i1", "a"): 0.8},
+    }
     assert data.dimensions == {"i1": "idiom"}
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"item_id": "i", "system": "a", "human": 7, "chrf": 1}', ":1: field 'human': expected a score from 0 to 6"),
-    ('{"item_id": "i", "system": "a", "human": [2, "x"], "chrf": 1}', ":1: field 'human[1]': expected a number"),
-    ('{"item_id": "i", "system": "a", "human": [{"specific": 3, "general_1": 0, "general_2": 0}], "chrf": 1}',
-     ":1: field 'human[0].specific': expected 0, 1 or 2"),
-    ('{"item_id": "i", "system": "a", "human": 3, "chrf": "41"}', ":1: field 'chrf': expected a metric score"),
-    ('{"item_id": "i", "human": 3, "chrf": 1}', ":1: field 'system': missing"),
-    ('{"item_id": "i", "system": "a", "chrf": 1}', ":1: field 'human': missing"),
-    ('{"item_id": "i", "system": "a", "human": 3, "dimension": "poetry", "chrf": 1}', ":1: field 'dimension'"),
-    ('{"item_id": "i", "system": "a", "human": []}', ":1: field 'human': empty list"),
-    ("{not json", ":1: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"item_id": "i", "system": "a", "human": 7, "chrf": 1}', ":1: field 'human': expected a score from 0 to 6"),
+        ('{"item_id": "i", "system": "a", "human": [2, "x"], "chrf": 1}', ":1: field 'human[1]': expected a number"),
+        (
+            '{"item_id": "i", "system": "a", "human": [{"specific": 3, "general_1": 0, "general_2": 0}], "chrf": 1}',
+            ":1: field 'human[0].specific': expected 0, 1 or 2",
+        ),
+        ('{"item_id": "i", "system": "a", "human": 3, "chrf": "41"}', ":1: field 'chrf': expected a metric score"),
+        ('{"item_id": "i", "human": 3, "chrf": 1}', ":1: field 'system': missing"),
+        ('{"item_id": "i", "system": "a", "chrf": 1}', ":1: field 'human': missing"),
+        ('{"item_id": "i", "system": "a", "human": 3, "dimension": "poetry", "chrf": 1}', ":1: field 'dimension'"),
+        ('{"item_id": "i", "system": "a", "human": []}', ":1: field 'human': empty list"),
+        ("{not json", ":1: not valid JSON"),
+    ],
+)
 def test_metricalign_reader_errors_name_file_line_and_field(tmp_path, line, message):
     path = _write_jsonl(tmp_path / "bad.jsonl", [line])
     with pytest.raises(UserError) as err:
@@ -265,8 +307,21 @@ def test_metricalign_reader_names_the_second_line_of_a_duplicate(tmp_path):
 
 def test_official_sample_meta_eval_uses_every_annotation_and_writes_the_contract(tmp_path, capsys):
     out = tmp_path / "me"
-    main(["diting", "meta-eval", "--official", str(OFFICIAL_SAMPLE), "--metric", "chrf", "bleu",
-          "--resamples", "100", "--out", str(out)])
+    main(
+        [
+            "diting",
+            "meta-eval",
+            "--official",
+            str(OFFICIAL_SAMPLE),
+            "--metric",
+            "chrf",
+            "bleu",
+            "--resamples",
+            "100",
+            "--out",
+            str(out),
+        ]
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["human"] == {**m["human"], "segments": 129, "annotations": 230, "items": 6, "systems": 23}
     assert m["metric_names"] == ["chrf", "bleu"] and "signature" in m and "tok:13a" in m["signatures"]["bleu"]
@@ -291,11 +346,27 @@ def test_official_sample_meta_eval_uses_every_annotation_and_writes_the_contract
 
 def test_meta_eval_from_metricalign_file_and_usage_errors(tmp_path, capsys):
     human, metric = _random_task(9, n_items=4, n_systems=6)
-    rows = [{"item_id": i, "system": s, "dimension": "tense", "human": [h, h], "ter": -v, "chrf": v}
-            for (i, s), h in human.items() for v in [metric[(i, s)]]]
+    rows = [
+        {"item_id": i, "system": s, "dimension": "tense", "human": [h, h], "ter": -v, "chrf": v}
+        for (i, s), h in human.items()
+        for v in [metric[(i, s)]]
+    ]
     path = _write_jsonl(tmp_path / "ma.jsonl", rows)
-    main(["diting", "meta-eval", "--metricalign", str(path), "--metric", "ter", "chrf", "--resamples", "20",
-          "--out", str(tmp_path / "ma")])
+    main(
+        [
+            "diting",
+            "meta-eval",
+            "--metricalign",
+            str(path),
+            "--metric",
+            "ter",
+            "chrf",
+            "--resamples",
+            "20",
+            "--out",
+            str(tmp_path / "ma"),
+        ]
+    )
     m = json.loads((tmp_path / "ma" / "metrics.json").read_text())
     assert m["metrics"]["ter"]["orientation"].startswith("negated")
     assert m["metrics"]["ter"]["pearson"]["value"] == pytest.approx(m["metrics"]["chrf"]["pearson"]["value"])
@@ -313,10 +384,12 @@ def test_meta_eval_from_metricalign_file_and_usage_errors(tmp_path, capsys):
 def test_resamples_and_seed_are_bounded(tmp_path, capsys):
     human, metric = _random_task(3, n_items=3, n_systems=3)
     ratings = me.HumanRatings({k: [v] for k, v in human.items()})
-    for call in (lambda **kw: me.meta_evaluate(ratings, {"m": metric}, **kw),
-                 lambda **kw: me.evaluate_metric(human, metric, **kw),
-                 lambda **kw: me.inter_rater_agreement(ratings, **kw),
-                 lambda **kw: me.resample_counts(3, **kw)):
+    for call in (
+        lambda **kw: me.meta_evaluate(ratings, {"m": metric}, **kw),
+        lambda **kw: me.evaluate_metric(human, metric, **kw),
+        lambda **kw: me.inter_rater_agreement(ratings, **kw),
+        lambda **kw: me.resample_counts(3, **kw),
+    ):
         with pytest.raises(UserError, match=f"resamples must be an integer from 0 to {me.MAX_RESAMPLES}, got 100001"):
             call(resamples=me.MAX_RESAMPLES + 1, seed=0)
         with pytest.raises(UserError, match="seed must be a non-negative integer"):
@@ -324,8 +397,9 @@ def test_resamples_and_seed_are_bounded(tmp_path, capsys):
     rows = [{"item_id": i, "system": s, "human": h, "chrf": metric[(i, s)]} for (i, s), h in human.items()]
     path = _write_jsonl(tmp_path / "ma.jsonl", rows)
     with pytest.raises(SystemExit) as exit_info:
-        main(["diting", "meta-eval", "--metricalign", str(path), "--resamples", "1000000",
-              "--out", str(tmp_path / "o")])
+        main(
+            ["diting", "meta-eval", "--metricalign", str(path), "--resamples", "1000000", "--out", str(tmp_path / "o")]
+        )
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Invalid value for '--resamples'" in err and err.count("\n") == 1
 

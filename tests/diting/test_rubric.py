@@ -44,22 +44,29 @@ def test_every_dimension_has_a_specific_and_two_general_criteria_in_both_languag
 def test_a_specific_zero_zeroes_both_general_scores_and_logs_each_correction():
     scores, corrections = apply_global_rules({"specific": 0, "general_1": 2, "general_2": 1}, mistranslation=False)
     assert scores == {"specific": 0, "general_1": 0, "general_2": 0}
-    assert corrections == ["general_1 2 -> 0 (rule: if the specific score is 0, both general scores are 0)",
-                           "general_2 1 -> 0 (rule: if the specific score is 0, both general scores are 0)"]
+    assert corrections == [
+        "general_1 2 -> 0 (rule: if the specific score is 0, both general scores are 0)",
+        "general_2 1 -> 0 (rule: if the specific score is 0, both general scores are 0)",
+    ]
 
 
 def test_a_mistranslation_zeroes_every_criterion():
     scores, corrections = apply_global_rules({"specific": 2, "general_1": 0, "general_2": 1}, mistranslation=True)
     assert scores == dict.fromkeys(CRITERIA, 0)
-    assert corrections == ["specific 2 -> 0 (rule: a mistranslation scores 0 on every criterion)",
-                           "general_2 1 -> 0 (rule: a mistranslation scores 0 on every criterion)"]
+    assert corrections == [
+        "specific 2 -> 0 (rule: a mistranslation scores 0 on every criterion)",
+        "general_2 1 -> 0 (rule: a mistranslation scores 0 on every criterion)",
+    ]
 
 
-@pytest.mark.parametrize("scores, mistranslation", [
-    ({"specific": 2, "general_1": 1, "general_2": 0}, False),
-    ({"specific": 1, "general_1": 2, "general_2": 2}, False),
-    ({"specific": 0, "general_1": 0, "general_2": 0}, True),
-])
+@pytest.mark.parametrize(
+    "scores, mistranslation",
+    [
+        ({"specific": 2, "general_1": 1, "general_2": 0}, False),
+        ({"specific": 1, "general_1": 2, "general_2": 2}, False),
+        ({"specific": 0, "general_1": 0, "general_2": 0}, True),
+    ],
+)
 def test_scores_that_obey_the_rules_are_left_alone(scores, mistranslation):
     assert apply_global_rules(scores, mistranslation) == (scores, [])
 

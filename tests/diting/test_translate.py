@@ -65,8 +65,9 @@ def test_a_bad_backend_spec_fails_before_the_run_directory_is_written(tmp_path):
 def test_failures_are_recorded_per_item_and_retried_on_the_next_run(tmp_path):
     items = load_benchmark("starter", ["idiom", "tense"], 3)
     bad = _prompt(items[1])
-    cfg = TranslateConfig(systems=[], dimensions=["idiom", "tense"], limit=3, concurrency=4, max_retries=1,
-                          prices={"m": [1.0, 2.0]})
+    cfg = TranslateConfig(
+        systems=[], dimensions=["idiom", "tense"], limit=3, concurrency=4, max_retries=1, prices={"m": [1.0, 2.0]}
+    )
     with FaultServer({bad: ["400"]}, replies={_prompt(i): f"Answer: translation {i.id}" for i in items}) as server:
         cfg.systems = [f"mt=http:m@{server.url}"]
         m = translate(cfg, tmp_path / "run")
@@ -99,8 +100,23 @@ def test_killed_run_loses_nothing_and_repeats_no_finished_request(tmp_path):
 
     with FaultServer(script) as server:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "genrep", "diting", "translate", "--system", f"mt=http:m@{server.url}",
-               "--limit", "4", "--concurrency", "2", "--set", "timeout_s=1800", "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "genrep",
+            "diting",
+            "translate",
+            "--system",
+            f"mt=http:m@{server.url}",
+            "--limit",
+            "4",
+            "--concurrency",
+            "2",
+            "--set",
+            "timeout_s=1800",
+            "--out",
+            str(out),
+        ]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         log = out / "translations.jsonl"
         try:

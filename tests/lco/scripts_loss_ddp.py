@@ -42,7 +42,7 @@ def err(xs, ys) -> float:
 
 def split(rows: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     start = sum(sizes[: info.rank])
-    return list(rows[start:start + sizes[info.rank]])
+    return list(rows[start : start + sizes[info.rank]])
 
 
 def average_grads(model) -> None:  # what DDP does
@@ -97,15 +97,15 @@ out["allreduce_full_grad_err"] = err(grads(model), ref_grads)
 # (c) the chunked path under DDP (chunks of 3 and 1 per side, one all-reduce thanks to no_sync)
 model = make()
 ddp = torch.nn.parallel.DistributedDataParallel(model)
-loss = chunked_contrastive_backward(encoder(ddp), a, p, n, chunk_size=3, temperature=TAU, gather="full",
-                                    no_sync=ddp.no_sync)
+loss = chunked_contrastive_backward(
+    encoder(ddp), a, p, n, chunk_size=3, temperature=TAU, gather="full", no_sync=ddp.no_sync
+)
 out["chunked_full_grad_err"] = err(grads(model), ref_grads)
 out["chunked_loss_err"] = abs(loss - float(local))
 # the chunked "local" path equals the plain "local" path under DDP
 model = make()
 ddp = torch.nn.parallel.DistributedDataParallel(model)
-chunked_contrastive_backward(encoder(ddp), a, p, n, chunk_size=3, temperature=TAU, gather="local",
-                             no_sync=ddp.no_sync)
+chunked_contrastive_backward(encoder(ddp), a, p, n, chunk_size=3, temperature=TAU, gather="local", no_sync=ddp.no_sync)
 local_chunked = grads(model)
 model = make()
 ddp = torch.nn.parallel.DistributedDataParallel(model)

@@ -19,10 +19,13 @@ def _write(path, rows):
 
 def test_read_triplets_text_and_images(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "cat.png")
-    f = _write(tmp_path / "d.jsonl", [
-        {"anchor": "a cat", "positive": {"image": "cat.png"}, "negative": {"text": "a dog"}},
-        {"anchor": {"text": "x", "image": "cat.png"}, "positive": "y", "negative": "z"},
-    ])
+    f = _write(
+        tmp_path / "d.jsonl",
+        [
+            {"anchor": "a cat", "positive": {"image": "cat.png"}, "negative": {"text": "a dog"}},
+            {"anchor": {"text": "x", "image": "cat.png"}, "positive": "y", "negative": "z"},
+        ],
+    )
     rows = read_triplets(f)
     assert rows[0].anchor == {"text": "a cat"} and rows[0].positive["image"] == str(tmp_path / "cat.png")
     assert set(rows[1].anchor) == {"text", "image"}
@@ -32,15 +35,18 @@ def test_read_triplets_text_and_images(tmp_path):
     assert read_triplets(tmp_path / "out.jsonl")[1].negative == {"text": "z"}
 
 
-@pytest.mark.parametrize("row, message", [
-    ('{"anchor": "a"}', r"d.jsonl:2: missing field 'positive'"),
-    ('{"anchor": "a", "positive": {"txt": "b"}}', r"d.jsonl:2: positive: unknown field"),
-    ('{"anchor": "a", "positive": {"image": "missing.png"}}', r"d.jsonl:2: positive.image: file not found"),
-    ('{"anchor": "a", "positive": ""}', r"d.jsonl:2: positive: empty text"),
-    ('{"anchor": "a", "positive": "b", "extra": 1}', r"d.jsonl:2: unknown field"),
-    ("not json", r"d.jsonl:2: not valid JSON"),
-    ('{"anchor": "a", "positive": {"text": 3}}', r"d.jsonl:2: positive.text: expected a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ('{"anchor": "a"}', r"d.jsonl:2: missing field 'positive'"),
+        ('{"anchor": "a", "positive": {"txt": "b"}}', r"d.jsonl:2: positive: unknown field"),
+        ('{"anchor": "a", "positive": {"image": "missing.png"}}', r"d.jsonl:2: positive.image: file not found"),
+        ('{"anchor": "a", "positive": ""}', r"d.jsonl:2: positive: empty text"),
+        ('{"anchor": "a", "positive": "b", "extra": 1}', r"d.jsonl:2: unknown field"),
+        ("not json", r"d.jsonl:2: not valid JSON"),
+        ('{"anchor": "a", "positive": {"text": 3}}', r"d.jsonl:2: positive.text: expected a non-empty string"),
+    ],
+)
 def test_read_triplets_errors_name_line_and_field(tmp_path, row, message):
     f = _write(tmp_path / "d.jsonl", ['{"anchor": "ok", "positive": "ok"}', row])
     with pytest.raises(UserError, match=message):
@@ -48,7 +54,9 @@ def test_read_triplets_errors_name_line_and_field(tmp_path, row, message):
 
 
 def test_negatives_all_or_none(tmp_path):
-    f = _write(tmp_path / "d.jsonl", [{"anchor": "a", "positive": "b", "negative": "c"}, {"anchor": "a", "positive": "b"}])
+    f = _write(
+        tmp_path / "d.jsonl", [{"anchor": "a", "positive": "b", "negative": "c"}, {"anchor": "a", "positive": "b"}]
+    )
     with pytest.raises(UserError, match="every row has a 'negative' or none"):
         read_triplets(f)
 

@@ -10,8 +10,12 @@ from genrep.core.errors import UserError
 from genrep.lco.embedding import EmbeddingModel, PromptConfig, as_item, last_token_pool
 from tests.lco.tiny_vlms import tiny_causal_lm
 
-TEXTS = ["a", "the quick brown fox jumps over the lazy dog and then some more words", "猫在垫子上。",
-         "embedding models turn sentences into vectors"]
+TEXTS = [
+    "a",
+    "the quick brown fox jumps over the lazy dog and then some more words",
+    "猫在垫子上。",
+    "embedding models turn sentences into vectors",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,9 @@ def test_last_token_pool_left_and_right_padding():
 def test_prompt_is_chat_template_plus_suffix(tiny_lm):
     emb = EmbeddingModel.from_pretrained(tiny_lm)
     p = emb.prompt("hello world").prompt
-    assert p == "<|im_start|>user\nhello world\nSummarize the above text in one word:<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        p == "<|im_start|>user\nhello world\nSummarize the above text in one word:<|im_end|>\n<|im_start|>assistant\n"
+    )
     q = EmbeddingModel.from_pretrained(tiny_lm, prompts=PromptConfig(query={"text": "\nQuery:"}))
     assert "\nQuery:" in q.prompt("x", side="query").prompt and "Summarize" in q.prompt("x", side="document").prompt
     raw = EmbeddingModel.from_pretrained(tiny_lm, prompts=PromptConfig(chat_template=False))
@@ -66,7 +72,8 @@ def test_absolute_position_models_need_position_ids(tmp_path, tiny_lm):
     tok = AutoTokenizer.from_pretrained(tiny_lm)
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=256)).save_pretrained(
-        tmp_path)
+        tmp_path
+    )
     tok.save_pretrained(tmp_path)
     emb = EmbeddingModel.from_pretrained(str(tmp_path))
     single = np.stack([emb.encode([t], show_progress=False)[0] for t in TEXTS])
@@ -102,7 +109,8 @@ def test_bad_inputs(tiny_lm):
 def test_bundled_smollm2_prompt_and_invariance(smollm2_dir):
     emb = EmbeddingModel.from_pretrained("smollm2-135m")
     assert emb.prompt("你好").prompt.endswith(
-        "<|im_start|>user\n你好\nSummarize the above text in one word:<|im_end|>\n<|im_start|>assistant\n")
+        "<|im_start|>user\n你好\nSummarize the above text in one word:<|im_end|>\n<|im_start|>assistant\n"
+    )
     texts = TEXTS[:3]
     full = emb.encode(texts, batch_size=3, show_progress=False)
     single = np.stack([emb.encode([t], show_progress=False)[0] for t in texts])

@@ -29,17 +29,28 @@ def _jsonl(path, rows):
 def test_folder_retrieval_sts_and_classification(lm, tmp_path):
     d = tmp_path / "beir"
     d.mkdir()
-    _jsonl(d / "queries.jsonl", [{"_id": "q1", "text": "a red cat"}, {"_id": "q2", "text": "the blue sky"},
-                                 {"_id": "q3", "text": "unjudged"}])
-    _jsonl(d / "corpus.jsonl", [{"_id": f"d{i}", "text": t} for i, t in
-                                enumerate(["a red cat", "the blue sky", "a green tree", "a white house"])])
+    _jsonl(
+        d / "queries.jsonl",
+        [{"_id": "q1", "text": "a red cat"}, {"_id": "q2", "text": "the blue sky"}, {"_id": "q3", "text": "unjudged"}],
+    )
+    _jsonl(
+        d / "corpus.jsonl",
+        [
+            {"_id": f"d{i}", "text": t}
+            for i, t in enumerate(["a red cat", "the blue sky", "a green tree", "a white house"])
+        ],
+    )
     (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq2\td1\t2\n")
-    sts = _jsonl(tmp_path / "sts.jsonl", [{"sentence1": "a cat", "sentence2": "a cat", "score": 5},
-                                          {"sentence1": "a cat", "sentence2": "the sky", "score": 0},
-                                          {"sentence1": "a dog", "sentence2": "a fox", "score": 2}])
+    sts = _jsonl(
+        tmp_path / "sts.jsonl",
+        [
+            {"sentence1": "a cat", "sentence2": "a cat", "score": 5},
+            {"sentence1": "a cat", "sentence2": "the sky", "score": 0},
+            {"sentence1": "a dog", "sentence2": "a fox", "score": 2},
+        ],
+    )
     cls = _jsonl(tmp_path / "cls.jsonl", [{"text": "cat", "label": "cat"}, {"text": "dog", "label": "dog"}])
-    cfg = EvalConfig(model=f"base:{lm}", tasks=[f"retrieval:{d}", f"sts:{sts}", f"classification:{cls}"],
-                     device="cpu")
+    cfg = EvalConfig(model=f"base:{lm}", tasks=[f"retrieval:{d}", f"sts:{sts}", f"classification:{cls}"], device="cpu")
     m = evaluate(cfg, tmp_path / "out")
     r = m["tasks"][f"retrieval:{d}"]
     assert r["num_queries"] == 2 and r["recall@1"] == 1.0 and r["ndcg@10"] == pytest.approx(1.0)  # identical texts
@@ -73,8 +84,22 @@ def test_analyze_and_grsl_commands(lm, tmp_path):
     pairs = _jsonl(tmp_path / "pairs.jsonl", [{"text": f"item {i} " + "word " * (i % 5)} for i in range(3)])
     with pytest.raises(SystemExit):  # one modality is not a pair
         main(["lco", "analyze", "--model", f"base:{lm}", "--pairs", str(pairs), "--out", str(tmp_path / "a0")])
-    main(["lco", "analyze", "--model", f"base:{lm}", "--pairs", "hsk", "--limit", "15", "--set", "device=cpu",
-          "--out", str(tmp_path / "a")])
+    main(
+        [
+            "lco",
+            "analyze",
+            "--model",
+            f"base:{lm}",
+            "--pairs",
+            "hsk",
+            "--limit",
+            "15",
+            "--set",
+            "device=cpu",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     r = m["models"][f"base:{lm}"]
     assert m["views"] == ["zh", "en"] and r["layers"] == [0, 1, 2]

@@ -55,8 +55,9 @@ def test_read_points_csv_and_jsonl_round_trip(tmp_path):
     assert read_points(csv_path) == POINTS
 
     jsonl_path = tmp_path / "points.jsonl"
-    records = [{"name": p.name, "generative": p.generative, "representation": p.representation, "note": 1}
-               for p in POINTS]
+    records = [
+        {"name": p.name, "generative": p.generative, "representation": p.representation, "note": 1} for p in POINTS
+    ]
     jsonl_path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     assert read_points(jsonl_path) == POINTS
 
@@ -74,8 +75,10 @@ def test_read_points_errors(tmp_path):
         read_points(path)
 
     jpath = tmp_path / "points.jsonl"
-    jpath.write_text('{"name": "a", "generative": 1, "representation": 2}\n\n'
-                     '{"name": "b", "generative": 2, "representation": "high"}\n')
+    jpath.write_text(
+        '{"name": "a", "generative": 1, "representation": 2}\n\n'
+        '{"name": "b", "generative": 2, "representation": "high"}\n'
+    )
     with pytest.raises(UserError, match=r"points\.jsonl:3: field 'representation'"):
         read_points(jpath)
     jpath.write_text('{"name": "a", "representation": 2}\n')

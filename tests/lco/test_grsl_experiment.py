@@ -19,11 +19,25 @@ from tests.lco.tiny_vlms import tiny_causal_lm
 
 def _cfg(lm):
     return GRSLExperimentConfig(
-        pretrain=PretrainConfig(vlm=TinyVLMConfig(lm=lm, vision="effnet-lite0-random", image_size=32, grid=1),
-                                steps=4, batch_size=4, save_at=[0, 2], train_images=40, eval_images=6,
-                                eval_batch_size=6, max_new_tokens=3, log_every=1, checkpoint_every=2, lr=1e-2),
+        pretrain=PretrainConfig(
+            vlm=TinyVLMConfig(lm=lm, vision="effnet-lite0-random", image_size=32, grid=1),
+            steps=4,
+            batch_size=4,
+            save_at=[0, 2],
+            train_images=40,
+            eval_images=6,
+            eval_batch_size=6,
+            max_new_tokens=3,
+            log_every=1,
+            checkpoint_every=2,
+            lr=1e-2,
+        ),
         refine=RefineConfig(steps=2, batch_size=4, text_rows=16, lora_r=2),
-        test_images=12, captions_per_class=2, encode_batch_size=8, device="cpu")
+        test_images=12,
+        captions_per_class=2,
+        encode_batch_size=8,
+        device="cpu",
+    )
 
 
 def test_whole_pipeline_on_a_tiny_random_configuration(tmp_path):
@@ -81,8 +95,11 @@ def test_whole_pipeline_on_a_tiny_random_configuration(tmp_path):
     written = fingerprint()
     changed = _cfg(lm)
     changed.test_images = 10
-    with pytest.raises(UserError, match=r"lco grsl-experiment --resume: test_images is 10 but the experiment in .* "
-                                        r"ran with 12 \(start a new --out"):
+    with pytest.raises(
+        UserError,
+        match=r"lco grsl-experiment --resume: test_images is 10 but the experiment in .* "
+        r"ran with 12 \(start a new --out",
+    ):
         run_experiment(changed, out, resume=True)
     changed = _cfg(lm)
     changed.refine.steps = 3
@@ -113,7 +130,8 @@ def test_transfer_only_run_takes_one_backbone_and_fits_nothing(tmp_path):
     (tmp_path / "exp" / "family" / "step_000002").mkdir()  # a backbone of some earlier run
     again = run_experiment(cfg, tmp_path / "exp", fresh=True)
     assert again["backbones"] == m["backbones"] and [p.name for p in (tmp_path / "exp" / "family").iterdir()] == [
-        "step_000004"]
+        "step_000004"
+    ]
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):
@@ -148,10 +166,13 @@ def test_cli_fast_profile_and_one_line_errors(tmp_path):
 
     assert load_config(GRSLExperimentConfig, base=fast_config()) == fast_config()
     assert load_config(GRSLExperimentConfig, overrides=["refine.steps=3"], base=fast_config()).refine.steps == 3
-    for args in (["grsl-experiment", "--fast", "--set", "generative_metric=bleu"],
-                 ["pretrain-vlm", "--set", "vlm.vision=dinov2"]):
-        proc = subprocess.run([sys.executable, "-m", "genrep", "lco", *args, "--out", str(tmp_path / "x")],
-                              capture_output=True, text=True)
+    for args in (
+        ["grsl-experiment", "--fast", "--set", "generative_metric=bleu"],
+        ["pretrain-vlm", "--set", "vlm.vision=dinov2"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "genrep", "lco", *args, "--out", str(tmp_path / "x")], capture_output=True, text=True
+        )
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 

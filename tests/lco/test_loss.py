@@ -36,10 +36,12 @@ def test_info_nce_by_hand_without_negatives():
 def test_info_nce_by_hand_with_negatives():
     tau = 0.5
     # a1.n1 = -1, a1.n2 = 0.8; a2.n1 = 0, a2.n2 = -0.6: every anchor sees both positives and both negatives
-    l1 = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + math.exp(0.6 / tau) + math.exp(-1 / tau)
-                                        + math.exp(0.8 / tau)))
-    l2 = -math.log(math.exp(0.8 / tau) / (math.exp(0 / tau) + math.exp(0.8 / tau) + math.exp(0 / tau)
-                                          + math.exp(-0.6 / tau)))
+    l1 = -math.log(
+        math.exp(1 / tau) / (math.exp(1 / tau) + math.exp(0.6 / tau) + math.exp(-1 / tau) + math.exp(0.8 / tau))
+    )
+    l2 = -math.log(
+        math.exp(0.8 / tau) / (math.exp(0 / tau) + math.exp(0.8 / tau) + math.exp(0 / tau) + math.exp(-0.6 / tau))
+    )
     expected = (l1 + l2) / 2
     assert info_nce(A, P, N, temperature=tau).item() == pytest.approx(expected, rel=1e-6)
     for gather in ("none", "local", "full"):  # one process: the modes agree
@@ -99,8 +101,7 @@ def _run(chunk_size: int | None, *, negatives=NEGATIVES, p: float = 0.1, seed: i
     if chunk_size is None:
         loss = full_batch_backward(_encoder(model), ANCHORS, POSITIVES, negatives, **kw)
     else:
-        loss = chunked_contrastive_backward(_encoder(model), ANCHORS, POSITIVES, negatives, chunk_size=chunk_size,
-                                            **kw)
+        loss = chunked_contrastive_backward(_encoder(model), ANCHORS, POSITIVES, negatives, chunk_size=chunk_size, **kw)
     after = torch.rand(3)  # where the caller's RNG stream continues
     return loss, [q.grad.clone() for q in model.parameters()], after
 
@@ -146,8 +147,7 @@ def test_chunked_several_negatives_and_no_sync():
     full = full_batch_backward(_encoder(model), ANCHORS, POSITIVES, negatives)
     full_grads = [q.grad.clone() for q in model.parameters()]
     model.zero_grad()
-    loss = chunked_contrastive_backward(_encoder(model), ANCHORS, POSITIVES, negatives, chunk_size=7,
-                                        no_sync=Ctx)
+    loss = chunked_contrastive_backward(_encoder(model), ANCHORS, POSITIVES, negatives, chunk_size=7, no_sync=Ctx)
     assert loss == pytest.approx(full, abs=1e-6)
     assert _max_err([q.grad for q in model.parameters()], full_grads) < 1e-6
     assert len(calls) == 2 + 2 + 4 - 1  # every chunk but the last runs inside no_sync
@@ -183,8 +183,16 @@ def test_invalid_inputs():
 def test_two_process_gather_and_grad_cache(tmp_path):
     script = Path(__file__).with_name("scripts_loss_ddp.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           str(tmp_path / "r.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path / "r.json"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "r.json").read_text())

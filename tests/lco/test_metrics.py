@@ -18,10 +18,12 @@ from genrep.lco.metrics import (
 )
 
 # q0 ranks docs 1, 2, 3, 0; q1 ranks 2, then the tied 0, 1, 3 in index order.
-SCORES = np.array([
-    [0.1, 0.9, 0.5, 0.3],
-    [0.2, 0.2, 0.8, 0.2],
-])
+SCORES = np.array(
+    [
+        [0.1, 0.9, 0.5, 0.3],
+        [0.2, 0.2, 0.8, 0.2],
+    ]
+)
 
 
 def test_rank_documents_descending_with_index_tie_break():
@@ -116,13 +118,15 @@ def test_sts_spearman():
 
 def test_zero_shot_accuracy():
     class_emb = np.eye(3)
-    items = np.array([
-        [1.0, 0.1, 0.0],  # -> 0, true 0
-        [0.2, 1.0, 0.0],  # -> 1, true 1
-        [0.0, 0.0, 1.0],  # -> 2, true 2
-        [1.0, 0.0, 0.5],  # -> 0, true 2
-        [0.9, 1.0, 0.0],  # -> 1, true 0
-    ])
+    items = np.array(
+        [
+            [1.0, 0.1, 0.0],  # -> 0, true 0
+            [0.2, 1.0, 0.0],  # -> 1, true 1
+            [0.0, 0.0, 1.0],  # -> 2, true 2
+            [1.0, 0.0, 0.5],  # -> 0, true 2
+            [0.9, 1.0, 0.0],  # -> 1, true 0
+        ]
+    )
     out = zero_shot_accuracy(items, class_emb * 7.0, [0, 1, 2, 2, 0])
     assert out["accuracy"] == pytest.approx(3 / 5)
     assert out["per_class"] == pytest.approx([1 / 2, 1.0, 1 / 2])

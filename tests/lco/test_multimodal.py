@@ -19,9 +19,13 @@ from .tiny_vlms import tiny_idefics3, tiny_qwen2vl
 BUILDERS = {"qwen2vl": tiny_qwen2vl, "idefics3": tiny_idefics3}
 IMAGE_TOKEN = {"qwen2vl": "<|image_pad|>", "idefics3": "<image>"}
 IMAGE_SUFFIX = "Summarize the above image in one word:"
-TEXTS = ["cat", "a photo of a red cat sitting on a blue mat, next to a small white house under a very wide sky",
-         "the quick brown fox", "embedding models turn sentences and pictures into vectors; the quick brown fox "
-         "jumps over the lazy dog again and again and again"]
+TEXTS = [
+    "cat",
+    "a photo of a red cat sitting on a blue mat, next to a small white house under a very wide sky",
+    "the quick brown fox",
+    "embedding models turn sentences and pictures into vectors; the quick brown fox "
+    "jumps over the lazy dog again and again and again",
+]
 
 
 def _image(h: int, w: int, seed: int) -> Image.Image:
@@ -32,9 +36,11 @@ def _image(h: int, w: int, seed: int) -> Image.Image:
 
 
 IMAGES = [_image(40, 60, 1), _image(64, 24, 2), _image(23, 23, 3), _image(50, 50, 4)]
-INTERLEAVED = [{"text": "a red cat", "image": IMAGES[0]},
-               {"text": "two pictures of a house and a tree under the sky", "image": [IMAGES[1], IMAGES[2]]},
-               {"text": "fox", "image": IMAGES[3]}]
+INTERLEAVED = [
+    {"text": "a red cat", "image": IMAGES[0]},
+    {"text": "two pictures of a house and a tree under the sky", "image": [IMAGES[1], IMAGES[2]]},
+    {"text": "fox", "image": IMAGES[3]},
+]
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
@@ -117,7 +123,7 @@ def test_prompt_puts_suffix_after_the_image(tiny):
     assert image_id == bb.model.config.image_token_id
     positions = [i for i, t in enumerate(ids) if t == image_id]
     assert len(positions) > 1
-    text = bb.tokenizer.decode(ids[positions[-1]:], skip_special_tokens=False)
+    text = bb.tokenizer.decode(ids[positions[-1] :], skip_special_tokens=False)
     assert IMAGE_SUFFIX in text
 
 

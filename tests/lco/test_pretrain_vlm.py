@@ -28,9 +28,20 @@ def tiny_lm(tmp_path_factory):
 
 
 def _cfg(tiny_lm, **kw):
-    base = dict(vlm=TinyVLMConfig(lm=tiny_lm, vision="effnet-lite0-random", image_size=32, grid=1),
-                steps=4, batch_size=4, save_at=[0, 2], train_images=40, eval_images=6, eval_batch_size=4,
-                max_new_tokens=3, log_every=1, checkpoint_every=2, device="cpu", lr=1e-2)
+    base = dict(
+        vlm=TinyVLMConfig(lm=tiny_lm, vision="effnet-lite0-random", image_size=32, grid=1),
+        steps=4,
+        batch_size=4,
+        save_at=[0, 2],
+        train_images=40,
+        eval_images=6,
+        eval_batch_size=4,
+        max_new_tokens=3,
+        log_every=1,
+        checkpoint_every=2,
+        device="cpu",
+        lr=1e-2,
+    )
     base.update(kw)
     return PretrainConfig(**base)
 
@@ -46,7 +57,7 @@ def test_labels_cover_exactly_the_caption_and_eos(tiny_lm):
         want = tok(c + tok.eos_token, add_special_tokens=False)["input_ids"]
         got = b["labels"][i][b["labels"][i] != -100].tolist()
         assert got == want
-        assert b["input_ids"][i, -len(want):].tolist() == want  # at the end: left padding
+        assert b["input_ids"][i, -len(want) :].tolist() == want  # at the end: left padding
     assert int((b["input_ids"] == processor.image_token_id).sum()) == 3  # grid 1: one token per image
     total, count = caption_loss(model, b)
     with torch.no_grad():
@@ -67,8 +78,10 @@ def test_pretraining_saves_a_family_with_scores_and_only_the_projector_moves(tin
     for b in m["backbones"]:
         assert {"caption_loglik", "caption_accuracy", "names_a_class"} <= set(b)
         assert b["caption_loglik"] == pytest.approx(-b["caption_nll"])
-    first, last = load_tinyvlm(tmp_path / "backbones" / "step_000000")[0], load_tinyvlm(
-        tmp_path / "backbones" / "step_000004")[0]
+    first, last = (
+        load_tinyvlm(tmp_path / "backbones" / "step_000000")[0],
+        load_tinyvlm(tmp_path / "backbones" / "step_000004")[0],
+    )
     assert not torch.equal(first.multi_modal_projector[0].weight, last.multi_modal_projector[0].weight)
     for (n, a), (_, b) in zip(first.language_model.named_parameters(), last.language_model.named_parameters()):
         assert torch.equal(a, b), n
@@ -97,9 +110,17 @@ def test_resume_after_a_crash_is_exact(tiny_lm, tmp_path, monkeypatch):
         return real(model, batch)
 
     monkeypatch.setattr(pv, "caption_loss", crashing)
-    monkeypatch.setattr(pv, "generative_score", lambda *a, **k: {"caption_nll": 0.0, "caption_loglik": 0.0,
-                                                                  "caption_accuracy": 0.0, "names_a_class": 0.0,
-                                                                  "samples": []})
+    monkeypatch.setattr(
+        pv,
+        "generative_score",
+        lambda *a, **k: {
+            "caption_nll": 0.0,
+            "caption_loglik": 0.0,
+            "caption_accuracy": 0.0,
+            "names_a_class": 0.0,
+            "samples": [],
+        },
+    )
     with pytest.raises(KeyboardInterrupt):
         pretrain(_cfg(tiny_lm), tmp_path / "b")
     after = {"n": 0}
@@ -123,8 +144,11 @@ def test_lm_lora_pretraining_saves_an_adapter_that_loads_merged(tiny_lm, tmp_pat
     assert (d / "lm_adapter").is_dir()
     model, _ = load_tinyvlm(d)
     base, _ = load_tinyvlm(tmp_path / "backbones" / "step_000000")
-    changed = [n for (n, a), (_, b) in zip(model.language_model.named_parameters(),
-                                          base.language_model.named_parameters()) if not torch.equal(a, b)]
+    changed = [
+        n
+        for (n, a), (_, b) in zip(model.language_model.named_parameters(), base.language_model.named_parameters())
+        if not torch.equal(a, b)
+    ]
     assert changed and all("proj" in n for n in changed)
 
 
@@ -146,8 +170,11 @@ def test_reference_captions_are_fixed_per_image():
 def _fingerprint(run) -> dict:
     import hashlib
 
-    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_resume_rules(tiny_lm, tmp_path):
@@ -156,12 +183,18 @@ def test_resume_rules(tiny_lm, tmp_path):
     out = tmp_path / "run"
     first = pretrain(_cfg(tiny_lm), out)
     before = _fingerprint(out)
-    with pytest.raises(UserError, match=r"lco pretrain-vlm --resume: lr is 0.5 but the checkpoint in .* was trained "
-                                        r"with 0.01 \(start a new --out"):
+    with pytest.raises(
+        UserError,
+        match=r"lco pretrain-vlm --resume: lr is 0.5 but the checkpoint in .* was trained "
+        r"with 0.01 \(start a new --out",
+    ):
         pretrain(_cfg(tiny_lm, lr=0.5), out, resume=True)
     with pytest.raises(UserError, match="vlm.image_size is 64 but"):
-        pretrain(_cfg(tiny_lm, vlm=TinyVLMConfig(lm=tiny_lm, vision="effnet-lite0-random", image_size=64, grid=1)),
-                 out, resume=True)
+        pretrain(
+            _cfg(tiny_lm, vlm=TinyVLMConfig(lm=tiny_lm, vision="effnet-lite0-random", image_size=64, grid=1)),
+            out,
+            resume=True,
+        )
     with pytest.raises(UserError, match="steps is 3 but the checkpoint .* at step 4"):
         pretrain(_cfg(tiny_lm, steps=3), out, resume=True)
     with pytest.raises(UserError, match="holds checkpoints of an earlier run .step 4."):

@@ -85,9 +85,11 @@ def test_embedding_is_independent_of_padding_and_batch(vlm):
     from genrep.lco.backbones import Backbone
 
     emb = EmbeddingModel(Backbone(model, processor, "vlm", "tiny", ("text", "image")))
-    items = [{"image": _images(1, 1)[0], "text": "red"},
-             {"image": _images(1, 2)[0], "text": "a much longer text than the other one"},
-             {"image": [_images(1, 3)[0], _images(1, 4)[0]], "text": "two images"}]  # one key: one padded batch
+    items = [
+        {"image": _images(1, 1)[0], "text": "red"},
+        {"image": _images(1, 2)[0], "text": "a much longer text than the other one"},
+        {"image": [_images(1, 3)[0], _images(1, 4)[0]], "text": "two images"},
+    ]  # one key: one padded batch
     together = emb.encode(items, batch_size=3, sort_by_length=False, show_progress=False)
     alone = np.stack([emb.encode([x], show_progress=False)[0] for x in items])
     assert np.allclose(together, alone, atol=1e-5)
@@ -107,23 +109,26 @@ def test_embedding_is_independent_of_padding_and_batch(vlm):
 def test_greedy_generation_with_cache_matches_step_by_step_argmax(vlm):
     model, processor = vlm
     processor.padding_side = "left"
-    enc = processor(text=[_prompt(processor, 1), _prompt(processor, 1, "a much longer prompt here")],
-                    images=[_images(1, 5), _images(1, 6)])
+    enc = processor(
+        text=[_prompt(processor, 1), _prompt(processor, 1, "a much longer prompt here")],
+        images=[_images(1, 5), _images(1, 6)],
+    )
     new = model.generate(**enc, max_new_tokens=5, eos_token_id=-1)
     ids, mask = enc["input_ids"], enc["attention_mask"]
     with torch.no_grad():
         for t in range(5):
             logits = model(input_ids=ids, attention_mask=mask, pixel_values=enc["pixel_values"]).logits[:, -1]
             assert torch.equal(logits.argmax(-1), new[:, t])
-            ids = torch.cat([ids, new[:, t:t + 1]], 1)
+            ids = torch.cat([ids, new[:, t : t + 1]], 1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
 
 
 def test_generate_needs_left_padding_and_embedding_skips_the_lm_head(vlm):
     model, processor = vlm
     processor.padding_side = "right"
-    enc = processor(text=[_prompt(processor, 1), _prompt(processor, 1, "longer prompt text")],
-                    images=[_images(1), _images(1, 1)])
+    enc = processor(
+        text=[_prompt(processor, 1), _prompt(processor, 1, "longer prompt text")], images=[_images(1), _images(1, 1)]
+    )
     with pytest.raises(UserError, match="left-padded"):
         model.generate(**enc, max_new_tokens=2)
     from genrep.lco.backbones import Backbone
@@ -140,8 +145,9 @@ def test_save_and_load_round_trip(vlm, tmp_path, lm_kind):
     if lm_kind == "adapter":
         from peft import LoraConfig, get_peft_model
 
-        lm = get_peft_model(model.language_model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
-                                                             init_lora_weights=False))
+        lm = get_peft_model(
+            model.language_model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        )
         model.language_model = lm
     elif lm_kind == "weights":
         with torch.no_grad():
@@ -156,8 +162,9 @@ def test_save_and_load_round_trip(vlm, tmp_path, lm_kind):
     assert torch.allclose(want, got, atol=1e-5)
     backbone = load_backbone(str(tmp_path))
     assert backbone.kind == "vlm" and backbone.modalities == ("text", "image")
-    assert set(tower_parameters(backbone.model)) == {n for n, _ in backbone.model.named_parameters()
-                                                     if n.startswith(("vision_tower.", "multi_modal_projector."))}
+    assert set(tower_parameters(backbone.model)) == {
+        n for n, _ in backbone.model.named_parameters() if n.startswith(("vision_tower.", "multi_modal_projector."))
+    }
 
 
 def test_bad_config_is_a_one_line_error(tiny_lm):

@@ -27,8 +27,13 @@ def _rows(n: int = 24) -> list[dict]:
     rows = []
     for i in range(n):
         a, b = WORDS[i % 12], WORDS[(i * 5 + 1) % 12]
-        rows.append({"anchor": f"a {a} and a {b}", "positive": f"the {a} with the {b}",
-                     "negative": f"the {WORDS[(i + 3) % 12]} with the {b}"})
+        rows.append(
+            {
+                "anchor": f"a {a} and a {b}",
+                "positive": f"the {a} with the {b}",
+                "negative": f"the {WORDS[(i + 3) % 12]} with the {b}",
+            }
+        )
     return rows
 
 
@@ -43,8 +48,17 @@ def setup(tmp_path_factory):
 
 def _cfg(setup, **kw) -> TrainConfig:
     lm, data = setup
-    base = dict(backbone=lm, data=str(data), max_steps=6, batch_size=8, warmup_steps=2, log_every=1,
-                checkpoint_every=3, lr=3e-3, device="cpu")
+    base = dict(
+        backbone=lm,
+        data=str(data),
+        max_steps=6,
+        batch_size=8,
+        warmup_steps=2,
+        log_every=1,
+        checkpoint_every=3,
+        lr=3e-3,
+        device="cpu",
+    )
     base.update(kw)
     cfg = TrainConfig(**base)
     cfg.lora.r, cfg.lora.alpha = 4, 8
@@ -117,8 +131,10 @@ def test_merge_soup_and_methods(setup, tmp_path):
     soup([tmp_path / "r1" / "model", tmp_path / "r1" / "model"], tmp_path / "self")
     assert np.abs(load_model(str(tmp_path / "self")).encode(texts, show_progress=False) - merged).max() < 1e-5
     soup([tmp_path / "r1" / "model", tmp_path / "r2" / "model"], tmp_path / "soup")
-    w = {n: load_file(str(p / "model" / "model.safetensors")) for n, p in
-         [("a", tmp_path / "merged"), ("s", tmp_path / "soup")]}
+    w = {
+        n: load_file(str(p / "model" / "model.safetensors"))
+        for n, p in [("a", tmp_path / "merged"), ("s", tmp_path / "soup")]
+    }
     merge(tmp_path / "r2" / "model", tmp_path / "merged2")
     w["b"] = load_file(str(tmp_path / "merged2" / "model" / "model.safetensors"))
     key = next(k for k in w["s"] if "q_proj" in k)
@@ -140,8 +156,16 @@ def test_text_only_training_leaves_vision_weights_unchanged(tmp_path):
     from genrep.lco.backbones import load_backbone, tower_parameters
 
     before = {k: v.clone() for k, v in tower_parameters(load_backbone(str(tmp_path / "vlm")).model).items()}
-    cfg = TrainConfig(backbone=str(tmp_path / "vlm"), data=str(data), max_steps=2, batch_size=4, warmup_steps=1,
-                      lr=1e-2, device="cpu", log_every=1)
+    cfg = TrainConfig(
+        backbone=str(tmp_path / "vlm"),
+        data=str(data),
+        max_steps=2,
+        batch_size=4,
+        warmup_steps=1,
+        lr=1e-2,
+        device="cpu",
+        log_every=1,
+    )
     cfg.lora.r, cfg.lora.alpha = 4, 8
     train(cfg, tmp_path / "run")
     merged = load_model(str(tmp_path / "run" / "model"))
@@ -156,12 +180,48 @@ def test_text_only_training_leaves_vision_weights_unchanged(tmp_path):
 def test_two_process_training_matches_one_process(setup, tmp_path):
     """torchrun with 2 ranks (gloo), gather=full, no dropout: the same adapter as one process on the whole batch."""
     lm, data = setup
-    args = ["lco", "train", "--backbone", lm, "--data", str(data), "--max-steps", "2", "--batch-size", "8",
-            "--set", "lora.r=4", "--set", "lora.alpha=8", "--set", "lora.dropout=0.0", "--set", "gather=full",
-            "--set", "warmup_steps=1", "--set", "lr=0.01", "--set", "device=cpu", "--set", "log_every=1"]
+    args = [
+        "lco",
+        "train",
+        "--backbone",
+        lm,
+        "--data",
+        str(data),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--set",
+        "lora.r=4",
+        "--set",
+        "lora.alpha=8",
+        "--set",
+        "lora.dropout=0.0",
+        "--set",
+        "gather=full",
+        "--set",
+        "warmup_steps=1",
+        "--set",
+        "lr=0.01",
+        "--set",
+        "device=cpu",
+        "--set",
+        "log_every=1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GENREP_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "genrep",
-           *args, "--out", str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "genrep",
+        *args,
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     main([*args, "--out", str(tmp_path / "one")])
@@ -174,11 +234,41 @@ def test_two_process_training_matches_one_process(setup, tmp_path):
 
 def test_cli_eval_writes_headline_metrics(setup, tmp_path, capsys):
     lm, data = setup
-    main(["lco", "train", "--backbone", lm, "--data", str(data), "--max-steps", "1", "--batch-size", "8",
-          "--set", "lora.r=2", "--set", "device=cpu", "--out", str(tmp_path / "run")])
+    main(
+        [
+            "lco",
+            "train",
+            "--backbone",
+            lm,
+            "--data",
+            str(data),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--set",
+            "lora.r=2",
+            "--set",
+            "device=cpu",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     pytest.importorskip("hsk_sentences_audio")
-    main(["lco", "eval", "--model", str(tmp_path / "run"), "--task", "hsk-retrieval", "--limit", "30",
-          "--out", str(tmp_path / "ev")])
+    main(
+        [
+            "lco",
+            "eval",
+            "--model",
+            str(tmp_path / "run"),
+            "--task",
+            "hsk-retrieval",
+            "--limit",
+            "30",
+            "--out",
+            str(tmp_path / "ev"),
+        ]
+    )
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     for key in ("recall@1", "ndcg@10", "anisotropy"):
         assert 0.0 <= m[key] <= 1.0
@@ -232,15 +322,44 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 def _fingerprint(run: Path) -> dict:
     import hashlib
 
-    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _train_argv(setup, out: Path, *extra) -> list[str]:
     lm, data = setup
-    return ["lco", "train", "--backbone", lm, "--data", str(data), "--max-steps", "4", "--batch-size", "8",
-            "--lr", "0.003", "--set", "warmup_steps=2", "--set", "log_every=1", "--set", "checkpoint_every=2",
-            "--set", "device=cpu", "--set", "lora.r=4", "--set", "lora.alpha=8", "--out", str(out), *extra]
+    return [
+        "lco",
+        "train",
+        "--backbone",
+        lm,
+        "--data",
+        str(data),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.003",
+        "--set",
+        "warmup_steps=2",
+        "--set",
+        "log_every=1",
+        "--set",
+        "checkpoint_every=2",
+        "--set",
+        "device=cpu",
+        "--set",
+        "lora.r=4",
+        "--set",
+        "lora.alpha=8",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _log(run: Path) -> list[dict]:
@@ -250,11 +369,15 @@ def _log(run: Path) -> list[dict]:
 def test_resume_refuses_other_settings_and_writes_nothing(setup, lco_done, tmp_path, capsys):
     run = _copy(lco_done, tmp_path)
     before = _fingerprint(run)
-    for extra, msg in ((["--resume", "--lr", "0.1"], f"lco train --resume: lr is 0.1 but the checkpoint in {run} "
-                                                     "was trained with 0.003"),
-                       (["--resume", "--set", "lora.r=8"], "lora.r is 8 but"),
-                       (["--resume", "--max-steps", "3"], "max_steps is 3 but the checkpoint"),
-                       ([], "holds checkpoints of an earlier run (step 4); pass --resume")):
+    for extra, msg in (
+        (
+            ["--resume", "--lr", "0.1"],
+            f"lco train --resume: lr is 0.1 but the checkpoint in {run} was trained with 0.003",
+        ),
+        (["--resume", "--set", "lora.r=8"], "lora.r is 8 but"),
+        (["--resume", "--max-steps", "3"], "max_steps is 3 but the checkpoint"),
+        ([], "holds checkpoints of an earlier run (step 4); pass --resume"),
+    ):
         with pytest.raises(SystemExit) as e:
             main(_train_argv(setup, run, *extra))
         err = capsys.readouterr().err
@@ -284,9 +407,13 @@ def test_raised_budget_on_resume_is_recorded_and_fresh_starts_over(setup, lco_do
     m = train(_cfg(setup, max_steps=5, checkpoint_every=2, chunk_size=4), run, resume=True)  # chunk_size: memory only
     rows = _log(run)
     (event,) = [r for r in rows if "event" in r]
-    assert (event["step"], event["from"], event["to"]) == (4, 4, 5) and "LR schedule follows max_steps=5" in event["note"]
+    assert (event["step"], event["from"], event["to"]) == (4, 4, 5) and "LR schedule follows max_steps=5" in event[
+        "note"
+    ]
     assert [r["step"] for r in rows if "event" not in r] == [1, 2, 3, 4, 5]
     assert m["resumed_from"] == 4 and json.loads((run / "metrics.json").read_text())["max_steps_changed"][0]["to"] == 5
     train(_cfg(setup, max_steps=2, checkpoint_every=2), run, fresh=True)
     assert [s for s, _ in Checkpointer(run / "checkpoints").all()] == [2]
-    assert [r["step"] for r in _log(run)] == [1, 2] and "resumed_from" not in json.loads((run / "metrics.json").read_text())
+    assert [r["step"] for r in _log(run)] == [1, 2] and "resumed_from" not in json.loads(
+        (run / "metrics.json").read_text()
+    )

@@ -60,10 +60,23 @@ IDEFICS3_CHAT_TEMPLATE = (
     "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
-QWEN2VL_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                    "<|image_pad|>", "<|video_pad|>"]
-IDEFICS3_SPECIALS = (["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
-                      "<global-img>"] + [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)])
+QWEN2VL_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+IDEFICS3_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<global-img>",
+] + [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
 
 
 def _tokenizer(specials: list[str], **kwargs):
@@ -74,8 +87,12 @@ def _tokenizer(specials: list[str], **kwargs):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
@@ -114,25 +131,47 @@ def tiny_qwen2vl(tmp_dir=None) -> Backbone:
     import transformers
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    image_processor_class = (getattr(transformers, "Qwen2VLImageProcessorPil", None)
-                             or transformers.Qwen2VLImageProcessor)
-    tokenizer = _tokenizer(QWEN2VL_SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                           extra_special_tokens=QWEN2VL_SPECIALS[1:])
+    image_processor_class = (
+        getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
+    )
+    tokenizer = _tokenizer(
+        QWEN2VL_SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_special_tokens=QWEN2VL_SPECIALS[1:]
+    )
     ids = tokenizer.convert_tokens_to_ids
-    image_processor = image_processor_class(patch_size=8, merge_size=2, temporal_patch_size=2,
-                                            min_pixels=16 * 16, max_pixels=64 * 64)
-    processor = _qwen2vl_processor_class()(image_processor=image_processor, tokenizer=tokenizer,
-                                           chat_template=QWEN2VL_CHAT_TEMPLATE)
+    image_processor = image_processor_class(
+        patch_size=8, merge_size=2, temporal_patch_size=2, min_pixels=16 * 16, max_pixels=64 * 64
+    )
+    processor = _qwen2vl_processor_class()(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2VL_CHAT_TEMPLATE
+    )
     config = Qwen2VLConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-                         bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
-                         pad_token_id=ids("<|endoftext|>")),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=8,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            bos_token_id=ids("<|endoftext|>"),
+            eos_token_id=ids("<|im_end|>"),
+            pad_token_id=ids("<|endoftext|>"),
+        ),
+        vision_config=dict(
+            depth=1,
+            embed_dim=32,
+            hidden_size=64,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=8,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
     )
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(config).eval()
@@ -148,23 +187,48 @@ def tiny_idefics3(tmp_dir=None) -> Backbone:
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
 
     # the PIL backend (transformers 5 names it ...Pil; the plain name needs torchvision there)
-    image_processor_class = (getattr(transformers, "Idefics3ImageProcessorPil", None)
-                             or transformers.Idefics3ImageProcessor)
-    tokenizer = _tokenizer(IDEFICS3_SPECIALS, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
-                           pad_token="<|endoftext|>", extra_special_tokens=IDEFICS3_SPECIALS[2:])
+    image_processor_class = (
+        getattr(transformers, "Idefics3ImageProcessorPil", None) or transformers.Idefics3ImageProcessor
+    )
+    tokenizer = _tokenizer(
+        IDEFICS3_SPECIALS,
+        bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=IDEFICS3_SPECIALS[2:],
+    )
     ids = tokenizer.convert_tokens_to_ids
-    image_processor = image_processor_class(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
-                                            do_image_splitting=True)
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
-                                  chat_template=IDEFICS3_CHAT_TEMPLATE)
+    image_processor = image_processor_class(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4, chat_template=IDEFICS3_CHAT_TEMPLATE
+    )
     config = Idefics3Config(
-        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, bos_token_id=ids("<|im_start|>"),
-                         eos_token_id=ids("<end_of_utterance>"), pad_token_id=ids("<|endoftext|>")),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        scale_factor=2, image_token_id=ids("<image>"), pad_token_id=ids("<|endoftext|>"),
+        text_config=dict(
+            model_type="llama",
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            bos_token_id=ids("<|im_start|>"),
+            eos_token_id=ids("<end_of_utterance>"),
+            pad_token_id=ids("<|endoftext|>"),
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        scale_factor=2,
+        image_token_id=ids("<image>"),
+        pad_token_id=ids("<|endoftext|>"),
     )
     torch.manual_seed(0)
     model = Idefics3ForConditionalGeneration(config).eval()
@@ -184,13 +248,23 @@ def tiny_causal_lm(tmp_dir) -> str:
     LoRA dropout, padding and the trainer run on it in well under a second per step."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = _tokenizer(QWEN2VL_SPECIALS[:3], eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                           bos_token="<|endoftext|>")
+    tokenizer = _tokenizer(
+        QWEN2VL_SPECIALS[:3], eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
     tokenizer.chat_template = CHATML_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     os.makedirs(tmp_dir, exist_ok=True)

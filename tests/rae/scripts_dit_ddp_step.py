@@ -13,11 +13,29 @@ from genrep.rae.train_dit import train_step
 
 info = init_distributed()
 torch.set_num_threads(1)
-cfg = dit_config("ditdh-tiny", in_channels=8, grid=2, num_classes=3, class_dropout=0.0, width=32, depth=2,
-                 heads=2, head_width=48, head_depth=1, head_heads=2)
+cfg = dit_config(
+    "ditdh-tiny",
+    in_channels=8,
+    grid=2,
+    num_classes=3,
+    class_dropout=0.0,
+    width=32,
+    depth=2,
+    heads=2,
+    head_width=48,
+    head_depth=1,
+    head_heads=2,
+)
 g = torch.Generator().manual_seed(0)
-batches = [(torch.randn(8, 8, 2, 2, generator=g), torch.randint(0, 3, (8,), generator=g),
-            torch.rand(8, generator=g), torch.randn(8, 8, 2, 2, generator=g)) for _ in range(2)]
+batches = [
+    (
+        torch.randn(8, 8, 2, 2, generator=g),
+        torch.randint(0, 3, (8,), generator=g),
+        torch.rand(8, generator=g),
+        torch.randn(8, 8, 2, 2, generator=g),
+    )
+    for _ in range(2)
+]
 
 
 def make():
@@ -47,7 +65,12 @@ if info.is_main:
         ref_ema.update(ref)
     err = max(float((a - b).detach().abs().max()) for a, b in zip(model.parameters(), ref.parameters()))
     moved = max(float((a - b).detach().abs().max()) for a, b in zip(model.parameters(), make()[0].parameters()))
-    ema_err = max(float((a - b).detach().abs().max()) for a, b in zip(ema.module.parameters(), ref_ema.module.parameters()))
+    ema_err = max(
+        float((a - b).detach().abs().max()) for a, b in zip(ema.module.parameters(), ref_ema.module.parameters())
+    )
     norm_err = max(abs(a - b) / b for a, b in zip(norms, ref_norms))
-    json.dump({"param_err": err, "ema_err": ema_err, "moved": moved, "norm_rel_err": norm_err, "norms": norms}, open(sys.argv[1], "w"))
+    json.dump(
+        {"param_err": err, "ema_err": ema_err, "moved": moved, "norm_rel_err": norm_err, "norms": norms},
+        open(sys.argv[1], "w"),
+    )
 cleanup()

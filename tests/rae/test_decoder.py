@@ -19,9 +19,24 @@ def test_every_size_has_the_paper_dims_and_maps_grid_to_pixels(size):
 
 
 def test_paper_sizes():
-    assert (DECODER_SIZES["B"].width, DECODER_SIZES["B"].depth, DECODER_SIZES["B"].heads, DECODER_SIZES["B"].mlp) == (768, 12, 12, 3072)
-    assert (DECODER_SIZES["L"].width, DECODER_SIZES["L"].depth, DECODER_SIZES["L"].heads, DECODER_SIZES["L"].mlp) == (1024, 24, 16, 4096)
-    assert (DECODER_SIZES["XL"].width, DECODER_SIZES["XL"].depth, DECODER_SIZES["XL"].heads, DECODER_SIZES["XL"].mlp) == (1152, 28, 16, 4096)
+    assert (DECODER_SIZES["B"].width, DECODER_SIZES["B"].depth, DECODER_SIZES["B"].heads, DECODER_SIZES["B"].mlp) == (
+        768,
+        12,
+        12,
+        3072,
+    )
+    assert (DECODER_SIZES["L"].width, DECODER_SIZES["L"].depth, DECODER_SIZES["L"].heads, DECODER_SIZES["L"].mlp) == (
+        1024,
+        24,
+        16,
+        4096,
+    )
+    assert (
+        DECODER_SIZES["XL"].width,
+        DECODER_SIZES["XL"].depth,
+        DECODER_SIZES["XL"].heads,
+        DECODER_SIZES["XL"].mlp,
+    ) == (1152, 28, 16, 4096)
 
 
 @pytest.mark.parametrize("size, paper_gflops", [("B", 22.2), ("L", 78.1), ("XL", 106.7)])
@@ -67,4 +82,8 @@ def test_tiny_and_s_parameter_counts():
     per_block = lambda w, m: 4 * w * w + 2 * w * m
     assert num_params(tiny) == pytest.approx(4 * per_block(192, 768), rel=0.15)
     assert num_params(s) == pytest.approx(12 * per_block(384, 1536), rel=0.1)
-    assert math.isclose(s.flops_per_image() / tiny.flops_per_image(), 12 * per_block(384, 1536) / (4 * per_block(192, 768)), rel_tol=0.15)
+    assert math.isclose(
+        s.flops_per_image() / tiny.flops_per_image(),
+        12 * per_block(384, 1536) / (4 * per_block(192, 768)),
+        rel_tol=0.15,
+    )

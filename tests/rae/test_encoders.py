@@ -99,7 +99,9 @@ def test_preprocess_resizes_and_normalises(effnet):
 
 def _tiny_dinov2():
     torch.manual_seed(0)
-    cfg = transformers.Dinov2WithRegistersConfig(**TINY, mlp_ratio=2, patch_size=14, image_size=56, num_register_tokens=4)
+    cfg = transformers.Dinov2WithRegistersConfig(
+        **TINY, mlp_ratio=2, patch_size=14, image_size=56, num_register_tokens=4
+    )
     model = transformers.Dinov2WithRegistersModel(cfg)
     _randomise_final_ln(model.layernorm)
     return model
@@ -124,7 +126,9 @@ def test_dinov2_drops_cls_and_registers_and_the_ln_affine():
 
 def test_dinov2_register_count_comes_from_config():
     torch.manual_seed(0)
-    cfg = transformers.Dinov2WithRegistersConfig(**TINY, mlp_ratio=2, patch_size=14, image_size=56, num_register_tokens=2)
+    cfg = transformers.Dinov2WithRegistersConfig(
+        **TINY, mlp_ratio=2, patch_size=14, image_size=56, num_register_tokens=2
+    )
     model = transformers.Dinov2WithRegistersModel(cfg)
     enc = hf_encoder_from_model("dinov2-reg-s", model, input_size=56)
     x = torch.rand(1, 3, 56, 56)
@@ -177,7 +181,9 @@ def test_mae_keeps_all_patches_in_order_and_drops_cls():
 def test_hf_encoder_loads_from_a_local_directory_and_spec_round_trips(tmp_path):
     model = _tiny_dinov2()
     model.save_pretrained(tmp_path)
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.2, 0.2]}))
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.2, 0.2]})
+    )
     enc = build_encoder("dinov2-reg-b", source=str(tmp_path), input_size=56)
     assert enc.pixel_mean == (0.5, 0.4, 0.3) and enc.pixel_std == (0.2, 0.2, 0.2)  # read from the processor config
     assert enc.latent_shape == (32, 4, 4)
@@ -227,8 +233,14 @@ def _tiny_siglip_full():
 def _tiny_mae_pretraining():
     torch.manual_seed(0)
     cfg = transformers.ViTMAEConfig(
-        **TINY, intermediate_size=64, image_size=16, patch_size=4, decoder_hidden_size=16,
-        decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
+        **TINY,
+        intermediate_size=64,
+        image_size=16,
+        patch_size=4,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
     )
     return transformers.ViTMAEForPreTraining(cfg)
 

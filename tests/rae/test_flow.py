@@ -60,8 +60,10 @@ def test_alpha_one_is_the_identity():
 
 def test_interpolant_endpoints_and_velocity_is_its_time_derivative():
     g = torch.Generator().manual_seed(0)
-    x, eps = torch.randn(5, 3, 2, 2, generator=g, dtype=torch.float64), torch.randn(5, 3, 2, 2, generator=g,
-                                                                                      dtype=torch.float64)
+    x, eps = (
+        torch.randn(5, 3, 2, 2, generator=g, dtype=torch.float64),
+        torch.randn(5, 3, 2, 2, generator=g, dtype=torch.float64),
+    )
     assert torch.equal(interpolate(x, eps, torch.zeros(5)), x)
     assert torch.equal(interpolate(x, eps, torch.ones(5)), eps)
     t, h = torch.rand(5, generator=g, dtype=torch.float64) * 0.8 + 0.1, 1e-6
@@ -238,8 +240,9 @@ def test_make_guided_velocity_none_cfg_and_autoguidance():
         ag = make_guided_velocity(model, y, guidance="autoguidance", scale=1.42, guide_model=guide)
         assert torch.allclose(ag(x, t_in), v_g + 1.42 * (v_c - v_g), atol=1e-5)
         assert model.batches == [4] and guide.batches == [4]
-        ag_iv = make_guided_velocity(model, y, guidance="autoguidance", scale=1.42, interval=(0.0, 0.7),
-                                     guide_model=guide)
+        ag_iv = make_guided_velocity(
+            model, y, guidance="autoguidance", scale=1.42, interval=(0.0, 0.7), guide_model=guide
+        )
         assert torch.allclose(ag_iv(x, t_out), model(x, t_out, y)) and guide.batches == [4]
         unit = make_guided_velocity(model, y, guidance="autoguidance", scale=1.0, guide_model=guide)
         assert torch.equal(unit(x, t_in), v_c) and guide.batches == [4]

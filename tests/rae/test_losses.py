@@ -211,9 +211,7 @@ def test_discriminator_shape_and_trainable_params(disc):
     assert logits.shape == (3, 4)
     trainable = {n for n, p in disc.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("heads.") for n in trainable)
-    assert sum(p.numel() for p in disc.trainable_parameters()) == sum(
-        p.numel() for p in disc.heads.parameters()
-    )
+    assert sum(p.numel() for p in disc.trainable_parameters()) == sum(p.numel() for p in disc.heads.parameters())
     assert all(not p.requires_grad for p in disc.backbone.parameters())
 
 

@@ -180,7 +180,9 @@ def test_frechet_distance_diagonal_closed_form():
     expected = np.sum((mu1 - mu2) ** 2) + np.sum(v1 + v2 - 2 * np.sqrt(v1 * v2))
     assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-10)
     # 1-d scalars work too: (1 - 3)^2 + (4 + 1 - 2 * 2) = 5
-    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])) == pytest.approx(5.0)
+    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])) == pytest.approx(
+        5.0
+    )
 
 
 def test_frechet_distance_identical_zero_and_symmetric():

@@ -19,13 +19,25 @@ from genrep.rae.train_dit import TrainDiTConfig, train_dit
 def rae_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("stage2")
     cache_latents(build_encoder("effnet-lite0"), "fashion-mnist", base / "latents", limit=120, batch_size=60)
-    train_decoder(TrainDecoderConfig(latents=base / "latents", max_steps=3, batch_size=8, perceptual="none",
-                                     log_every=1, checkpoint_every=3, device="cpu"), base / "rae")
+    train_decoder(
+        TrainDecoderConfig(
+            latents=base / "latents",
+            max_steps=3,
+            batch_size=8,
+            perceptual="none",
+            log_every=1,
+            checkpoint_every=3,
+            device="cpu",
+        ),
+        base / "rae",
+    )
     return base / "rae"
 
 
 def _cfg(rae_run, **kw):
-    base = dict(rae=rae_run, model="dit-tiny", max_steps=12, batch_size=8, log_every=2, checkpoint_every=6, device="cpu")
+    base = dict(
+        rae=rae_run, model="dit-tiny", max_steps=12, batch_size=8, log_every=2, checkpoint_every=6, device="cpu"
+    )
     base.update(kw)
     return TrainDiTConfig(**base)
 
@@ -81,16 +93,64 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(rae_ru
 
 def test_sample_and_eval_commands(rae_run, tmp_path, capsys):
     train_dit(_cfg(rae_run, max_steps=4), tmp_path / "dit")
-    main(["rae", "sample", "--dit", str(tmp_path / "dit"), "--num", "20", "--steps", "3", "--guidance", "cfg",
-          "--scale", "1.5", "--set", "per_class=2", "--out", str(tmp_path / "samples")])
+    main(
+        [
+            "rae",
+            "sample",
+            "--dit",
+            str(tmp_path / "dit"),
+            "--num",
+            "20",
+            "--steps",
+            "3",
+            "--guidance",
+            "cfg",
+            "--scale",
+            "1.5",
+            "--set",
+            "per_class=2",
+            "--out",
+            str(tmp_path / "samples"),
+        ]
+    )
     data = np.load(tmp_path / "samples" / "samples.npz")
     assert data["arr_0"].shape == (20, 28, 28, 3) and data["arr_0"].dtype == np.uint8
     assert np.bincount(data["labels"], minlength=10).tolist() == [2] * 10
     assert (tmp_path / "samples" / "figures" / "grid.png").exists()
-    main(["rae", "sample", "--dit", str(tmp_path / "dit"), "--num", "10", "--steps", "2", "--sampler", "heun",
-          "--guidance", "autoguidance", "--set", f"guide={tmp_path / 'dit'}", "--out", str(tmp_path / "ag")])
-    main(["rae", "eval", "--samples", str(tmp_path / "samples"), "--set", "real_limit=20",
-          "--set", "classifier_train=60", "--out", str(tmp_path / "eval")])
+    main(
+        [
+            "rae",
+            "sample",
+            "--dit",
+            str(tmp_path / "dit"),
+            "--num",
+            "10",
+            "--steps",
+            "2",
+            "--sampler",
+            "heun",
+            "--guidance",
+            "autoguidance",
+            "--set",
+            f"guide={tmp_path / 'dit'}",
+            "--out",
+            str(tmp_path / "ag"),
+        ]
+    )
+    main(
+        [
+            "rae",
+            "eval",
+            "--samples",
+            str(tmp_path / "samples"),
+            "--set",
+            "real_limit=20",
+            "--set",
+            "classifier_train=60",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {"fd_effnet", "precision", "recall", "class_accuracy", "classifier_real_accuracy"} <= set(m)
     assert 0 <= m["class_accuracy"] <= 1 and m["fid"] is None
@@ -106,9 +166,32 @@ def test_train_dit_runs_data_parallel_under_torchrun(rae_run, tmp_path):
     import sys
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GENREP_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "genrep",
-           "rae", "train-dit", "--rae", str(rae_run), "--model", "dit-tiny", "--max-steps", "2", "--batch-size", "4",
-           "--set", "log_every=1", "--set", "device=cpu", "--out", str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "genrep",
+        "rae",
+        "train-dit",
+        "--rae",
+        str(rae_run),
+        "--model",
+        "dit-tiny",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--set",
+        "log_every=1",
+        "--set",
+        "device=cpu",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()]
@@ -124,8 +207,16 @@ def test_two_process_train_dit_step_equals_one_process_on_the_concatenated_batch
 
     script = Path(__file__).with_name("scripts_dit_ddp_step.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           str(tmp_path / "r.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path / "r.json"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "r.json").read_text())
@@ -170,12 +261,16 @@ def test_eval_caches_the_real_features(tmp_path, monkeypatch):
     second = ev.evaluate(cfg, tmp_path / "e2")
     assert second["fd_effnet"] == first["fd_effnet"] and second["class_accuracy"] == first["class_accuracy"]
     with pytest.raises(AssertionError, match="loaded again"):
-        ev.evaluate(ev.EvalConfig(samples=tmp_path / "s.npz", real_limit=21, classifier_train=30, device="cpu"), tmp_path / "e3")
+        ev.evaluate(
+            ev.EvalConfig(samples=tmp_path / "s.npz", real_limit=21, classifier_train=30, device="cpu"), tmp_path / "e3"
+        )
 
 
 def test_train_dit_writes_periodic_sample_grids_and_evaluations(rae_run, tmp_path):
-    m = train_dit(_cfg(rae_run, max_steps=4, sample_every=2, eval_every=2, eval_num=20, eval_steps=2, eval_real=20),
-                  tmp_path / "dit")
+    m = train_dit(
+        _cfg(rae_run, max_steps=4, sample_every=2, eval_every=2, eval_num=20, eval_steps=2, eval_real=20),
+        tmp_path / "dit",
+    )
     figs = sorted(p.name for p in (tmp_path / "dit" / "figures").glob("samples-step-*.png"))
     assert figs == ["samples-step-00000002.png", "samples-step-00000004.png"]
     rows = [json.loads(line) for line in (tmp_path / "dit" / "eval_log.jsonl").read_text().splitlines()]
@@ -187,8 +282,12 @@ def test_train_dit_writes_periodic_sample_grids_and_evaluations(rae_run, tmp_pat
 def dit_done(rae_run, tmp_path_factory):
     """A finished 4-step train-dit run with checkpoints at 2 and 4 and evaluations at 2 and 4."""
     out = tmp_path_factory.mktemp("dit_done") / "run"
-    train_dit(_cfg(rae_run, max_steps=4, log_every=1, checkpoint_every=2, eval_every=2, eval_num=20, eval_steps=2,
-                   eval_real=20), out)
+    train_dit(
+        _cfg(
+            rae_run, max_steps=4, log_every=1, checkpoint_every=2, eval_every=2, eval_num=20, eval_steps=2, eval_real=20
+        ),
+        out,
+    )
     return out
 
 
@@ -201,14 +300,43 @@ def _copy(run, tmp_path):
 def _fingerprint(run) -> dict:
     import hashlib
 
-    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _dit_argv(rae_run, out, *extra):
-    return ["rae", "train-dit", "--rae", str(rae_run), "--model", "dit-tiny", "--max-steps", "4", "--batch-size", "8",
-            "--set", "log_every=1", "--set", "checkpoint_every=2", "--set", "eval_every=2", "--set", "eval_num=20",
-            "--set", "eval_steps=2", "--set", "eval_real=20", "--set", "device=cpu", "--out", str(out), *extra]
+    return [
+        "rae",
+        "train-dit",
+        "--rae",
+        str(rae_run),
+        "--model",
+        "dit-tiny",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--set",
+        "log_every=1",
+        "--set",
+        "checkpoint_every=2",
+        "--set",
+        "eval_every=2",
+        "--set",
+        "eval_num=20",
+        "--set",
+        "eval_steps=2",
+        "--set",
+        "eval_real=20",
+        "--set",
+        "device=cpu",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _rows(path) -> list[dict]:
@@ -254,8 +382,10 @@ def test_train_dit_resume_with_nothing_left_re_exports_the_checkpoint(rae_run, d
     exported = load_file(str(run / "model" / "dit.safetensors"))
     assert ema.keys() == exported.keys() and all(torch.equal(ema[k], exported[k]) for k in ema)
     assert not stale.exists()
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002.safetensors",
-                                                                      "step-00000004.safetensors"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step-00000002.safetensors",
+        "step-00000004.safetensors",
+    ]
 
 
 def test_train_dit_raised_budget_is_recorded_and_fresh_starts_over(rae_run, dit_done, tmp_path):

@@ -18,8 +18,16 @@ from genrep.rae.train_decoder import TrainDecoderConfig, train_decoder
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("latents")
-    cache_latents(build_encoder("effnet-lite0"), "fashion-mnist", out, split="train", image_size=28,
-                  limit=256, batch_size=64, shard_size=100)
+    cache_latents(
+        build_encoder("effnet-lite0"),
+        "fashion-mnist",
+        out,
+        split="train",
+        image_size=28,
+        limit=256,
+        batch_size=64,
+        shard_size=100,
+    )
     return out
 
 
@@ -35,15 +43,33 @@ def test_cache_holds_latents_targets_and_exact_stats(cache_dir):
 def test_cache_resumes_by_skipping_finished_shards(cache_dir):
     before = (cache_dir / "shard-00001.safetensors").stat().st_mtime_ns
     (cache_dir / "shard-00002.safetensors").unlink()  # as if the job died before the last shard
-    cache_latents(build_encoder("effnet-lite0"), "fashion-mnist", cache_dir, split="train", image_size=28,
-                  limit=256, batch_size=64, shard_size=100)
+    cache_latents(
+        build_encoder("effnet-lite0"),
+        "fashion-mnist",
+        cache_dir,
+        split="train",
+        image_size=28,
+        limit=256,
+        batch_size=64,
+        shard_size=100,
+    )
     assert (cache_dir / "shard-00001.safetensors").stat().st_mtime_ns == before
     assert load_cache(cache_dir).latents.shape[0] == 256
 
 
 def _cfg(cache_dir, **kw):
-    base = dict(latents=cache_dir, decoder="tiny", max_steps=40, batch_size=16, lr=1e-3, warmup_steps=5,
-                perceptual="none", log_every=5, checkpoint_every=10, device="cpu")
+    base = dict(
+        latents=cache_dir,
+        decoder="tiny",
+        max_steps=40,
+        batch_size=16,
+        lr=1e-3,
+        warmup_steps=5,
+        perceptual="none",
+        log_every=5,
+        checkpoint_every=10,
+        device="cpu",
+    )
     base.update(kw)
     return TrainDecoderConfig(**base)
 
@@ -56,7 +82,9 @@ def test_short_training_lowers_the_loss_and_saves_a_loadable_rae(cache_dir, tmp_
     rae = RAE.from_pretrained(tmp_path / "run" / "model")
     x = load_cache(cache_dir).target(torch.arange(4))
     assert rae(x).shape == (4, 3, 28, 28)
-    assert (tmp_path / "run" / "config.yaml").exists() and json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 40
+    assert (tmp_path / "run" / "config.yaml").exists() and json.loads((tmp_path / "run" / "metrics.json").read_text())[
+        "steps"
+    ] == 40
 
 
 def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path, monkeypatch):
@@ -112,8 +140,11 @@ def _fingerprint(run) -> dict:
     """Hashes of every file in the run directory (a refused command must leave them all as they were)."""
     import hashlib
 
-    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _cli(argv, capsys) -> tuple[int, str, str]:
@@ -127,9 +158,33 @@ def _cli(argv, capsys) -> tuple[int, str, str]:
 
 
 def _decoder_argv(cache_dir, out, *extra):
-    return ["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "tiny", "--max-steps", "8",
-            "--batch-size", "16", "--set", "lr=0.001", "--set", "warmup_steps=5", "--set", "perceptual=none",
-            "--set", "log_every=2", "--set", "checkpoint_every=4", "--set", "device=cpu", "--out", str(out), *extra]
+    return [
+        "rae",
+        "train-decoder",
+        "--latents",
+        str(cache_dir),
+        "--decoder",
+        "tiny",
+        "--max-steps",
+        "8",
+        "--batch-size",
+        "16",
+        "--set",
+        "lr=0.001",
+        "--set",
+        "warmup_steps=5",
+        "--set",
+        "perceptual=none",
+        "--set",
+        "log_every=2",
+        "--set",
+        "checkpoint_every=4",
+        "--set",
+        "device=cpu",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_resume_with_a_changed_setting_is_one_line_and_writes_nothing(cache_dir, done_run, tmp_path, capsys):
@@ -163,8 +218,11 @@ def test_resume_with_nothing_left_re_exports_the_checkpoint(cache_dir, done_run,
     assert m["steps"] == 8 and m["resumed_from"] == 8 and m["final"] == log[-1] and m["final"]["step"] == 8
     assert [r["step"] for r in log] == [2, 4, 6, 8]
     ema = load_model_weights(run / "checkpoints" / "step-00000008.safetensors", "ema")
-    exported = {k.removeprefix("decoder."): v for k, v in load_file(str(run / "model" / "rae.safetensors")).items()
-                if k.startswith("decoder.")}
+    exported = {
+        k.removeprefix("decoder."): v
+        for k, v in load_file(str(run / "model" / "rae.safetensors")).items()
+        if k.startswith("decoder.")
+    }
     assert ema.keys() == exported.keys() and all(torch.equal(ema[k], exported[k]) for k in ema)
     assert [s for s, _ in Checkpointer(run / "checkpoints").all()] == [4, 8]
 
@@ -206,16 +264,52 @@ def test_reconstruct_writes_the_metric_contract(cache_dir, tmp_path):
 
 
 def test_cli_contract_and_user_errors(cache_dir, tmp_path, capsys):
-    main(["rae", "cache-latents", "--encoder", "effnet-lite0", "--dataset", "fashion-mnist", "--limit", "8",
-          "--out", str(tmp_path / "c")])
+    main(
+        [
+            "rae",
+            "cache-latents",
+            "--encoder",
+            "effnet-lite0",
+            "--dataset",
+            "fashion-mnist",
+            "--limit",
+            "8",
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["num_items"] == 8
     assert "effnet-lite0" in (tmp_path / "c" / "config.yaml").read_text()
-    main(["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "tiny", "--max-steps", "4",
-          "--out", str(tmp_path / "cli"), "--noise-tau", "0.8", "--set", "perceptual=none", "--set", "batch_size=8"])
+    main(
+        [
+            "rae",
+            "train-decoder",
+            "--latents",
+            str(cache_dir),
+            "--decoder",
+            "tiny",
+            "--max-steps",
+            "4",
+            "--out",
+            str(tmp_path / "cli"),
+            "--noise-tau",
+            "0.8",
+            "--set",
+            "perceptual=none",
+            "--set",
+            "batch_size=8",
+        ]
+    )
     assert (tmp_path / "cli" / "model" / "rae_config.json").exists()
     for argv, msg in [
-        (["rae", "train-decoder", "--latents", str(tmp_path / "nope"), "--out", str(tmp_path / "x")], "not a latent cache"),
-        (["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "huge", "--out", str(tmp_path / "x")], "--decoder: expected one of 'tiny', 'S', 'B', 'L', 'XL', got 'huge'"),
+        (
+            ["rae", "train-decoder", "--latents", str(tmp_path / "nope"), "--out", str(tmp_path / "x")],
+            "not a latent cache",
+        ),
+        (
+            ["rae", "train-decoder", "--latents", str(cache_dir), "--decoder", "huge", "--out", str(tmp_path / "x")],
+            "--decoder: expected one of 'tiny', 'S', 'B', 'L', 'XL', got 'huge'",
+        ),
         (["rae", "reconstruct", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "y")], "no RAE found"),
         (["rae", "cache-latents", "--encoder", "dino", "--out", str(tmp_path / "z")], "unknown encoder 'dino'"),
     ]:
@@ -231,8 +325,17 @@ def test_bad_config_values_are_rejected(cache_dir):
 
 
 def test_gan_and_perceptual_terms_run_and_are_logged(cache_dir, tmp_path):
-    cfg = _cfg(cache_dir, max_steps=2, batch_size=2, log_every=1, checkpoint_every=2, perceptual="effnet",
-               gan=True, disc_start_epoch=0.0, gan_start_epoch=0.0)
+    cfg = _cfg(
+        cache_dir,
+        max_steps=2,
+        batch_size=2,
+        log_every=1,
+        checkpoint_every=2,
+        perceptual="effnet",
+        gan=True,
+        disc_start_epoch=0.0,
+        gan_start_epoch=0.0,
+    )
     train_decoder(cfg, tmp_path / "gan")
     last = json.loads((tmp_path / "gan" / "train_log.jsonl").read_text().splitlines()[-1])
     assert {"effnet-perceptual", "g_loss", "gan_lambda", "d_loss"} <= set(last)
@@ -264,9 +367,26 @@ def test_latent_stats_merge_exactly_across_two_gloo_ranks(tmp_path):
 
 @pytest.mark.slow  # torchrun, 2 processes
 def test_train_decoder_runs_data_parallel_under_torchrun(cache_dir, tmp_path):
-    proc = _torchrun("-m", "genrep", "rae", "train-decoder", "--latents", str(cache_dir), "--max-steps", "4",
-                     "--batch-size", "8", "--set", "perceptual=none", "--set", "log_every=2", "--set", "device=cpu",
-                     "--out", str(tmp_path / "ddp"))
+    proc = _torchrun(
+        "-m",
+        "genrep",
+        "rae",
+        "train-decoder",
+        "--latents",
+        str(cache_dir),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--set",
+        "perceptual=none",
+        "--set",
+        "log_every=2",
+        "--set",
+        "device=cpu",
+        "--out",
+        str(tmp_path / "ddp"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4]  # rank 0 writes the log once, not once per rank

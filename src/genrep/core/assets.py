@@ -80,7 +80,7 @@ def _smoke_lm(pair) -> str:
     ids = tok("The capital of France is", return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.eos_token_id)
-    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     n = sum(p.numel() for p in model.parameters()) / 1e6
     return f"{n:.0f}M params; 'The capital of France is' -> {text.strip()!r}"
 
@@ -238,8 +238,12 @@ def _materialize_quietly(asset: Asset) -> None:
             hf_logging.enable_progress_bar()
 
 
-def prepare(names: list[str] | None = None, *, on_start: Callable[[str], None] | None = None,
-            on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def prepare(
+    names: list[str] | None = None,
+    *,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Materialise every asset (or ``names``) that needs it; one row each: name, status, seconds, detail.
 
     ``status`` is ``"ready"`` (nothing to do: installed and, where it applies, already materialised),

@@ -55,7 +55,7 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict, name: str) -> 
     prefix = f"optim.{name}."
     for key, value in tensors.items():
         if key.startswith(prefix):
-            idx, pname = key[len(prefix):].split(".", 1)
+            idx, pname = key[len(prefix) :].split(".", 1)
             state.setdefault(int(idx), {})[pname] = value
     return {"state": state, "param_groups": meta["param_groups"]}
 
@@ -203,7 +203,7 @@ def load_model_weights(path: str | Path, prefix: str = "model") -> dict[str, tor
     with safe_open(str(path), framework="pt", device="cpu") as f:
         for key in f.keys():
             if key.startswith(prefix + "."):
-                out[key[len(prefix) + 1:]] = f.get_tensor(key)
+                out[key[len(prefix) + 1 :]] = f.get_tensor(key)
     return out
 
 

@@ -40,13 +40,19 @@ def out_option(default: Path | None = None, help: str = "Output directory.") -> 
     """The ``--out`` option (required, or with a default such as ``runs/demo``), checked and locked."""
     if default is None:
         return click.option("--out", type=click.Path(path_type=Path), required=True, help=help, callback=out_callback)
-    return click.option("--out", type=click.Path(path_type=Path), default=default, show_default=True, help=help,
-                        callback=out_callback)
+    return click.option(
+        "--out", type=click.Path(path_type=Path), default=default, show_default=True, help=help, callback=out_callback
+    )
 
 
 OUT = out_option()
-CONFIG = click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-                      help="YAML file with the command's config fields.")
+CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="YAML file with the command's config fields.",
+)
 SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 
 

@@ -39,8 +39,12 @@ class Bounds:
 
     def violation(self, value: float) -> str | None:
         """``"must be >= 1"`` for a value outside the bounds, else None."""
-        for op, bound, ok in ((">=", self.ge, lambda v, b: v >= b), (">", self.gt, lambda v, b: v > b),
-                              ("<=", self.le, lambda v, b: v <= b), ("<", self.lt, lambda v, b: v < b)):
+        for op, bound, ok in (
+            (">=", self.ge, lambda v, b: v >= b),
+            (">", self.gt, lambda v, b: v > b),
+            ("<=", self.le, lambda v, b: v <= b),
+            ("<", self.lt, lambda v, b: v < b),
+        ):
             if bound is not None and not ok(value, bound):
                 return f"must be {op} {bound:g}"
         return None
@@ -170,8 +174,9 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
     raise fail()
 
 
-def from_dict(cls: type[T], data: dict, *, source: str = "config", prefix: str = "",
-              key_sources: dict[str, str] | None = None) -> T:
+def from_dict(
+    cls: type[T], data: dict, *, source: str = "config", prefix: str = "", key_sources: dict[str, str] | None = None
+) -> T:
     """Build dataclass ``cls`` from a mapping, checking keys, types and bounds.
 
     ``key_sources`` maps a top-level key to where its value came from (``"--set"`` or ``"--flag"``),
@@ -182,9 +187,7 @@ def from_dict(cls: type[T], data: dict, *, source: str = "config", prefix: str =
     unknown = [k for k in data if k not in fields]
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
-        raise ConfigError(
-            f"{source}: unknown key '{where}' (known: {', '.join(sorted(fields)) or 'none'})"
-        )
+        raise ConfigError(f"{source}: unknown key '{where}' (known: {', '.join(sorted(fields)) or 'none'})")
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -196,7 +199,8 @@ def from_dict(cls: type[T], data: dict, *, source: str = "config", prefix: str =
         else:  # a CLI flag: the flag names the value
             kwargs[name] = _convert(hints[name], value, origin, "")
     missing = [
-        n for n, f in fields.items()
+        n
+        for n, f in fields.items()
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:

@@ -44,8 +44,12 @@ class EMA:
         self.num_updates += 1
 
     def state_dict(self) -> dict:
-        return {"model": self.module.state_dict(), "decay": self.decay, "warmup": self.warmup,
-                "num_updates": self.num_updates}
+        return {
+            "model": self.module.state_dict(),
+            "decay": self.decay,
+            "warmup": self.warmup,
+            "num_updates": self.num_updates,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["model"])

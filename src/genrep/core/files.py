@@ -65,7 +65,9 @@ def check_utf8_argument(arg: str) -> None:
     try:
         arg.encode("utf-8")
     except UnicodeEncodeError:
-        raise UserError(f"argument '{_printable(arg)}' is not valid UTF-8 (rename the file or pass a UTF-8 path)") from None
+        raise UserError(
+            f"argument '{_printable(arg)}' is not valid UTF-8 (rename the file or pass a UTF-8 path)"
+        ) from None
 
 
 def read_bytes(path: str | Path, what: str = "file") -> bytes:
@@ -88,8 +90,10 @@ def decode_utf8(data: bytes, path: str | Path) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise UserError(f"{_printable(str(path))}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
-                        f"{err.start}); save the file as UTF-8") from None
+        raise UserError(
+            f"{_printable(str(path))}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+            f"{err.start}); save the file as UTF-8"
+        ) from None
     return text.removeprefix("\ufeff")
 
 
@@ -121,8 +125,9 @@ def prepare_out(path: str | Path) -> tuple[Path, Path | None]:
             if not path.is_dir():
                 raise UserError(f"--out {shown}: exists and is not a directory") from None
         except OSError as err:
-            raise UserError(f"--out {shown}: cannot create the directory "
-                            f"({_PROBLEMS.get(err.errno or -1, err.strerror)})") from None
+            raise UserError(
+                f"--out {shown}: cannot create the directory ({_PROBLEMS.get(err.errno or -1, err.strerror)})"
+            ) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"--out {shown}: directory is not writable")
     return path, created
@@ -175,15 +180,18 @@ class OutLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
-                raise UserError(f"--out {shown}: cannot create {LOCK_NAME} "
-                                f"({_PROBLEMS.get(err.errno or -1, err.strerror)})") from None
+                raise UserError(
+                    f"--out {shown}: cannot create {LOCK_NAME} ({_PROBLEMS.get(err.errno or -1, err.strerror)})"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
                 os.close(fd)
-                raise UserError(f"--out {shown}: in use by another genrep run (PID {holder}); wait for it to "
-                                f"finish or choose another --out") from None
+                raise UserError(
+                    f"--out {shown}: in use by another genrep run (PID {holder}); wait for it to "
+                    f"finish or choose another --out"
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:

@@ -27,7 +27,7 @@ def image_grid(images: np.ndarray, nrow: int, pad: int = 2, pad_value: int = 255
     for i in range(n):
         r, k = divmod(i, ncol)
         y, x = pad + r * (h + pad), pad + k * (w + pad)
-        grid[y:y + h, x:x + w] = images[i]
+        grid[y : y + h, x : x + w] = images[i]
     return grid[..., 0] if c == 1 else grid
 
 

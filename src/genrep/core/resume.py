@@ -106,8 +106,9 @@ def check_same_config(command: str, cfg: Any, stored: dict, earlier: str, may_di
     if diff:
         name, new, old = diff[0]
         more = f"; also differs: {', '.join(d[0] for d in diff[1:])}" if len(diff) > 1 else ""
-        raise UserError(f"{command} --resume: {name} is {new!r} but {earlier} {old!r} "
-                        f"(start a new --out or drop the change{more})")
+        raise UserError(
+            f"{command} --resume: {name} is {new!r} but {earlier} {old!r} (start a new --out or drop the change{more})"
+        )
 
 
 def _stored_config(meta: dict, out: Path) -> dict | None:
@@ -136,8 +137,10 @@ def refuse_earlier_run(command: str, directory: str | Path) -> None:
     """One-line UserError when ``directory`` holds checkpoints and the caller is not resuming."""
     step = earlier_checkpoint_step(directory)
     if step is not None:
-        raise UserError(f"{command}: {directory} holds checkpoints of an earlier run (step {step}); "
-                        f"pass --resume to continue it or choose a new --out")
+        raise UserError(
+            f"{command}: {directory} holds checkpoints of an earlier run (step {step}); "
+            f"pass --resume to continue it or choose a new --out"
+        )
 
 
 @dataclass
@@ -200,30 +203,50 @@ class RunStart:
         out: dict[str, Any] = {}
         if self.resumed:
             out["resumed_from"] = self.step
-        changes = [{k: r[k] for k in ("step", "from", "to", "note") if k in r}
-                   for r in read_log(self.logs[0]) if isinstance(r, dict) and r.get("event") == CHANGE_EVENT]
+        changes = [
+            {k: r[k] for k in ("step", "from", "to", "note") if k in r}
+            for r in read_log(self.logs[0])
+            if isinstance(r, dict) and r.get("event") == CHANGE_EVENT
+        ]
         if changes:
             out[f"{self.steps_key}_changed"] = changes
         return out
 
     def _note_change(self) -> None:
         old, new, step = self.trained_max_steps, self.max_steps, self.step
-        schedule = (f"the LR schedule follows {self.steps_key}={new} from step {step} on" if self.lr_follows_steps
-                    else f"the LR schedule does not depend on {self.steps_key}")
+        schedule = (
+            f"the LR schedule follows {self.steps_key}={new} from step {step} on"
+            if self.lr_follows_steps
+            else f"the LR schedule does not depend on {self.steps_key}"
+        )
         row = {"step": step, "event": CHANGE_EVENT, "from": old, "to": new, "note": schedule}
         log = self.logs[0]
         # a second resume from the same checkpoint replaces the row instead of repeating it
-        truncate_jsonl(log, lambda r: not (isinstance(r, dict) and r.get("event") == CHANGE_EVENT
-                                           and r.get("step") == step))
+        truncate_jsonl(
+            log, lambda r: not (isinstance(r, dict) and r.get("event") == CHANGE_EVENT and r.get("step") == step)
+        )
         append_jsonl(log, row)
-        print(f"{self.command} --resume: {self.steps_key} {old} -> {new} at step {step}; {schedule}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{self.command} --resume: {self.steps_key} {old} -> {new} at step {step}; {schedule}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-def start_run(command: str, cfg: Any, out: str | Path, *, resume: bool, fresh: bool = False,
-              may_differ: Iterable[str] = RUN_CONTROL, steps_key: str = "max_steps", keep_last: int = 2,
-              logs: Iterable[str] = ("train_log.jsonl",), is_main: bool = True,
-              lr_follows_steps: bool = True) -> RunStart:
+def start_run(
+    command: str,
+    cfg: Any,
+    out: str | Path,
+    *,
+    resume: bool,
+    fresh: bool = False,
+    may_differ: Iterable[str] = RUN_CONTROL,
+    steps_key: str = "max_steps",
+    keep_last: int = 2,
+    logs: Iterable[str] = ("train_log.jsonl",),
+    is_main: bool = True,
+    lr_follows_steps: bool = True,
+) -> RunStart:
     """Check how a run may start in ``out`` (module docstring) and, on rank 0 once the checks pass,
     clean what a crash left; nothing is written before a check fails.
 
@@ -235,9 +258,17 @@ def start_run(command: str, cfg: Any, out: str | Path, *, resume: bool, fresh: b
     out = Path(out)
     ckpt = Checkpointer(out / "checkpoints", keep_last=keep_last)
     max_steps = getattr(cfg, steps_key)
-    state = RunStart(command=command, out=out, checkpointer=ckpt, config=_plain(cfg),
-                     logs=tuple(out / name for name in logs), steps_key=steps_key, max_steps=max_steps,
-                     is_main=is_main, lr_follows_steps=lr_follows_steps)
+    state = RunStart(
+        command=command,
+        out=out,
+        checkpointer=ckpt,
+        config=_plain(cfg),
+        logs=tuple(out / name for name in logs),
+        steps_key=steps_key,
+        max_steps=max_steps,
+        is_main=is_main,
+        lr_follows_steps=lr_follows_steps,
+    )
     found = ckpt.all()
     latest = found[-1] if found else None
     if not resume:
@@ -252,11 +283,17 @@ def start_run(command: str, cfg: Any, out: str | Path, *, resume: bool, fresh: b
             trained = _lookup(stored, steps_key)
             state.trained_max_steps = trained if isinstance(trained, int) else None
         else:
-            print(f"{command} --resume: {path} carries no config and {out / 'config.yaml'} is missing; "
-                  "the config cannot be checked against the earlier run", file=sys.stderr, flush=True)
+            print(
+                f"{command} --resume: {path} carries no config and {out / 'config.yaml'} is missing; "
+                "the config cannot be checked against the earlier run",
+                file=sys.stderr,
+                flush=True,
+            )
         if max_steps < step:
-            raise UserError(f"{command} --resume: {steps_key} is {max_steps} but the checkpoint in {ckpt.dir} is "
-                            f"at step {step} (pass {steps_key} >= {step} or start a new --out)")
+            raise UserError(
+                f"{command} --resume: {steps_key} is {max_steps} but the checkpoint in {ckpt.dir} is "
+                f"at step {step} (pass {steps_key} >= {step} or start a new --out)"
+            )
         state.step, state.checkpoint = step, path
     if is_main:  # every check passed: from here on the run may write
         if fresh:

@@ -111,8 +111,12 @@ def probe_bf16_speedup(device: torch.device, size: int | None = None, reps: int 
     bf16 = _time_matmul(a16, b16, 1)
     if bf16 < fp32:
         bf16 = _time_matmul(a16, b16, reps)
-    return {"size": size, "fp32_ms": float(f"{fp32 * 1e3:.4g}"), "bf16_ms": float(f"{bf16 * 1e3:.4g}"),
-            "speedup": float(f"{fp32 / max(bf16, 1e-12):.4g}")}
+    return {
+        "size": size,
+        "fp32_ms": float(f"{fp32 * 1e3:.4g}"),
+        "bf16_ms": float(f"{bf16 * 1e3:.4g}"),
+        "speedup": float(f"{fp32 / max(bf16, 1e-12):.4g}"),
+    }
 
 
 def resolve_precision(requested: str, device: torch.device, probe=probe_bf16_speedup) -> tuple[str, dict]:
@@ -127,6 +131,8 @@ def resolve_precision(requested: str, device: torch.device, probe=probe_bf16_spe
         raise UserError(f"precision '{requested}': expected one of auto, fp32, bf16")
     result = probe(device)
     chosen = "bf16" if result["speedup"] >= BF16_MIN_SPEEDUP else "fp32"
-    reason = (f"auto: a bf16 matmul ran {result['speedup']:.2f}x as fast as fp32 on {device.type} "
-              f"({'>=' if chosen == 'bf16' else '<'} {BF16_MIN_SPEEDUP}x), so {chosen}")
+    reason = (
+        f"auto: a bf16 matmul ran {result['speedup']:.2f}x as fast as fp32 on {device.type} "
+        f"({'>=' if chosen == 'bf16' else '<'} {BF16_MIN_SPEEDUP}x), so {chosen}"
+    )
     return chosen, {"requested": "auto", "chosen": chosen, "reason": reason, **result}

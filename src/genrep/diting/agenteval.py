@@ -139,6 +139,7 @@ class SingleAnswer(ExpertAnswer):
 
 # --- records -------------------------------------------------------------------------------------------------------
 
+
 class Turn(BaseModel):
     """One role's answer in one round: the messages it was sent, every raw reply, the answer or the error.
 
@@ -224,6 +225,7 @@ def _user(text: str) -> dict:
 
 # --- one item ------------------------------------------------------------------------------------------------------
 
+
 class _Recorder:
     """``backend`` seen through one turn: keeps every request it was sent and every completion."""
 
@@ -253,34 +255,47 @@ class _Role:
     history: list[dict] = field(default_factory=list)
 
 
-async def _ask(role: _Role, new: list[dict], schema: type[BaseModel], cfg: AgentEvalConfig, rnd: int,
-               turns: list[Turn]) -> Any:
+async def _ask(
+    role: _Role, new: list[dict], schema: type[BaseModel], cfg: AgentEvalConfig, rnd: int, turns: list[Turn]
+) -> Any:
     """One validated answer from ``role`` to its conversation plus ``new``; the turn is appended to ``turns``."""
     recorder = _Recorder(role.backend)
     sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
     start = time.perf_counter()
     answer, error = None, None
     try:
-        answer, _ = await complete_json(recorder, role.history + new, schema, sampling, cfg.max_repairs,
-                                        mode=cfg.json_mode)
+        answer, _ = await complete_json(
+            recorder, role.history + new, schema, sampling, cfg.max_repairs, mode=cfg.json_mode
+        )
     except LLMError as err:
         error = err.reason
     done = recorder.completions
-    turns.append(Turn(round=rnd, role=role.name, backend=role.backend.name, messages=new,
-                      replies=[c.text for c in done], repair_prompts=[r[-1]["content"] for r in recorder.requests[1:]],
-                      answer=answer.model_dump() if answer is not None else None, error=error,
-                      calls=len(recorder.requests), cached=sum(c.cached for c in done),
-                      prompt_tokens=sum(c.prompt_tokens for c in done),
-                      completion_tokens=sum(c.completion_tokens for c in done),
-                      seconds=round(time.perf_counter() - start, 3)))
+    turns.append(
+        Turn(
+            round=rnd,
+            role=role.name,
+            backend=role.backend.name,
+            messages=new,
+            replies=[c.text for c in done],
+            repair_prompts=[r[-1]["content"] for r in recorder.requests[1:]],
+            answer=answer.model_dump() if answer is not None else None,
+            error=error,
+            calls=len(recorder.requests),
+            cached=sum(c.cached for c in done),
+            prompt_tokens=sum(c.prompt_tokens for c in done),
+            completion_tokens=sum(c.completion_tokens for c in done),
+            seconds=round(time.perf_counter() - start, 3),
+        )
+    )
     if answer is None:
         raise _RoleFailed(f"{role.name} round {rnd}: {error}")
     role.history = recorder.requests[-1] + [{"role": "assistant", "content": done[-1].text}]
     return answer
 
 
-async def debate(item: Item, translation: Translation, backends: Mapping[str, Backend], cfg: AgentEvalConfig,
-                 turns: list[Turn]) -> tuple[JudgeAnswer, int]:
+async def debate(
+    item: Item, translation: Translation, backends: Mapping[str, Backend], cfg: AgentEvalConfig, turns: list[Turn]
+) -> tuple[JudgeAnswer, int]:
     """AgentEval's rounds for one translation: (the judge's final answer, rounds run). Raises _RoleFailed."""
     p, lang, dim = PROMPTS[cfg.lang], cfg.lang, item.dimension
     task = item_prompt(item, translation, lang)
@@ -296,7 +311,9 @@ async def debate(item: Item, translation: Translation, backends: Mapping[str, Ba
         a1 = await _ask(e1, new1, ExpertAnswer, cfg, rnd, turns)
 
         ask2 = p["e2"].format(round=rnd, answer=_show(a1))
-        new2 = [_system(system_prompt("expert", dim, lang, 2)), _user(f"{task}\n\n{ask2}")] if rnd == 1 else [_user(ask2)]
+        new2 = (
+            [_system(system_prompt("expert", dim, lang, 2)), _user(f"{task}\n\n{ask2}")] if rnd == 1 else [_user(ask2)]
+        )
         a2 = await _ask(e2, new2, ExpertAnswer, cfg, rnd, turns)
 
         last = rnd == cfg.max_rounds
@@ -308,17 +325,21 @@ async def debate(item: Item, translation: Translation, backends: Mapping[str, Ba
     raise AssertionError("unreachable: max_rounds >= 1")
 
 
-async def single_judge(item: Item, translation: Translation, backends: Mapping[str, Backend], cfg: AgentEvalConfig,
-                       turns: list[Turn]) -> SingleAnswer:
+async def single_judge(
+    item: Item, translation: Translation, backends: Mapping[str, Backend], cfg: AgentEvalConfig, turns: list[Turn]
+) -> SingleAnswer:
     """The single-agent baseline: one call with the same rubric. Raises _RoleFailed."""
     p = PROMPTS[cfg.lang]
-    new = [_system(system_prompt("single", item.dimension, cfg.lang)),
-           _user(f"{item_prompt(item, translation, cfg.lang)}\n\n{p['single_ask']}")]
+    new = [
+        _system(system_prompt("single", item.dimension, cfg.lang)),
+        _user(f"{item_prompt(item, translation, cfg.lang)}\n\n{p['single_ask']}"),
+    ]
     return await _ask(_Role("judge", backends["judge"]), new, SingleAnswer, cfg, 1, turns)
 
 
-async def evaluate_item(item: Item, translation: Translation, backends: Mapping[str, Backend],
-                        cfg: AgentEvalConfig) -> tuple[Transcript, Judgment | None]:
+async def evaluate_item(
+    item: Item, translation: Translation, backends: Mapping[str, Backend], cfg: AgentEvalConfig
+) -> tuple[Transcript, Judgment | None]:
     """Evaluate one translation: its transcript and, unless it failed, its Judgment (global rules applied)."""
     start = time.perf_counter()
     turns: list[Turn] = []
@@ -339,27 +360,47 @@ async def evaluate_item(item: Item, translation: Translation, backends: Mapping[
     scores, judgment = None, None
     if answer is not None:
         scores, corrections = apply_global_rules(answer.model_dump(), answer.mistranslation)
-        judgment = Judgment(item_id=item.id, system=translation.system, rater=RATERS[cfg.mode], rationale=answer.reasons,
-                            **scores)  # type: ignore[arg-type]  # apply_global_rules keeps each in 0-2
+        judgment = Judgment(
+            item_id=item.id,
+            system=translation.system,
+            rater=RATERS[cfg.mode],
+            rationale=answer.reasons,
+            **scores,  # type: ignore[arg-type]  # apply_global_rules keeps each in 0-2
+        )
     per_role: dict[str, dict[str, int]] = {}
     for t in turns:
         tally = per_role.setdefault(t.role, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
         for key in tally:
             tally[key] += getattr(t, key)
     transcript = Transcript(
-        item_id=item.id, system=translation.system, rater=RATERS[cfg.mode], dimension=item.dimension,
-        failed=answer is None, reason=reason, rounds=rounds,
+        item_id=item.id,
+        system=translation.system,
+        rater=RATERS[cfg.mode],
+        dimension=item.dimension,
+        failed=answer is None,
+        reason=reason,
+        rounds=rounds,
         agreed=(answer.agree == "yes") if isinstance(answer, JudgeAnswer) else None,
-        calls=sum(t.calls for t in turns), cached_calls=sum(t.cached for t in turns),
-        repairs=sum(len(t.repair_prompts) for t in turns), prompt_tokens=sum(t.prompt_tokens for t in turns),
-        completion_tokens=sum(t.completion_tokens for t in turns), seconds=round(time.perf_counter() - start, 3),
-        per_role=per_role, judge=answer.model_dump() if answer is not None else None, scores=scores,
-        corrections=corrections, mode=cfg.mode, lang=cfg.lang,
-        backends={role: backends[role].name for role in cfg.role_specs()}, turns=turns)
+        calls=sum(t.calls for t in turns),
+        cached_calls=sum(t.cached for t in turns),
+        repairs=sum(len(t.repair_prompts) for t in turns),
+        prompt_tokens=sum(t.prompt_tokens for t in turns),
+        completion_tokens=sum(t.completion_tokens for t in turns),
+        seconds=round(time.perf_counter() - start, 3),
+        per_role=per_role,
+        judge=answer.model_dump() if answer is not None else None,
+        scores=scores,
+        corrections=corrections,
+        mode=cfg.mode,
+        lang=cfg.lang,
+        backends={role: backends[role].name for role in cfg.role_specs()},
+        turns=turns,
+    )
     return transcript, judgment
 
 
 # --- the runner ----------------------------------------------------------------------------------------------------
+
 
 def check_config(cfg: AgentEvalConfig) -> None:
     """One-line UserErrors for values a run cannot use."""
@@ -390,18 +431,25 @@ def select_pairs(cfg: AgentEvalConfig) -> tuple[list[tuple[Item, Translation]], 
     usable = [t for t in translations if not t.meta.get("failed")]
     for t in usable:
         if t.item_id not in items:
-            raise UserError(f"{path}: translation of item '{t.item_id}' (system '{t.system}') is not in benchmark "
-                            f"'{cfg.bench}' (give the items with --bench)")
+            raise UserError(
+                f"{path}: translation of item '{t.item_id}' (system '{t.system}') is not in benchmark "
+                f"'{cfg.bench}' (give the items with --bench)"
+            )
     failed = len(translations) - len(usable)
-    return [(items[t.item_id], t) for t in usable[:cfg.limit]], failed
+    return [(items[t.item_id], t) for t in usable[: cfg.limit]], failed
 
 
 def _make_backends(cfg: AgentEvalConfig, cache: LLMCache | None) -> dict[str, Backend]:
     """One backend per distinct spec, shared by the roles that name it; ``cache`` None: no cache."""
     made: dict[str, Backend] = {}
     for spec in dict.fromkeys(cfg.role_specs().values()):
-        made[spec] = make_backend(spec, cache=cache if cache is not None else False, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
-                                  max_retries=cfg.max_retries)
+        made[spec] = make_backend(
+            spec,
+            cache=cache if cache is not None else False,
+            concurrency=cfg.concurrency,
+            timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+        )
     return {role: made[spec] for role, spec in cfg.role_specs().items()}
 
 
@@ -451,15 +499,25 @@ def run_agenteval(cfg: AgentEvalConfig, out: str | Path, *, backends: Mapping[st
         if cache is not None:
             cache.close()
     metrics = summarize(cfg, pairs, logs, skipped)
-    metrics["this_run"] = {"evaluated": len(todo), "already_done": len(pairs) - len(todo),
-                           "seconds": round(time.perf_counter() - start, 2)}
+    metrics["this_run"] = {
+        "evaluated": len(todo),
+        "already_done": len(pairs) - len(todo),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
     metrics["usage"] = meter.summary()
     run.write_metrics(metrics)
     return metrics
 
 
-async def _evaluate_all(todo: list[tuple[Item, Translation]], backends: dict[str, Backend], cfg: AgentEvalConfig,
-                        logs: _Logs, log: logging.Logger, bar: Any, own: bool) -> None:
+async def _evaluate_all(
+    todo: list[tuple[Item, Translation]],
+    backends: dict[str, Backend],
+    cfg: AgentEvalConfig,
+    logs: _Logs,
+    log: logging.Logger,
+    bar: Any,
+    own: bool,
+) -> None:
     sem = asyncio.Semaphore(cfg.concurrency)
     lock = asyncio.Lock()
     failed = 0
@@ -497,13 +555,17 @@ def _close_log(log: logging.Logger, path: Path) -> None:
 
 # --- metrics -------------------------------------------------------------------------------------------------------
 
+
 def _mean(values: list[float]) -> float | None:
     return round(mean(values), 4) if values else None
 
 
 def _score_summary(judgments: list[Judgment]) -> dict:
-    return {"n": len(judgments), "mean": _mean([j.total for j in judgments]),
-            **{key: _mean([getattr(j, key) for j in judgments]) for key in CRITERIA}}
+    return {
+        "n": len(judgments),
+        "mean": _mean([j.total for j in judgments]),
+        **{key: _mean([getattr(j, key) for j in judgments]) for key in CRITERIA},
+    }
 
 
 def summarize(cfg: AgentEvalConfig, pairs: list[tuple[Item, Translation]], logs: _Logs, skipped: int) -> dict:
@@ -514,38 +576,63 @@ def summarize(cfg: AgentEvalConfig, pairs: list[tuple[Item, Translation]], logs:
     for s in read_log(logs.stats, ItemStats):
         if s.rater == rater and (s.item_id, s.system) in wanted:
             stats[(s.item_id, s.system)] = s  # the latest attempt
-    judged = {(j.item_id, j.system): j for j in read_log(logs.scores, Judgment)
-              if j.rater == rater and (j.item_id, j.system) in wanted}
+    judged = {
+        (j.item_id, j.system): j
+        for j in read_log(logs.scores, Judgment)
+        if j.rater == rater and (j.item_id, j.system) in wanted
+    }
     final = [stats[k] for k in wanted if k in stats]
     failed = [s for s in final if s.failed and (s.item_id, s.system) not in judged]
     scored = [s for s in final if (s.item_id, s.system) in judged]
     per_dim = {d: _score_summary([j for k, j in judged.items() if wanted[k] == d]) for d in DIMENSIONS}
     rounds = Counter(s.rounds for s in scored)
     return {
-        "translations": str(cfg.translations), "bench": cfg.bench, "mode": cfg.mode, "rater": rater,
-        "lang": cfg.lang, "backends": cfg.role_specs(), "max_rounds": cfg.max_rounds if cfg.mode == "multi" else 1,
-        "items": len(wanted), "scored": len(judged), "failed": len(failed), "not_evaluated": len(wanted) - len(final),
+        "translations": str(cfg.translations),
+        "bench": cfg.bench,
+        "mode": cfg.mode,
+        "rater": rater,
+        "lang": cfg.lang,
+        "backends": cfg.role_specs(),
+        "max_rounds": cfg.max_rounds if cfg.mode == "multi" else 1,
+        "items": len(wanted),
+        "scored": len(judged),
+        "failed": len(failed),
+        "not_evaluated": len(wanted) - len(final),
         "skipped_failed_translations": skipped,
         "failure_reasons": dict(Counter(s.reason for s in failed).most_common()),
-        "scores": {"overall": _score_summary(list(judged.values())),
-                   "per_dimension": {d: v for d, v in per_dim.items() if v["n"]}},
+        "scores": {
+            "overall": _score_summary(list(judged.values())),
+            "per_dimension": {d: v for d, v in per_dim.items() if v["n"]},
+        },
         "rounds": {"mean": _mean([s.rounds for s in scored]), "histogram": {str(k): rounds[k] for k in sorted(rounds)}},
         "agreement_round_1": _mean([float(s.rounds == 1 and bool(s.agreed)) for s in scored])
-        if cfg.mode == "multi" else None,
-        "concluded_without_agreement": _mean([float(s.agreed is False) for s in scored]) if cfg.mode == "multi" else None,
-        "corrections": {"items": sum(bool(s.corrections) for s in scored), "total": sum(len(s.corrections) for s in scored)},
-        "per_item": {key: _mean([getattr(s, key) for s in final])
-                     for key in ("calls", "cached_calls", "repairs", "prompt_tokens", "completion_tokens", "seconds")},
-        "per_item_by_role": {role: {key: _mean([s.per_role.get(role, {}).get(key, 0) for s in final])
-                                    for key in ("calls", "prompt_tokens", "completion_tokens")}
-                             for role in cfg.role_specs()},
+        if cfg.mode == "multi"
+        else None,
+        "concluded_without_agreement": _mean([float(s.agreed is False) for s in scored])
+        if cfg.mode == "multi"
+        else None,
+        "corrections": {
+            "items": sum(bool(s.corrections) for s in scored),
+            "total": sum(len(s.corrections) for s in scored),
+        },
+        "per_item": {
+            key: _mean([getattr(s, key) for s in final])
+            for key in ("calls", "cached_calls", "repairs", "prompt_tokens", "completion_tokens", "seconds")
+        },
+        "per_item_by_role": {
+            role: {
+                key: _mean([s.per_role.get(role, {}).get(key, 0) for s in final])
+                for key in ("calls", "prompt_tokens", "completion_tokens")
+            }
+            for role in cfg.role_specs()
+        },
         "definitions": {
             "scores": "mean of the final (judge's, global rules applied) 0-6 totals and of each 0-2 criterion",
             "per_item": "means over evaluated items (scored or failed, latest attempt); tokens count every call "
-                        "of the item, cached or not; seconds are wall time of the attempt",
+            "of the item, cached or not; seconds are wall time of the attempt",
             "agreement_round_1": "share of scored items whose judge said agree=yes in round 1",
             "concluded_without_agreement": "share of scored items where the judge concluded in the last round "
-                                           "with agree=no",
+            "with agree=no",
             "usage": "what this run spent (cache hits count as calls, not tokens)",
         },
     }

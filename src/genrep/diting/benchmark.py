@@ -45,14 +45,17 @@ def validate_items(items: list[Item], where: str = "items") -> None:
         if item.redacted:
             continue
         if item.dimension in SPAN_DIMENSIONS and item.phenomenon not in item.source_zh:
-            raise UserError(f"{at}: field 'phenomenon': '{item.phenomenon}' does not occur in source_zh "
-                            f"(required for {item.dimension})")
+            raise UserError(
+                f"{at}: field 'phenomenon': '{item.phenomenon}' does not occur in source_zh "
+                f"(required for {item.dimension})"
+            )
         if item.dimension in CONTEXT_DIMENSIONS and not item.context.strip():
             raise UserError(f"{at}: field 'context': empty (required for {item.dimension})")
 
 
-def load_benchmark(name_or_path: str | Path = "starter", dimensions: list[str] | None = None,
-                   limit_per_dimension: int | None = None) -> list[Item]:
+def load_benchmark(
+    name_or_path: str | Path = "starter", dimensions: list[str] | None = None, limit_per_dimension: int | None = None
+) -> list[Item]:
     """The validated items of a benchmark, optionally only some dimensions / the first N of each."""
     path = benchmark_path(name_or_path)
     items = read_records(path, Item, "items file")
@@ -80,10 +83,22 @@ def benchmark_info(items: list[Item]) -> list[dict]:
         sel = [i for i in items if i.dimension == dim]
         if not sel:
             continue
-        rows.append({"dimension": dim, "items": len(sel), "with_context": sum(bool(i.context) for i in sel),
-                     "redacted": sum(i.redacted for i in sel),
-                     "mean_source_chars": round(sum(len(i.source_zh) for i in sel) / len(sel), 1)})
-    rows.append({"dimension": "total", "items": len(items), "with_context": sum(bool(i.context) for i in items),
-                 "redacted": sum(i.redacted for i in items),
-                 "mean_source_chars": round(sum(len(i.source_zh) for i in items) / max(1, len(items)), 1)})
+        rows.append(
+            {
+                "dimension": dim,
+                "items": len(sel),
+                "with_context": sum(bool(i.context) for i in sel),
+                "redacted": sum(i.redacted for i in sel),
+                "mean_source_chars": round(sum(len(i.source_zh) for i in sel) / len(sel), 1),
+            }
+        )
+    rows.append(
+        {
+            "dimension": "total",
+            "items": len(items),
+            "with_context": sum(bool(i.context) for i in items),
+            "redacted": sum(i.redacted for i in items),
+            "mean_source_chars": round(sum(len(i.source_zh) for i in items) / max(1, len(items)), 1),
+        }
+    )
     return rows

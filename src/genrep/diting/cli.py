@@ -33,8 +33,10 @@ def load_official_cmd(path: Path, out: Path) -> None:
     write_records(run / "judgments.jsonl", data.judgments)
     summary = {"source": str(path), **data.summary()}
     run.write_metrics(summary)
-    click.echo(f"{summary['tasks']} tasks -> {summary['items']} items, {summary['translations']} translations "
-               f"({summary['systems']} systems), {summary['judgments']} judgments in {out}")
+    click.echo(
+        f"{summary['tasks']} tasks -> {summary['items']} items, {summary['translations']} translations "
+        f"({summary['systems']} systems), {summary['judgments']} judgments in {out}"
+    )
 
 
 @diting.group("bench")
@@ -75,22 +77,38 @@ def translate_cmd(bench_name, systems, dimensions, limit, concurrency, config_pa
     from genrep.core.config import load_config
     from genrep.diting.translate import TranslateConfig, translate
 
-    flags = _flags(bench=bench_name, systems=list(systems) or None, dimensions=list(dimensions) or None, limit=limit,
-                   concurrency=concurrency)
+    flags = _flags(
+        bench=bench_name,
+        systems=list(systems) or None,
+        dimensions=list(dimensions) or None,
+        limit=limit,
+        concurrency=concurrency,
+    )
     cfg = load_config(TranslateConfig, config_path, overrides, flags)
     m = translate(cfg, out)
     for name, s in m["systems"].items():
-        click.echo(f"{name}: {s.get('requests', 0)} requests ({s.get('cached', 0)} cached, {s.get('failed', 0)} failed), "
-                   f"{s.get('skipped', 0)} already done")
+        click.echo(
+            f"{name}: {s.get('requests', 0)} requests ({s.get('cached', 0)} cached, {s.get('failed', 0)} failed), "
+            f"{s.get('skipped', 0)} already done"
+        )
     click.echo(f"{m['translations']} translations ({m['failed']} failed) in {out / 'translations.jsonl'}")
 
 
 @diting.command("score")
 @click.option("--translations", type=click.Path(path_type=Path), required=True, help="translations.jsonl / .csv")
-@click.option("--bench", "bench_name", default="starter", show_default=True,
-              help="Items the translations refer to (bundled name or items file).")
-@click.option("--metric", "metrics", multiple=True,
-              help="bleu, chrf, ter, comet; '--metric chrf bleu' or repeated (default: chrf bleu).")
+@click.option(
+    "--bench",
+    "bench_name",
+    default="starter",
+    show_default=True,
+    help="Items the translations refer to (bundled name or items file).",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="bleu, chrf, ter, comet; '--metric chrf bleu' or repeated (default: chrf bleu).",
+)
 @click.option("--comet-model", default="Unbabel/wmt22-comet-da", show_default=True)
 @click.argument("more_metrics", nargs=-1)
 @OUT
@@ -107,8 +125,9 @@ def score_cmd(translations: Path, bench_name: str, metrics, comet_model: str, mo
     trans = read_translations(translations)
     results, segments = score_translations(trans, load_benchmark(bench_name), names, comet_model)
     run = RunDir(out)
-    run.write_config({"translations": str(translations), "bench": bench_name, "metrics": names,
-                      "comet_model": comet_model})
+    run.write_config(
+        {"translations": str(translations), "bench": bench_name, "metrics": names, "comet_model": comet_model}
+    )
     atomic_write_text(run / "segments.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in segments))
     run.write_metrics({"translations": str(translations), "bench": bench_name, "metrics": names, **results})
     for system, r in results["systems"].items():
@@ -117,11 +136,16 @@ def score_cmd(translations: Path, bench_name: str, metrics, comet_model: str, mo
 
 @diting.command("serve")
 @click.option("--backend", "backend_spec", default="local:smollm2-135m", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; other than loopback only with --allow-remote.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; other than loopback only with --allow-remote.",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--allow-remote", is_flag=True,
-              help="Listen on a non-loopback host too (the server has no authentication).")
+@click.option(
+    "--allow-remote", is_flag=True, help="Listen on a non-loopback host too (the server has no authentication)."
+)
 def serve_cmd(backend_spec: str, host: str, port: int, allow_remote: bool) -> None:
     """Expose a backend (e.g. a bundled local LM) as an OpenAI-compatible server on loopback."""
     from genrep.diting.llm import make_backend
@@ -129,30 +153,59 @@ def serve_cmd(backend_spec: str, host: str, port: int, allow_remote: bool) -> No
 
     listen_address(host, port, allow_remote=allow_remote)  # a bad --host fails before the backend is made
     if allow_remote:
-        click.echo(f"warning: serving on {host} without authentication: anyone who can reach it can use the backend",
-                   err=True)
+        click.echo(
+            f"warning: serving on {host} without authentication: anyone who can reach it can use the backend", err=True
+        )
     serve(make_backend(backend_spec, cache=False), host=host, port=port, allow_remote=allow_remote)
 
 
 @diting.command("meta-eval")
-@click.option("--official", type=click.Path(path_type=Path), default=None,
-              help="Official release (Label Studio export): items, translations and human judgments.")
+@click.option(
+    "--official",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Official release (Label Studio export): items, translations and human judgments.",
+)
 @click.option("--judgments", type=click.Path(path_type=Path), default=None, help="judgments.jsonl / .csv (human).")
 @click.option("--translations", type=click.Path(path_type=Path), default=None, help="translations.jsonl / .csv")
 @click.option("--items", "items_path", default=None, help="Items the translations refer to (bundled name or file).")
-@click.option("--metricalign", type=click.Path(path_type=Path), default=None,
-              help="MetricAlign-style JSONL: item_id, system, dimension, human and one field per metric.")
-@click.option("--metric", "metrics", multiple=True,
-              help="bleu, chrf, ter, comet (or the metric fields of --metricalign); '--metric chrf bleu' or "
-                   "repeated (default: chrf bleu; with --metricalign every metric in the file).")
-@click.option("--resamples", type=click.IntRange(0, MAX_RESAMPLES), default=1000, show_default=True,
-              help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).")
+@click.option(
+    "--metricalign",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="MetricAlign-style JSONL: item_id, system, dimension, human and one field per metric.",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="bleu, chrf, ter, comet (or the metric fields of --metricalign); '--metric chrf bleu' or "
+    "repeated (default: chrf bleu; with --metricalign every metric in the file).",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(0, MAX_RESAMPLES),
+    default=1000,
+    show_default=True,
+    help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--comet-model", default="Unbabel/wmt22-comet-da", show_default=True)
 @click.argument("more_metrics", nargs=-1)
 @OUT
-def meta_eval_cmd(official, judgments, translations, items_path, metricalign, metrics, resamples, seed, comet_model,
-                  more_metrics, out: Path) -> None:
+def meta_eval_cmd(
+    official,
+    judgments,
+    translations,
+    items_path,
+    metricalign,
+    metrics,
+    resamples,
+    seed,
+    comet_model,
+    more_metrics,
+    out: Path,
+) -> None:
     """Meta-evaluate metrics against human judgments (correlations, pairwise accuracy, bootstrap CIs)."""
     from genrep.core.rundir import RunDir, atomic_write_bytes
     from genrep.diting import metaeval as me
@@ -186,8 +239,11 @@ def meta_eval_cmd(official, judgments, translations, items_path, metricalign, me
         signatures = results["signatures"]
         scores = {m: me.metric_from_segments(segments, m) for m in names}
         item_order = [i.id for i in items]
-        source = {"official": str(official)} if official else {k: str(v) for k, v in zip(
-            ("judgments", "translations", "items"), files)}
+        source = (
+            {"official": str(official)}
+            if official
+            else {k: str(v) for k, v in zip(("judgments", "translations", "items"), files)}
+        )
     unavailable = {m: signatures.get(m, "no scores") for m in names if not scores[m]}
     usable = {m: s for m, s in scores.items() if s}
     if not usable:
@@ -195,8 +251,15 @@ def meta_eval_cmd(official, judgments, translations, items_path, metricalign, me
         raise click.UsageError(f"no metric scores to meta-evaluate ({reasons})")
     result = me.meta_evaluate(ratings, usable, dims, resamples, seed)
     run = RunDir(out)
-    run.write_config({**{k: None if v is None else str(v) for k, v in source.items()}, "metrics": names,
-                      "resamples": resamples, "seed": seed, "comet_model": comet_model})
+    run.write_config(
+        {
+            **{k: None if v is None else str(v) for k, v in source.items()},
+            "metrics": names,
+            "resamples": resamples,
+            "seed": seed,
+            "comet_model": comet_model,
+        }
+    )
     human = ratings.means()
     order = me.mtme_segment_order(item_order, {k[1] for s in (human, *usable.values()) for k in s})
     me.write_mtme_scores(run / "mtme", "human", human, me.system_scores(human), order)
@@ -205,20 +268,34 @@ def meta_eval_cmd(official, judgments, translations, items_path, metricalign, me
         me.write_mtme_scores(run / "mtme", m, oriented, me.system_scores(oriented), order)
     me.write_mtme_docs(run / "mtme", item_order, dims)
     atomic_write_bytes(run.figures / "metric_vs_human.png", me.scatter_png(human, usable, dims, result["metrics"]))
-    run.write_metrics({"source": source, "metric_names": list(usable), "unavailable": unavailable, **result,
-                       "signatures": signatures,
-                       "files": {"mtme": "mtme/ (NAME.seg.score: a block per system, sorted by name, of system<TAB>"
-                                         "score per item in segments.docs order; NAME.sys.score: mean segment score; "
-                                         "TER negated)", "figure": "figures/metric_vs_human.png"}})
+    run.write_metrics(
+        {
+            "source": source,
+            "metric_names": list(usable),
+            "unavailable": unavailable,
+            **result,
+            "signatures": signatures,
+            "files": {
+                "mtme": "mtme/ (NAME.seg.score: a block per system, sorted by name, of system<TAB>"
+                "score per item in segments.docs order; NAME.sys.score: mean segment score; "
+                "TER negated)",
+                "figure": "figures/metric_vs_human.png",
+            },
+        }
+    )
     h = result["human"]
     click.echo(f"{h['segments']} segments ({h['annotations']} annotations), {h['items']} items, {h['systems']} systems")
     for m, r in result["metrics"].items():
-        click.echo(f"{m}: seg pearson {_fmt_stat(r['pearson'])}, kendall {_fmt_stat(r['kendall'])}, acc_eq "
-                   f"{_fmt_stat(r['pairwise_accuracy'])}; sys pearson {_fmt_stat(r['system_level']['pearson'])}")
+        click.echo(
+            f"{m}: seg pearson {_fmt_stat(r['pearson'])}, kendall {_fmt_stat(r['kendall'])}, acc_eq "
+            f"{_fmt_stat(r['pairwise_accuracy'])}; sys pearson {_fmt_stat(r['system_level']['pearson'])}"
+        )
     ir = result["inter_rater"]
     if "pearson" in ir:
-        click.echo(f"inter-rater ({ir['segments']} segments): pearson {ir['pearson']['value']:.3f}, exact agreement "
-                   f"{ir['exact_agreement']['value']:.3f}")
+        click.echo(
+            f"inter-rater ({ir['segments']} segments): pearson {ir['pearson']['value']:.3f}, exact agreement "
+            f"{ir['exact_agreement']['value']:.3f}"
+        )
     click.echo(f"wrote {run / 'metrics.json'}, {run / 'mtme'}, {run.figures / 'metric_vs_human.png'}")
 
 
@@ -237,17 +314,29 @@ def _meta_eval_inputs(official, judgments, translations, items_path):
     if official is not None:
         data = load_official(official)
         return data.items, data.translations, data.judgments
-    return load_benchmark(items_path), read_translations(translations), read_records(judgments, Judgment,
-                                                                                      "judgments file")
+    return (
+        load_benchmark(items_path),
+        read_translations(translations),
+        read_records(judgments, Judgment, "judgments file"),
+    )
 
 
 @diting.command("leaderboard")
 @click.option("--judgments", type=click.Path(path_type=Path), default=None, help="judgments.jsonl / .csv")
 @click.option("--items", "items_path", default=None, help="Items (bundled name or file) for the dimensions.")
-@click.option("--official", type=click.Path(path_type=Path), default=None,
-              help="Official release: rank its human judgments (items from the release).")
-@click.option("--resamples", type=click.IntRange(0, MAX_RESAMPLES), default=1000, show_default=True,
-              help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).")
+@click.option(
+    "--official",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Official release: rank its human judgments (items from the release).",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(0, MAX_RESAMPLES),
+    default=1000,
+    show_default=True,
+    help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @OUT
 def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, out: Path) -> None:
@@ -270,14 +359,21 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
         source = {"judgments": str(judgments), "items": items_path}
     board = build_leaderboard(judged, items, resamples, seed)
     run = RunDir(out)
-    run.write_config({**{k: None if v is None else str(v) for k, v in source.items()}, "resamples": resamples,
-                      "seed": seed})
+    run.write_config(
+        {**{k: None if v is None else str(v) for k, v in source.items()}, "resamples": resamples, "seed": seed}
+    )
     paths = write_leaderboard(board, run.path)
-    run.write_metrics({"source": source, "judgments": board.judgments, "items": board.items,
-                       "systems": len(board.systems), "dimensions": board.dimensions,
-                       "bootstrap": {"resamples": resamples, "seed": seed, "unit": "item",
-                                     "interval": "95% percentile"},
-                       "leaderboard": board.rows()})
+    run.write_metrics(
+        {
+            "source": source,
+            "judgments": board.judgments,
+            "items": board.items,
+            "systems": len(board.systems),
+            "dimensions": board.dimensions,
+            "bootstrap": {"resamples": resamples, "seed": seed, "unit": "item", "interval": "95% percentile"},
+            "leaderboard": board.rows(),
+        }
+    )
     for s in board.systems[:5]:
         click.echo(f"{board.rank[s]:>3}. {s}: {board.cells[(s, OVERALL)].text()}")
     click.echo(f"{len(board.systems)} systems; wrote " + ", ".join(str(p) for p in paths.values()))
@@ -285,15 +381,27 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
 
 @diting.command("agenteval")
 @click.option("--translations", default=None, help="translations.jsonl / .csv to evaluate.")
-@click.option("--bench", "bench_name", default=None, help="Items the translations refer to (bundled name or items "
-              "file; default starter).")
-@click.option("--backend", "backend_spec", default=None,
-              help="Every role's backend, KIND:MODEL[@BASE_URL] (default local:smollm2-135m).")
+@click.option(
+    "--bench",
+    "bench_name",
+    default=None,
+    help="Items the translations refer to (bundled name or items file; default starter).",
+)
+@click.option(
+    "--backend",
+    "backend_spec",
+    default=None,
+    help="Every role's backend, KIND:MODEL[@BASE_URL] (default local:smollm2-135m).",
+)
 @click.option("--expert1", default=None, help="Expert 1's backend (default --backend).")
 @click.option("--expert2", default=None, help="Expert 2's backend (default --backend).")
 @click.option("--judge", default=None, help="The judge's backend, also the single-agent judge (default --backend).")
-@click.option("--mode", type=click.Choice(["multi", "single"]), default=None,
-              help="multi: two experts and a judge (default); single: one judge, one call.")
+@click.option(
+    "--mode",
+    type=click.Choice(["multi", "single"]),
+    default=None,
+    help="multi: two experts and a judge (default); single: one judge, one call.",
+)
 @click.option("--lang", type=click.Choice(["en", "zh"]), default=None, help="Prompt language (default en).")
 @click.option("--max-rounds", type=int, default=None, help="Debate rounds at most (default 4).")
 @click.option("--limit", type=int, default=None, help="Evaluate the first N translations.")
@@ -301,23 +409,49 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
 @CONFIG
 @SET
 @OUT
-def agenteval_cmd(translations, bench_name, backend_spec, expert1, expert2, judge, mode, lang, max_rounds, limit,
-                  concurrency, config_path, overrides, out: Path) -> None:
+def agenteval_cmd(
+    translations,
+    bench_name,
+    backend_spec,
+    expert1,
+    expert2,
+    judge,
+    mode,
+    lang,
+    max_rounds,
+    limit,
+    concurrency,
+    config_path,
+    overrides,
+    out: Path,
+) -> None:
     """Score translations with AgentEval (two LLM experts + a judge) or a single LLM judge (resumable)."""
     from genrep.core.config import load_config
     from genrep.diting.agenteval import AgentEvalConfig, run_agenteval
 
-    flags = _flags(translations=translations, bench=bench_name, backend=backend_spec, expert1=expert1,
-                   expert2=expert2, judge=judge, mode=mode, lang=lang, max_rounds=max_rounds, limit=limit,
-                   concurrency=concurrency)
+    flags = _flags(
+        translations=translations,
+        bench=bench_name,
+        backend=backend_spec,
+        expert1=expert1,
+        expert2=expert2,
+        judge=judge,
+        mode=mode,
+        lang=lang,
+        max_rounds=max_rounds,
+        limit=limit,
+        concurrency=concurrency,
+    )
     cfg = load_config(AgentEvalConfig, config_path, overrides, flags)
     m = run_agenteval(cfg, out)
     overall = m["scores"]["overall"]
-    click.echo(f"{m['items']} translations: {m['scored']} scored, {m['failed']} failed "
-               f"({m['this_run']['already_done']} already done); mean score "
-               + ("n/a" if overall["mean"] is None else f"{overall['mean']:.2f}/6")
-               + (f", mean rounds {m['rounds']['mean']}" if m["rounds"]["mean"] is not None else "")
-               + (f", {m['per_item']['calls']} calls per item" if m["per_item"]["calls"] is not None else ""))
+    click.echo(
+        f"{m['items']} translations: {m['scored']} scored, {m['failed']} failed "
+        f"({m['this_run']['already_done']} already done); mean score "
+        + ("n/a" if overall["mean"] is None else f"{overall['mean']:.2f}/6")
+        + (f", mean rounds {m['rounds']['mean']}" if m["rounds"]["mean"] is not None else "")
+        + (f", {m['per_item']['calls']} calls per item" if m["per_item"]["calls"] is not None else "")
+    )
     for reason, n in list(m["failure_reasons"].items())[:3]:
         click.echo(f"  failed x{n}: {reason}")
     click.echo(f"wrote {out / 'scores.jsonl'}, {out / 'transcripts.jsonl'}, {out / 'metrics.json'}")

@@ -78,8 +78,9 @@ class Leaderboard:
         return out
 
 
-def _bootstrap_means(scores: np.ndarray, system: np.ndarray, item: np.ndarray, n_systems: int, n_items: int,
-                     resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _bootstrap_means(
+    scores: np.ndarray, system: np.ndarray, item: np.ndarray, n_systems: int, n_items: int, resamples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(per-system mean, per-system bootstrap means (B, S) over items drawn with replacement)."""
     onehot = (system[:, None] == np.arange(n_systems)[None]).astype(float)
     n = onehot.sum(axis=0)
@@ -107,8 +108,9 @@ def _coverage(mask: np.ndarray, item: np.ndarray) -> tuple[int, int]:
     return int(mask.sum()), len(np.unique(item[mask]))
 
 
-def build_leaderboard(judgments: Iterable[Judgment], items: Iterable[Item] | None = None, resamples: int = 1000,
-                      seed: int = 0) -> Leaderboard:
+def build_leaderboard(
+    judgments: Iterable[Judgment], items: Iterable[Item] | None = None, resamples: int = 1000, seed: int = 0
+) -> Leaderboard:
     """The leaderboard of rubric judgments; ``items`` give the dimensions (without them: overall only)."""
     check_bootstrap(resamples, seed)
     judgments = list(judgments)
@@ -137,8 +139,9 @@ def build_leaderboard(judgments: Iterable[Judgment], items: Iterable[Item] | Non
         d_items, d_item = np.unique(item[sel], return_inverse=True)
         point, boot = _bootstrap_means(scores[sel], system[sel], d_item, len(systems), len(d_items), resamples, seed)
         for s, name in enumerate(systems):
-            cells[(name, d)] = _cell(point[s], None if boot is None else boot[:, s],
-                                     *_coverage(sel & (system == s), item))
+            cells[(name, d)] = _cell(
+                point[s], None if boot is None else boot[:, s], *_coverage(sel & (system == s), item)
+            )
     order = sorted(systems, key=lambda s: (-cells[(s, OVERALL)].mean, s))  # type: ignore[operator]  # every system has a mean
     rank: dict[str, int] = {}
     for pos, name in enumerate(order, start=1):
@@ -157,10 +160,15 @@ def leaderboard_markdown(board: Leaderboard) -> str:
     lines = ["| rank | system | segments | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
     for s in board.systems:
         name = s.replace("|", "\\|")
-        lines.append(f"| {board.rank[s]} | {name} | {board.cells[(s, OVERALL)].segments} | "
-                     + " | ".join(board.cells[(s, c)].text() for c in cols) + " |")
-    note = (f"Mean rubric score (0-6; segment = mean of its raters) with 95% bootstrap interval over items "
-            f"({board.resamples} resamples, seed {board.seed}); {board.judgments} judgments, {board.items} items.")
+        lines.append(
+            f"| {board.rank[s]} | {name} | {board.cells[(s, OVERALL)].segments} | "
+            + " | ".join(board.cells[(s, c)].text() for c in cols)
+            + " |"
+        )
+    note = (
+        f"Mean rubric score (0-6; segment = mean of its raters) with 95% bootstrap interval over items "
+        f"({board.resamples} resamples, seed {board.seed}); {board.judgments} judgments, {board.items} items."
+    )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
@@ -184,18 +192,32 @@ def leaderboard_png(board: Leaderboard) -> bytes:
     from genrep.core.images import figure_png
 
     cols = [*board.dimensions, OVERALL]
-    grid = np.array([[board.cells[(s, c)].mean if board.cells[(s, c)].mean is not None else np.nan for c in cols]
-                     for s in board.systems])
+    grid = np.array(
+        [
+            [board.cells[(s, c)].mean if board.cells[(s, c)].mean is not None else np.nan for c in cols]
+            for s in board.systems
+        ]
+    )
     fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 3.0, 0.32 * len(board.systems) + 1.4))
     cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#dddddd")
     im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=6, aspect="auto")
     for r in range(grid.shape[0]):
         for c in range(grid.shape[1]):
-            ax.text(c, r, "-" if np.isnan(grid[r, c]) else f"{grid[r, c]:.2f}", ha="center", va="center", fontsize=8,
-                    fontweight="bold" if cols[c] == OVERALL else "normal")
+            ax.text(
+                c,
+                r,
+                "-" if np.isnan(grid[r, c]) else f"{grid[r, c]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                fontweight="bold" if cols[c] == OVERALL else "normal",
+            )
     ax.set_xticks(range(len(cols)), [c.replace("_", " ") for c in cols], fontsize=9)
-    ax.set_yticks(range(len(board.systems)),
-                  [f"{board.rank[s]}. {s} (n={board.cells[(s, OVERALL)].segments})" for s in board.systems], fontsize=8)
+    ax.set_yticks(
+        range(len(board.systems)),
+        [f"{board.rank[s]}. {s} (n={board.cells[(s, OVERALL)].segments})" for s in board.systems],
+        fontsize=8,
+    )
     ax.xaxis.tick_top()
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="mean score (0-6)")
     fig.tight_layout()
@@ -207,25 +229,33 @@ def leaderboard_html(board: Leaderboard, png: bytes | None = None) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["rank", "system", "segments", *cols])
     body = "".join(
         f"<tr><td>{board.rank[s]}</td><td>{html.escape(s)}</td><td>{board.cells[(s, OVERALL)].segments}</td>"
-        + "".join(f"<td>{html.escape(board.cells[(s, c)].text())}</td>" for c in cols) + "</tr>"
-        for s in board.systems)
+        + "".join(f"<td>{html.escape(board.cells[(s, c)].text())}</td>" for c in cols)
+        + "</tr>"
+        for s in board.systems
+    )
     img = ""
     if png is not None:
         img = f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" alt="leaderboard heatmap">'
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}"
-             "th{background:#f3f3f3}td:nth-child(n+3){text-align:right}img{max-width:100%}")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}"
+        "th{background:#f3f3f3}td:nth-child(n+3){text-align:right}img{max-width:100%}"
+    )
     note = html.escape(leaderboard_markdown(board).rsplit("\n\n", 1)[-1].strip())
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>DITING leaderboard</title><style>{style}"
-            f"</style></head><body><h1>DITING leaderboard</h1><table><thead><tr>{head}</tr></thead><tbody>{body}"
-            f"</tbody></table><p>{note}</p>{img}</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>DITING leaderboard</title><style>{style}"
+        f"</style></head><body><h1>DITING leaderboard</h1><table><thead><tr>{head}</tr></thead><tbody>{body}"
+        f"</tbody></table><p>{note}</p>{img}</body></html>\n"
+    )
 
 
 def write_leaderboard(board: Leaderboard, out: str | Path) -> dict[str, Path]:
     """Write ``leaderboard.{md,html,csv,png}`` into ``out``; returns their paths."""
     out = Path(out)
     png = leaderboard_png(board)
-    return {"md": atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board)),
-            "html": atomic_write_text(out / "leaderboard.html", leaderboard_html(board, png)),
-            "csv": atomic_write_text(out / "leaderboard.csv", leaderboard_csv(board)),
-            "png": atomic_write_bytes(out / "leaderboard.png", png)}
+    return {
+        "md": atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board)),
+        "html": atomic_write_text(out / "leaderboard.html", leaderboard_html(board, png)),
+        "csv": atomic_write_text(out / "leaderboard.csv", leaderboard_csv(board)),
+        "png": atomic_write_bytes(out / "leaderboard.png", png),
+    }

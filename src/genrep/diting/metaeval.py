@@ -242,7 +242,9 @@ def _within_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return i[keep], j[keep]
 
 
-def _pair_terms(h: np.ndarray, m: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pair_terms(
+    h: np.ndarray, m: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(|metric difference|, correct if the metric does not tie, correct if it ties) per pair."""
     dh, dm = h[i] - h[j], m[i] - m[j]
     return np.abs(dm), (np.sign(dh) == np.sign(dm)).astype(float), (dh == 0).astype(float)
@@ -272,8 +274,9 @@ def _acc_curves(d: np.ndarray, sign_ok: np.ndarray, tie_ok: np.ndarray, V: np.nd
     return eps, (V @ sign_ok)[:, None] + flips
 
 
-def pairwise_accuracy(human: np.ndarray, metric: np.ndarray, groups: np.ndarray | None = None,
-                      eps: float = 0.0) -> float:
+def pairwise_accuracy(
+    human: np.ndarray, metric: np.ndarray, groups: np.ndarray | None = None, eps: float = 0.0
+) -> float:
     """acc_eq: the share of segment pairs (within the same group) that the metric orders as the humans
     do, a tie counting as correct when both tie (metric tie: ``|m_i - m_j| <= eps``); grouped, the mean
     of the per-group accuracies over groups with a pair. NaN without pairs."""
@@ -287,8 +290,9 @@ def pairwise_accuracy(human: np.ndarray, metric: np.ndarray, groups: np.ndarray 
     return float(_group_pair_weights(g[i]) @ correct)
 
 
-def calibrated_pairwise_accuracy(human: np.ndarray, metric: np.ndarray,
-                                 groups: np.ndarray | None = None) -> tuple[float, float]:
+def calibrated_pairwise_accuracy(
+    human: np.ndarray, metric: np.ndarray, groups: np.ndarray | None = None
+) -> tuple[float, float]:
     """(best acc_eq, its eps) over eps in {0} U {observed |m_i - m_j|} (tie calibration)."""
     h, m = np.asarray(human, float), np.asarray(metric, float)
     g = np.zeros(len(h), dtype=int) if groups is None else np.asarray(groups)
@@ -300,8 +304,9 @@ def calibrated_pairwise_accuracy(human: np.ndarray, metric: np.ndarray,
     return float(acc[0, k]), float(eps[k])
 
 
-def weighted_pairwise_accuracy(human: np.ndarray, metric: np.ndarray, W: np.ndarray,
-                               groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def weighted_pairwise_accuracy(
+    human: np.ndarray, metric: np.ndarray, W: np.ndarray, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """acc_eq curves for resamples: (eps (K,), acc (B, K)); row b is acc_eq on the data in which
     segment k appears ``W[b, k]`` times, counting pairs of distinct segments (weight W_i W_j), grouped
     by ``groups`` (mean over the groups with a pair in the resample)."""
@@ -314,7 +319,7 @@ def weighted_pairwise_accuracy(human: np.ndarray, metric: np.ndarray, W: np.ndar
     onehot = (pair_group[:, None] == np.arange(g.max() + 1)[None]).astype(float)
     eps, blocks = np.zeros(1), []
     for start in range(0, W.shape[0], _CHUNK):
-        w = W[start:start + _CHUNK, i] * W[start:start + _CHUNK, j]
+        w = W[start : start + _CHUNK, i] * W[start : start + _CHUNK, j]
         totals = w @ onehot
         present = (totals > 0).sum(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -387,8 +392,9 @@ def _segment_correlations(a: Aligned, grouping: str, counts: np.ndarray | None) 
             per = per_group_correlations(a.human, a.metric, a.system, kind)
             if W is not None:
                 sel = [a.system == s for s in range(len(a.systems))]
-                boot = _nanmean_rows(np.stack([weighted_correlation(a.human[m], a.metric[m], W[:, m], kind)
-                                               for m in sel], axis=1))
+                boot = _nanmean_rows(
+                    np.stack([weighted_correlation(a.human[m], a.metric[m], W[:, m], kind) for m in sel], axis=1)
+                )
         ok = ~np.isnan(per)
         out[kind] = _stat(float(per[ok].mean()) if ok.any() else math.nan, boot)
         out["groups"] = int(ok.sum())
@@ -409,14 +415,17 @@ def _segment_accuracy(a: Aligned, grouping: str, counts: np.ndarray | None) -> d
         groups = np.zeros(len(a.keys), dtype=int) if grouping == "none" else a.system
         eps, point = weighted_pairwise_accuracy(a.human, a.metric, np.ones((1, len(a.keys))), groups)
         point = point[0]
-        boot = weighted_pairwise_accuracy(a.human, a.metric, counts[:, a.item], groups)[1] \
-            if counts is not None else None
+        boot = (
+            weighted_pairwise_accuracy(a.human, a.metric, counts[:, a.item], groups)[1] if counts is not None else None
+        )
     k = int(np.nanargmax(point)) if np.isfinite(point).any() else 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         best = np.nanmax(boot, axis=1) if boot is not None and boot.size else None
-    return {"pairwise_accuracy": _stat(point[0], boot[:, 0] if boot is not None else None),
-            "pairwise_accuracy_calibrated": {**_stat(point[k], best), "epsilon": float(eps[k])}}
+    return {
+        "pairwise_accuracy": _stat(point[0], boot[:, 0] if boot is not None else None),
+        "pairwise_accuracy_calibrated": {**_stat(point[k], best), "epsilon": float(eps[k])},
+    }
 
 
 def system_means(a: Aligned) -> tuple[np.ndarray, np.ndarray]:
@@ -457,12 +466,17 @@ def _system_level(a: Aligned, counts: np.ndarray | None) -> dict[str, Any]:
 def _evaluate(a: Aligned, resamples: int, seed: int) -> dict[str, Any]:
     counts = resample_counts(len(a.items), resamples, seed) if resamples > 0 and len(a.items) >= 2 else None
     segment = {g: {**_segment_correlations(a, g, counts), **_segment_accuracy(a, g, counts)} for g in GROUPINGS}
-    return {"items": len(a.items), "segments": len(a.keys), "segment_level": segment,
-            "system_level": _system_level(a, counts)}
+    return {
+        "items": len(a.items),
+        "segments": len(a.keys),
+        "segment_level": segment,
+        "system_level": _system_level(a, counts),
+    }
 
 
-def inter_rater_agreement(ratings: HumanRatings, keys: Iterable[Key] | None = None, resamples: int = 1000,
-                          seed: int = 0) -> dict[str, Any]:
+def inter_rater_agreement(
+    ratings: HumanRatings, keys: Iterable[Key] | None = None, resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """Agreement of the first two raters of each segment with at least two annotations (0-6 totals:
     Pearson, Spearman, Kendall tau-b, exact agreement, mean absolute difference; exact agreement per
     criterion where both raters' criteria are known); bootstrap over items."""
@@ -502,8 +516,13 @@ def inter_rater_agreement(ratings: HumanRatings, keys: Iterable[Key] | None = No
 # the front door
 
 
-def evaluate_metric(human: Mapping[Key, float], metric: Mapping[Key, float], dimensions: Mapping[str, str] | None = None,
-                    resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+def evaluate_metric(
+    human: Mapping[Key, float],
+    metric: Mapping[Key, float],
+    dimensions: Mapping[str, str] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Segment- and system-level meta-evaluation of one (higher-is-better) metric, overall and per dimension.
 
     The overall segment-level ungrouped figures are repeated at the top (``pearson``, ``spearman``,
@@ -515,21 +534,31 @@ def evaluate_metric(human: Mapping[Key, float], metric: Mapping[Key, float], dim
     overall = _evaluate(a, resamples, seed)
     none = overall["segment_level"]["none"]
     out: dict[str, Any] = {
-        "segments": len(a.keys), "items": len(a.items), "systems": len(a.systems),
-        "human_only_segments": len(set(human) - set(metric)), "metric_only_segments": len(set(metric) - set(human)),
+        "segments": len(a.keys),
+        "items": len(a.items),
+        "systems": len(a.systems),
+        "human_only_segments": len(set(human) - set(metric)),
+        "metric_only_segments": len(set(metric) - set(human)),
         **{k: none[k] for k in (*CORRELATIONS, "pairwise_accuracy", "pairwise_accuracy_calibrated")},
-        "segment_level": overall["segment_level"], "system_level": overall["system_level"],
+        "segment_level": overall["segment_level"],
+        "system_level": overall["system_level"],
     }
     if dimensions:
         dims = np.array([dimensions.get(k[0], "") for k in a.keys])
-        out["per_dimension"] = {d: _evaluate(a.subset(dims == d), resamples, seed)
-                                for d in DIMENSIONS if (dims == d).sum() >= 2}
+        out["per_dimension"] = {
+            d: _evaluate(a.subset(dims == d), resamples, seed) for d in DIMENSIONS if (dims == d).sum() >= 2
+        }
     return out
 
 
-def meta_evaluate(ratings: HumanRatings, metrics: Mapping[str, Mapping[Key, float]],
-                  dimensions: Mapping[str, str] | None = None, resamples: int = 1000, seed: int = 0,
-                  lower_is_better: Iterable[str] = LOWER_IS_BETTER) -> dict[str, Any]:
+def meta_evaluate(
+    ratings: HumanRatings,
+    metrics: Mapping[str, Mapping[Key, float]],
+    dimensions: Mapping[str, str] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    lower_is_better: Iterable[str] = LOWER_IS_BETTER,
+) -> dict[str, Any]:
     """The meta-evaluation of every metric against the human ratings, plus inter-rater agreement.
 
     Metrics named in ``lower_is_better`` are negated first. Returns a JSON-ready dict."""
@@ -541,27 +570,42 @@ def meta_evaluate(ratings: HumanRatings, metrics: Mapping[str, Mapping[Key, floa
         oriented = {k: -v for k, v in scores.items()} if name in lower else dict(scores)
         res = evaluate_metric(human, oriented, dimensions, resamples, seed)
         used = set(human) & set(scores)
-        results[name] = {"orientation": "negated (lower is better)" if name in lower else "higher is better",
-                         "annotations": sum(len(ratings.totals[k]) for k in used), **res}
+        results[name] = {
+            "orientation": "negated (lower is better)" if name in lower else "higher is better",
+            "annotations": sum(len(ratings.totals[k]) for k in used),
+            **res,
+        }
     dims = dict(dimensions or {})
     agreement = inter_rater_agreement(ratings, resamples=resamples, seed=seed)
     if dims:
         agreement["per_dimension"] = {
             d: inter_rater_agreement(ratings, [k for k in ratings.totals if dims.get(k[0]) == d], resamples, seed)
-            for d in DIMENSIONS if any(dims.get(k[0]) == d for k in ratings.totals)}
+            for d in DIMENSIONS
+            if any(dims.get(k[0]) == d for k in ratings.totals)
+        }
     return {
-        "human": {"segments": len(human), "annotations": ratings.annotations,
-                  "items": len({k[0] for k in human}), "systems": len({k[1] for k in human}),
-                  "score": "mean over annotations of specific + general_1 + general_2 (0-6)"},
-        "bootstrap": {"resamples": resamples, "seed": seed, "unit": "item", "interval": "95% percentile",
-                      "note": "no interval with fewer than two items"},
+        "human": {
+            "segments": len(human),
+            "annotations": ratings.annotations,
+            "items": len({k[0] for k in human}),
+            "systems": len({k[1] for k in human}),
+            "score": "mean over annotations of specific + general_1 + general_2 (0-6)",
+        },
+        "bootstrap": {
+            "resamples": resamples,
+            "seed": seed,
+            "unit": "item",
+            "interval": "95% percentile",
+            "note": "no interval with fewer than two items",
+        },
         "definitions": {
-            "pearson": "scipy.stats.pearsonr", "spearman": "scipy.stats.spearmanr (average ranks)",
+            "pearson": "scipy.stats.pearsonr",
+            "spearman": "scipy.stats.spearmanr (average ranks)",
             "kendall": "scipy.stats.kendalltau, variant='b'",
             "pairwise_accuracy": "acc_eq (Deutsch et al. 2023) at eps=0: pairs ordered alike or tied by both",
             "pairwise_accuracy_calibrated": "acc_eq at the eps in {0} U {|m_i - m_j|} that maximises it",
             "groupings": "none = all segments; item = per item across systems, averaged; system = per system "
-                         "across items, averaged; groups without a correlation (< 2 segments, constant) skipped",
+            "across items, averaged; groups without a correlation (< 2 segments, constant) skipped",
             "system_level": "per system mean metric vs mean human over the shared segments",
         },
         "metrics": results,
@@ -589,10 +633,17 @@ def _mtme_name(system: str) -> str:
 def check_metric_name(name: str, where: str = "metric name") -> str:
     """A metric name that can name the ``NAME.seg.score`` files: not empty, no path separators, no
     control characters, not starting with a dot; a UserError naming it otherwise."""
-    if (not name or name.startswith(".") or len(name) > 200
-            or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name)):
-        raise UserError(f"{where} {name!r}: cannot name the mt-metrics-eval files (no '/', '\\', control "
-                        "characters or leading '.', at most 200 characters)")
+    if (
+        not name
+        or name.startswith(".")
+        or len(name) > 200
+        or any(c in name for c in "/\\")
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+    ):
+        raise UserError(
+            f"{where} {name!r}: cannot name the mt-metrics-eval files (no '/', '\\', control "
+            "characters or leading '.', at most 200 characters)"
+        )
     return name
 
 
@@ -600,8 +651,13 @@ def _mtme_score(x: float | None) -> str:
     return "None" if x is None or not math.isfinite(x) else repr(float(x))
 
 
-def write_mtme_scores(directory: str | Path, metric_name: str, seg_scores: Mapping[Key, float],
-                      sys_scores: Mapping[str, float], segment_order: list[Key]) -> tuple[Path, Path]:
+def write_mtme_scores(
+    directory: str | Path,
+    metric_name: str,
+    seg_scores: Mapping[Key, float],
+    sys_scores: Mapping[str, float],
+    segment_order: list[Key],
+) -> tuple[Path, Path]:
     """``{name}.seg.score`` (``system<TAB>score`` per segment of ``segment_order``, ``None`` where
     missing) and ``{name}.sys.score`` (``system<TAB>score`` per system, in order of first appearance)."""
     directory = Path(directory)
@@ -609,15 +665,18 @@ def write_mtme_scores(directory: str | Path, metric_name: str, seg_scores: Mappi
     seg = "".join(f"{_mtme_name(s)}\t{_mtme_score(seg_scores.get((i, s)))}\n" for i, s in segment_order)
     systems = list(dict.fromkeys(s for _, s in segment_order))
     sys_text = "".join(f"{_mtme_name(s)}\t{_mtme_score(sys_scores.get(s))}\n" for s in systems)
-    return (atomic_write_text(directory / f"{metric_name}.seg.score", seg),
-            atomic_write_text(directory / f"{metric_name}.sys.score", sys_text))
+    return (
+        atomic_write_text(directory / f"{metric_name}.seg.score", seg),
+        atomic_write_text(directory / f"{metric_name}.sys.score", sys_text),
+    )
 
 
 def write_mtme_docs(directory: str | Path, items: Iterable[str], dimensions: Mapping[str, str]) -> Path:
     """``segments.docs``: one ``DIMENSION ITEM_ID`` line per segment of a system block (the
     mt-metrics-eval documents file, the dimension standing in for the domain)."""
-    return atomic_write_text(Path(directory) / "segments.docs",
-                             "".join(f"{dimensions.get(i, 'none')} {i}\n" for i in dict.fromkeys(items)))
+    return atomic_write_text(
+        Path(directory) / "segments.docs", "".join(f"{dimensions.get(i, 'none')} {i}\n" for i in dict.fromkeys(items))
+    )
 
 
 def system_scores(seg_scores: Mapping[Key, float]) -> dict[str, float]:
@@ -716,8 +775,9 @@ def read_metricalign(path: str | Path) -> MetricAlignData:
                 metrics.setdefault(name, {})
                 continue
             if not _number(value):
-                raise UserError(f"{where}: field '{name}': expected a metric score (a number or null), "
-                                f"got {json.dumps(value)[:40]}")
+                raise UserError(
+                    f"{where}: field '{name}': expected a metric score (a number or null), got {json.dumps(value)[:40]}"
+                )
             metrics.setdefault(name, {})[key] = float(value)
     if not totals:
         raise UserError(f"{shown}: no records")
@@ -730,8 +790,12 @@ def read_metricalign(path: str | Path) -> MetricAlignData:
 # figure
 
 
-def scatter_png(human: Mapping[Key, float], metrics: Mapping[str, Mapping[Key, float]],
-                dimensions: Mapping[str, str] | None = None, results: Mapping[str, Any] | None = None) -> bytes:
+def scatter_png(
+    human: Mapping[Key, float],
+    metrics: Mapping[str, Mapping[Key, float]],
+    dimensions: Mapping[str, str] | None = None,
+    results: Mapping[str, Any] | None = None,
+) -> bytes:
     """Metric score (as reported) vs human score per segment, a panel per metric, coloured by dimension."""
     import matplotlib
 
@@ -752,8 +816,11 @@ def scatter_png(human: Mapping[Key, float], metrics: Mapping[str, Mapping[Key, f
             if sel.any():
                 ax.scatter(a.metric[sel], a.human[sel], s=14, alpha=0.7, color=colours[d], label=d or "segments")
         res = (results or {}).get(name) or {}
-        shown = [f"{label}={res[k]['value']:.2f}" for k, label in (("pearson", "r"), ("kendall", "tau_b"))
-                 if res.get(k, {}).get("value") is not None]
+        shown = [
+            f"{label}={res[k]['value']:.2f}"
+            for k, label in (("pearson", "r"), ("kendall", "tau_b"))
+            if res.get(k, {}).get("value") is not None
+        ]
         title = f"{name} ({', '.join([*shown, f'n={len(a.keys)}'])})"
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"{name} (segment)" + (" - lower is better, negated for r" if name in LOWER_IS_BETTER else ""))

@@ -43,8 +43,12 @@ _DIMENSION_CUES: tuple[tuple[str, str], ...] = (
 )
 _PLACEHOLDER = re.compile(r"^(<[^<>]*>)+$")
 _QUOTED = re.compile(r"[\"“]([^\"”]+)[\"”]")
-_DEFAULT_PHENOMENON = {"tense": "tense consistent with the context", "zero_pronoun": "omitted subject",
-                       "ambiguity": "ambiguous expression", "cultural_safety": "culturally sensitive content"}
+_DEFAULT_PHENOMENON = {
+    "tense": "tense consistent with the context",
+    "zero_pronoun": "omitted subject",
+    "ambiguity": "ambiguous expression",
+    "cultural_safety": "culturally sensitive content",
+}
 
 
 @dataclass
@@ -57,10 +61,15 @@ class OfficialData:
     def summary(self) -> dict:
         from collections import Counter
 
-        return {"tasks": self.num_tasks, "items": len(self.items), "translations": len(self.translations),
-                "systems": len({t.system for t in self.translations}), "judgments": len(self.judgments),
-                "dimensions": dict(Counter(i.dimension for i in self.items)),
-                "redacted_items": sum(i.redacted for i in self.items)}
+        return {
+            "tasks": self.num_tasks,
+            "items": len(self.items),
+            "translations": len(self.translations),
+            "systems": len({t.system for t in self.translations}),
+            "judgments": len(self.judgments),
+            "dimensions": dict(Counter(i.dimension for i in self.items)),
+            "redacted_items": sum(i.redacted for i in self.items),
+        }
 
 
 def infer_dimension(instruction: str) -> str | None:
@@ -120,19 +129,36 @@ def load_official(path: str | Path) -> OfficialData:
                 raise UserError(f"{where}: cannot infer the dimension from field 'data.instruction'")
             counters[dim] = counters.get(dim, 0) + 1
             quoted = _QUOTED.search(body)
-            phenomenon = quoted.group(1) if quoted and dim in ("idiom", "terminology", "ambiguity") else \
-                _DEFAULT_PHENOMENON.get(dim, dim)
-            items[key] = parse_record(Item, {
-                "id": f"official-{dim}-{counters[dim]:03d}", "dimension": dim, "source_zh": source or body,
-                "context": context, "phenomenon": phenomenon, "reference_en": data["ground_truth"].strip(),
-                "instruction": instruction, "redacted": bool(_PLACEHOLDER.match(source or "")),
-            }, where)
+            phenomenon = (
+                quoted.group(1)
+                if quoted and dim in ("idiom", "terminology", "ambiguity")
+                else _DEFAULT_PHENOMENON.get(dim, dim)
+            )
+            items[key] = parse_record(
+                Item,
+                {
+                    "id": f"official-{dim}-{counters[dim]:03d}",
+                    "dimension": dim,
+                    "source_zh": source or body,
+                    "context": context,
+                    "phenomenon": phenomenon,
+                    "reference_en": data["ground_truth"].strip(),
+                    "instruction": instruction,
+                    "redacted": bool(_PLACEHOLDER.match(source or "")),
+                },
+                where,
+            )
         item = items[key]
         meta = {"task_id": task.get("id")}
         if data.get("reasoning_path"):
             meta["reasoning_path"] = data["reasoning_path"]
-        translations.append(parse_record(Translation, {"item_id": item.id, "system": data["model"],
-                                                        "output": data["model_output"], "meta": meta}, where))
+        translations.append(
+            parse_record(
+                Translation,
+                {"item_id": item.id, "system": data["model"], "output": data["model_output"], "meta": meta},
+                where,
+            )
+        )
         annotations = task.get("annotations") or []
         if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
             raise UserError(f"{where}: field 'annotations': expected a list of objects")
@@ -152,6 +178,7 @@ def load_official(path: str | Path) -> OfficialData:
             missing = [c for c, f in CRITERIA.items() if f not in scores]
             if missing:
                 raise UserError(f"{where}: annotation {k}: missing criteria {', '.join(missing)}")
-            judgments.append(parse_record(Judgment, {"item_id": item.id, "system": data["model"], "rater": f"r{k}",
-                                                     **scores}, where))
+            judgments.append(
+                parse_record(Judgment, {"item_id": item.id, "system": data["model"], "rater": f"r{k}", **scores}, where)
+            )
     return OfficialData(list(items.values()), translations, judgments, len(tasks))

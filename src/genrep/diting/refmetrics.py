@@ -47,8 +47,9 @@ def corpus_and_segments(name: str, hyps: list[str], refs: list[str]) -> tuple[fl
     return float(corpus), [float(s) for s in sents], str(corpus_m.get_signature())
 
 
-def comet_scores(sources: list[str], hyps: list[str], refs: list[str], model: str = "Unbabel/wmt22-comet-da",
-                 batch_size: int = 16) -> dict[str, Any]:
+def comet_scores(
+    sources: list[str], hyps: list[str], refs: list[str], model: str = "Unbabel/wmt22-comet-da", batch_size: int = 16
+) -> dict[str, Any]:
     """``{"system_score", "scores", "model"}`` or ``{"status": "unavailable: ..."}``; never downloads."""
     try:
         from comet import download_model, load_from_checkpoint
@@ -72,9 +73,12 @@ def comet_scores(sources: list[str], hyps: list[str], refs: list[str], model: st
     return {"system_score": float(out.system_score), "scores": [float(x) for x in out.scores], "model": model}
 
 
-def score_translations(translations: Iterable[Translation], items: Iterable[Item],
-                       metrics: Iterable[str] = ("chrf", "bleu"), comet_model: str = "Unbabel/wmt22-comet-da",
-                       ) -> tuple[dict, list[dict]]:
+def score_translations(
+    translations: Iterable[Translation],
+    items: Iterable[Item],
+    metrics: Iterable[str] = ("chrf", "bleu"),
+    comet_model: str = "Unbabel/wmt22-comet-da",
+) -> tuple[dict, list[dict]]:
     """(metrics per system, per-segment rows) for translations of the given items.
 
     ``metrics[system]`` = {"items", "failed", "<metric>": corpus score, "per_dimension": {dim: {...}}};

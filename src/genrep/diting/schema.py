@@ -262,12 +262,14 @@ def _read_csv(path: Path, cls: type[R], what: str) -> list[R]:
         raise UserError(f"{shown}: column '{repeated[0]}' appears twice in the header")
     missing = [n for n, f in cls.model_fields.items() if f.is_required() and n not in named]
     if missing:
-        raise UserError(f"{shown}: missing column{'s' if len(missing) > 1 else ''} "
-                        f"{', '.join(repr(m) for m in missing)} (required for {cls.__name__} records)")
+        raise UserError(
+            f"{shown}: missing column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)} (required for {cls.__name__} records)"
+        )
     out: list[R] = []
     for line, cells in rows[1:]:
         where = f"{shown}:{line}"
-        if len(cells) < len(header) or any(c.strip() for c in cells[len(header):]):
+        if len(cells) < len(header) or any(c.strip() for c in cells[len(header) :]):
             raise UserError(f"{where}: {len(cells)} cells, but the header has {len(header)} columns")
         row: dict[str, str] = {}
         for name, cell in zip(header, cells):

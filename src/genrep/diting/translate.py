@@ -32,9 +32,16 @@ from genrep.diting.benchmark import load_benchmark
 from genrep.diting.schema import Item, Translation, append_record, read_log, read_records
 
 FEWSHOT = (  # (context, source, translation of the source only)
-    ("三年前，他被逐出了青云宗。", "如今再回来，山门前的石阶已长满青苔。",
-     "Now that he had come back, the stone steps before the sect gate were overgrown with moss."),
-    ("", "他话还没说完，就被师父一巴掌拍在了后脑勺上。", "Before he could finish, his master slapped him on the back of the head."),
+    (
+        "三年前，他被逐出了青云宗。",
+        "如今再回来，山门前的石阶已长满青苔。",
+        "Now that he had come back, the stone steps before the sect gate were overgrown with moss.",
+    ),
+    (
+        "",
+        "他话还没说完，就被师父一巴掌拍在了后脑勺上。",
+        "Before he could finish, his master slapped him on the back of the head.",
+    ),
 )
 _LABEL = re.compile(r"^\s*(answer|english|translation|译文|英文)\s*[:：]\s*", re.IGNORECASE)
 
@@ -55,7 +62,9 @@ class TranslateConfig:
     timeout_s: Positive = 120.0
     max_retries: NonNegInt = 4
     cache: bool = True
-    prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [USD per 1M prompt, per 1M completion tokens]
+    prices: dict[str, list[float]] = field(
+        default_factory=dict
+    )  # model -> [USD per 1M prompt, per 1M completion tokens]
 
 
 def parse_systems(specs: list[str]) -> dict[str, str]:
@@ -82,8 +91,10 @@ def chat_messages(item: Item) -> list[dict]:
     if item.context:
         text += f"\n上下文:{item.context}"
     text += f"\n文本:{item.source_zh}\n\nReply with the English translation of 文本 only, without notes."
-    return [{"role": "system", "content": "You are a professional literary translator of Chinese web novels into English."},
-            {"role": "user", "content": text}]
+    return [
+        {"role": "system", "content": "You are a professional literary translator of Chinese web novels into English."},
+        {"role": "user", "content": text},
+    ]
 
 
 def fewshot_messages(item: Item) -> list[dict]:
@@ -120,11 +131,22 @@ async def _run_system(name: str, backend, items: list[Item], cfg: TranslateConfi
     from genrep.diting.llm import LLMError, Sampling
 
     style = _style(cfg, backend)
-    sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed,
-                        stop=("\n",) if style == "fewshot" else ())
+    sampling = Sampling(
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_tokens,
+        seed=cfg.seed,
+        stop=("\n",) if style == "fewshot" else (),
+    )
     sem = asyncio.Semaphore(cfg.concurrency)
     lock = asyncio.Lock()
-    stats: dict[str, Any] = {"requests": 0, "cached": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "prompt": style}
+    stats: dict[str, Any] = {
+        "requests": 0,
+        "cached": 0,
+        "failed": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "prompt": style,
+    }
 
     async def one(item: Item) -> None:
         messages = chat_messages(item) if style == "chat" else fewshot_messages(item)
@@ -132,17 +154,34 @@ async def _run_system(name: str, backend, items: list[Item], cfg: TranslateConfi
             start = time.perf_counter()
             try:
                 c = await backend.complete(messages, sampling)
-                rec = Translation(item_id=item.id, system=name, output=clean_output(c.text, style),
-                                  meta={"backend": backend.name, "raw": c.text, "cached": c.cached,
-                                        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                                        "latency_s": round(c.latency_s, 3)})
+                rec = Translation(
+                    item_id=item.id,
+                    system=name,
+                    output=clean_output(c.text, style),
+                    meta={
+                        "backend": backend.name,
+                        "raw": c.text,
+                        "cached": c.cached,
+                        "prompt_tokens": c.prompt_tokens,
+                        "completion_tokens": c.completion_tokens,
+                        "latency_s": round(c.latency_s, 3),
+                    },
+                )
                 stats["cached"] += int(c.cached)
                 stats["prompt_tokens"] += c.prompt_tokens
                 stats["completion_tokens"] += c.completion_tokens
             except LLMError as e:
-                rec = Translation(item_id=item.id, system=name, output="",
-                                  meta={"backend": backend.name, "failed": True, "reason": e.reason,
-                                        "latency_s": round(time.perf_counter() - start, 3)})
+                rec = Translation(
+                    item_id=item.id,
+                    system=name,
+                    output="",
+                    meta={
+                        "backend": backend.name,
+                        "failed": True,
+                        "reason": e.reason,
+                        "latency_s": round(time.perf_counter() - start, 3),
+                    },
+                )
                 stats["failed"] += 1
         stats["requests"] += 1
         async with lock:
@@ -175,8 +214,15 @@ def translate(cfg: TranslateConfig, out: str | Path) -> dict:
             if not todo[name]:
                 report["systems"][name] = {"backend": spec, "requests": 0, "skipped": len(items)}
                 continue
-            backend = meter.wrap(make_backend(spec, cache=cfg.cache, concurrency=cfg.concurrency,
-                                              timeout_s=cfg.timeout_s, max_retries=cfg.max_retries))
+            backend = meter.wrap(
+                make_backend(
+                    spec,
+                    cache=cfg.cache,
+                    concurrency=cfg.concurrency,
+                    timeout_s=cfg.timeout_s,
+                    max_retries=cfg.max_retries,
+                )
+            )
 
             async def go(backend=backend, name=name):
                 try:
@@ -211,8 +257,10 @@ def read_translations(path: str | Path) -> list[Translation]:
         return latest(read_records(path, Translation, "translations file"))
     except UserError as err:
         if _torn_last_line(Path(path), str(err)):
-            raise UserError(f"{err}; the last line is cut short, as a crash leaves it: if this is the log of a "
-                            "`genrep diting translate` run, re-running it with the same --out repairs it") from None
+            raise UserError(
+                f"{err}; the last line is cut short, as a crash leaves it: if this is the log of a "
+                "`genrep diting translate` run, re-running it with the same --out repairs it"
+            ) from None
         raise
 
 

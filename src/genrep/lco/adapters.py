@@ -58,8 +58,13 @@ def apply_method(emb: EmbeddingModel, method: str, lora: LoraSettings | None = N
 
         lora = lora or LoraSettings()
         targets = lora.targets or language_linear_names(model)
-        cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,  # type: ignore[arg-type]  # float alpha works
-                         bias="none")
+        cfg = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,  # type: ignore[arg-type]  # float alpha works
+            lora_dropout=lora.dropout,
+            target_modules=targets,
+            bias="none",
+        )
         with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
             warnings.filterwarnings("ignore", category=FutureWarning)
             peft_model = get_peft_model(model, cfg)
@@ -113,9 +118,17 @@ def save_model(emb: EmbeddingModel, out: str | Path, *, method: str, backbone: s
     """Write a trained embedding model directory (see module docstring)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = {"backbone": backbone, "base_backbone": backbone, "kind": emb.backbone.kind, "method": method, "layer": emb.layer,
-            "max_length": emb.max_length, "normalize": emb.normalize,
-            "prompts": dataclasses.asdict(emb.prompts), **(info or {})}
+    spec = {
+        "backbone": backbone,
+        "base_backbone": backbone,
+        "kind": emb.backbone.kind,
+        "method": method,
+        "layer": emb.layer,
+        "max_length": emb.max_length,
+        "normalize": emb.normalize,
+        "prompts": dataclasses.asdict(emb.prompts),
+        **(info or {}),
+    }
     if method == "lora":
         emb.backbone.model.save_pretrained(out / "adapter")
     elif method in ("full", "merged"):
@@ -143,8 +156,14 @@ def read_spec(path: str | Path) -> dict:
     return spec
 
 
-def load_model(spec_or_dir: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               merge: bool = True, prompts: PromptConfig | None = None) -> EmbeddingModel:
+def load_model(
+    spec_or_dir: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    merge: bool = True,
+    prompts: PromptConfig | None = None,
+) -> EmbeddingModel:
     """``base:NAME`` (an untuned backbone: bundled name, directory or hub id) or a trained model directory.
 
     A LoRA adapter is merged into the weights on load (``merge=False`` keeps the peft wrapper).
@@ -160,8 +179,13 @@ def load_model(spec_or_dir: str, *, device: str | torch.device = "cpu", dtype: t
         base = str(root / "model")
     backbone = load_backbone(base, device=device, dtype=dtype, kind=spec.get("kind"))
     p = spec.get("prompts") or {}
-    emb = EmbeddingModel(backbone, prompts=prompts or PromptConfig(**p), layer=spec.get("layer", -1),
-                         max_length=spec.get("max_length", 512), normalize=spec.get("normalize", True))
+    emb = EmbeddingModel(
+        backbone,
+        prompts=prompts or PromptConfig(**p),
+        layer=spec.get("layer", -1),
+        max_length=spec.get("max_length", 512),
+        normalize=spec.get("normalize", True),
+    )
     if spec["method"] == "lora":
         from peft import PeftModel
 
@@ -224,6 +248,10 @@ def soup(model_dirs: Sequence[str | Path], out: str | Path, weights: Sequence[fl
     p = specs[0].get("prompts") or {}
     base.prompts = PromptConfig(**p)
     base.layer = specs[0].get("layer", -1)
-    return save_model(base, out, method="merged", backbone=base_name,
-                      info={"soup_of": [str(d) for d in model_dirs], "soup_weights": weights,
-                            "base_backbone": base_name})
+    return save_model(
+        base,
+        out,
+        method="merged",
+        backbone=base_name,
+        info={"soup_of": [str(d) for d in model_dirs], "soup_weights": weights, "base_backbone": base_name},
+    )

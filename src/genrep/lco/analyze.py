@@ -79,8 +79,9 @@ def analyze(cfg: AnalyzeConfig, out: str | Path) -> dict:
     for spec in cfg.models:
         emb = load_model(spec, device=pick_device(cfg.device))
         layers = cfg.layers or list(range(emb.num_hidden_layers() + 1))
-        embs = {v: emb.encode(views[v], batch_size=cfg.batch_size, layers=layers, description=f"{spec} {v}")
-                for v in names}
+        embs = {
+            v: emb.encode(views[v], batch_size=cfg.batch_size, layers=layers, description=f"{spec} {v}") for v in names
+        }
         a, b = names[0], names[1]
         results[spec] = {
             "layers": layers,
@@ -90,8 +91,9 @@ def analyze(cfg: AnalyzeConfig, out: str | Path) -> dict:
         }
         del emb
     series = {f"{m} / {v}": r["anisotropy"][v] for m, r in results.items() for v in names}
-    atomic_write_bytes(run.figures / "anisotropy_per_layer.png",
-                       plot_anisotropy(series, f"anisotropy per layer ({', '.join(names)})"))
+    atomic_write_bytes(
+        run.figures / "anisotropy_per_layer.png", plot_anisotropy(series, f"anisotropy per layer ({', '.join(names)})")
+    )
     atomic_write_bytes(run.figures / "alignment_per_layer.png", _alignment_plot(results, cfg.k, names))
     metrics = {"views": names, "pairs": n, "models": results}
     run.write_metrics(metrics)
@@ -117,4 +119,3 @@ def _alignment_plot(results: dict, k: int, names: list[str]) -> bytes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return figure_png(fig)
-

@@ -27,13 +27,35 @@ from genrep.core.errors import UserError
 from genrep.lco.tinyvlm import is_tinyvlm_dir, load_tinyvlm
 
 VLM_TYPES = {
-    "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "smolvlm", "idefics2", "llava", "llava_next",
-    "llava_onevision", "paligemma", "gemma3", "mllama", "internvl",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "idefics3",
+    "smolvlm",
+    "idefics2",
+    "llava",
+    "llava_next",
+    "llava_onevision",
+    "paligemma",
+    "gemma3",
+    "mllama",
+    "internvl",
 }
 OMNI_TYPES = {"qwen2_5_omni", "qwen2_5_omni_thinker"}
 # Sub-modules that belong to a modality tower or connector, never to the language model.
-TOWER_WORDS = ("visual", "vision", "audio", "image_newline", "multi_modal_projector", "connector", "mm_projector",
-               "merger", "projector", "lm_head", "embed_tokens")
+TOWER_WORDS = (
+    "visual",
+    "vision",
+    "audio",
+    "image_newline",
+    "multi_modal_projector",
+    "connector",
+    "mm_projector",
+    "merger",
+    "projector",
+    "lm_head",
+    "embed_tokens",
+)
 
 
 @dataclass
@@ -57,8 +79,11 @@ class Backbone:
         return bool(template)
 
 
-MODALITIES: dict[str, tuple[str, ...]] = {"causal-lm": ("text",), "vlm": ("text", "image", "video"),
-                                          "omni": ("text", "image", "audio", "video")}
+MODALITIES: dict[str, tuple[str, ...]] = {
+    "causal-lm": ("text",),
+    "vlm": ("text", "image", "video"),
+    "omni": ("text", "image", "audio", "video"),
+}
 
 
 def modalities_of(kind: str) -> tuple[str, ...]:
@@ -83,28 +108,45 @@ def _quantization(quantize: str | None, device: torch.device):
     if quantize != "nf4":
         raise UserError(f"quantize: unknown value '{quantize}' (only 'nf4', the QLoRA setting of the paper)")
     if device.type != "cuda":
-        raise UserError("quantize: 4-bit NF4 base weights need a CUDA GPU (bitsandbytes); "
-                        "on CPU leave quantize empty")
+        raise UserError("quantize: 4-bit NF4 base weights need a CUDA GPU (bitsandbytes); on CPU leave quantize empty")
     try:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
     except ImportError:
         raise UserError("quantize: 4-bit NF4 needs bitsandbytes: pip install bitsandbytes") from None
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
 
 
-def load_tinyvlm_backbone(directory: str | Path, *, dtype: torch.dtype = torch.float32,
-                          device: str | torch.device = "cpu") -> Backbone:
+def load_tinyvlm_backbone(
+    directory: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> Backbone:
     """A saved TinyVLM as an LCO ``Backbone`` (kind ``vlm``, modalities text and image)."""
     model, processor = load_tinyvlm(directory, dtype=dtype, device=device)
-    return Backbone(model=model, processor=processor, kind="vlm", name=str(directory), modalities=("text", "image"),
-                    extra={"tinyvlm": True})
+    return Backbone(
+        model=model,
+        processor=processor,
+        kind="vlm",
+        name=str(directory),
+        modalities=("text", "image"),
+        extra={"tinyvlm": True},
+    )
 
 
-def load_backbone(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                  kind: str | None = None, quantize: str | None = None, attn_implementation: str | None = None,
-                  processor_kwargs: dict | None = None) -> Backbone:
+def load_backbone(
+    name_or_path: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    kind: str | None = None,
+    quantize: str | None = None,
+    attn_implementation: str | None = None,
+    processor_kwargs: dict | None = None,
+) -> Backbone:
     """Load a backbone from a bundled name, a local directory or a hub id (the hub needs the network)."""
     from transformers import AutoConfig, AutoProcessor, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -165,8 +207,9 @@ def load_backbone(name_or_path: str, *, dtype: torch.dtype = torch.float32, devi
         )
     if quant is None:
         model = model.to(device)
-    return Backbone(model=model.eval(), processor=processor, kind=kind, name=name_or_path,
-                    modalities=modalities_of(kind))
+    return Backbone(
+        model=model.eval(), processor=processor, kind=kind, name=name_or_path, modalities=modalities_of(kind)
+    )
 
 
 def language_linear_names(model: torch.nn.Module) -> list[str]:
@@ -188,5 +231,8 @@ def language_linear_names(model: torch.nn.Module) -> list[str]:
 
 def tower_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """Parameters of the vision/audio towers and connectors (kept frozen)."""
-    return {n: p for n, p in model.named_parameters()
-            if any(w in n for w in ("visual", "vision", "audio", "multi_modal_projector", "connector"))}
+    return {
+        n: p
+        for n, p in model.named_parameters()
+        if any(w in n for w in ("visual", "vision", "audio", "multi_modal_projector", "connector"))
+    }

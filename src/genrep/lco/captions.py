@@ -98,7 +98,7 @@ def noun_phrase(label: int, synonym: int = 0, adjectives: tuple[str, ...] = ()) 
     noun = SYNONYMS[label][synonym % len(SYNONYMS[label])]
     adj = " ".join(adjectives)
     if noun.startswith("pair of "):
-        return "a pair of " + (f"{adj} " if adj else "") + noun[len("pair of "):]
+        return "a pair of " + (f"{adj} " if adj else "") + noun[len("pair of ") :]
     return _article(f"{adj} {noun}" if adj else noun)
 
 
@@ -123,8 +123,10 @@ def class_prompts(template: str = "A photo of {np}.") -> list[str]:
     return [template.format(np=noun_phrase(c)) for c in range(len(SYNONYMS))]
 
 
-_PATTERNS = sorted(((syn.replace("pair of ", ""), label) for label, group in enumerate(SYNONYMS) for syn in group),
-                   key=lambda x: -len(x[0]))
+_PATTERNS = sorted(
+    ((syn.replace("pair of ", ""), label) for label, group in enumerate(SYNONYMS) for syn in group),
+    key=lambda x: -len(x[0]),
+)
 
 
 def class_of_caption(text: str) -> int | None:

@@ -27,7 +27,9 @@ def lco() -> None:
 @lco.command("train")
 @click.option("--backbone", default=None, help="smollm2-135m (default), gemma3-270m, a local directory or hub id.")
 @click.option("--data", default=None, help="hsk (bundled zh<->en pairs) or a triplet JSONL file.")
-@click.option("--method", type=click.Choice(["lora", "full", "head"]), default=None, help="What to train (default lora).")
+@click.option(
+    "--method", type=click.Choice(["lora", "full", "head"]), default=None, help="What to train (default lora)."
+)
 @click.option("--max-steps", type=int, default=None)
 @click.option("--batch-size", type=int, default=None, help="Global batch of triplets.")
 @click.option("--chunk-size", type=int, default=None, help="GradCache chunk size (0 = off).")
@@ -37,25 +39,50 @@ def lco() -> None:
 @CONFIG
 @SET
 @OUT
-def train_cmd(backbone, data, method, max_steps, batch_size, chunk_size, lr, grad_checkpointing, resume,
-              config_path, overrides, out):
+def train_cmd(
+    backbone,
+    data,
+    method,
+    max_steps,
+    batch_size,
+    chunk_size,
+    lr,
+    grad_checkpointing,
+    resume,
+    config_path,
+    overrides,
+    out,
+):
     """Contrastive refinement (InfoNCE, in-batch + hard negatives) of a generative backbone."""
     from genrep.core.config import load_config
     from genrep.core.resume import summary
     from genrep.lco.train import TrainConfig, train
 
-    flags = _flags(backbone=backbone, data=data, method=method, max_steps=max_steps, batch_size=batch_size,
-                   chunk_size=chunk_size, lr=lr, grad_checkpointing=grad_checkpointing)
+    flags = _flags(
+        backbone=backbone,
+        data=data,
+        method=method,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        lr=lr,
+        grad_checkpointing=grad_checkpointing,
+    )
     cfg = load_config(TrainConfig, config_path, overrides, flags=flags)
     m = train(cfg, out, resume=resume)
-    click.echo(f"trained {cfg.method} on {cfg.backbone} for {m['steps']} steps; {summary(m)}; "
-               f"model in {Path(out) / 'model'}")
+    click.echo(
+        f"trained {cfg.method} on {cfg.backbone} for {m['steps']} steps; {summary(m)}; model in {Path(out) / 'model'}"
+    )
 
 
 @lco.command("eval")
 @click.option("--model", default=None, help="base:NAME (untuned backbone) or a trained model directory.")
-@click.option("--task", "tasks", multiple=True,
-              help="hsk-retrieval (default), retrieval:DIR, seadoc:DIR, sts:FILE, classification:FILE.")
+@click.option(
+    "--task",
+    "tasks",
+    multiple=True,
+    help="hsk-retrieval (default), retrieval:DIR, seadoc:DIR, sts:FILE, classification:FILE.",
+)
 @click.option("--limit", type=int, default=None, help="Only the first N queries / pairs.")
 @click.option("--batch-size", type=int, default=None)
 @CONFIG
@@ -66,12 +93,15 @@ def eval_cmd(model, tasks, limit, batch_size, config_path, overrides, out):
     from genrep.core.config import load_config
     from genrep.lco.evaluate import EvalConfig, evaluate
 
-    flags = _flags(model=_trained(model) if model else model, tasks=list(tasks) or None, limit=limit,
-                   batch_size=batch_size)
+    flags = _flags(
+        model=_trained(model) if model else model, tasks=list(tasks) or None, limit=limit, batch_size=batch_size
+    )
     cfg = load_config(EvalConfig, config_path, overrides, flags=flags)
     m = evaluate(cfg, out)
     shown = {k: m[k] for k in ("recall@1", "ndcg@10", "anisotropy", "spearman", "accuracy") if k in m}
-    click.echo(f"{cfg.model}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()) + f"; {Path(out) / 'metrics.json'}")
+    click.echo(
+        f"{cfg.model}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()) + f"; {Path(out) / 'metrics.json'}"
+    )
 
 
 @lco.command("analyze")
@@ -115,8 +145,14 @@ def merge_cmd(model, out):
 
 
 @lco.command("soup")
-@click.option("--model", "models", multiple=True, required=True, type=click.Path(path_type=Path),
-              help="Trained model directories to average (repeatable, at least two).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Trained model directories to average (repeatable, at least two).",
+)
 @click.option("--weight", "weights", multiple=True, type=float, help="Per-model weights (default uniform).")
 @OUT
 def soup_cmd(models, weights, out):
@@ -140,8 +176,12 @@ def soup_cmd(models, weights, out):
 
 
 @lco.command("grsl")
-@click.option("--points", required=True, type=click.Path(path_type=Path),
-              help="CSV or JSONL with name, generative, representation per backbone.")
+@click.option(
+    "--points",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="CSV or JSONL with name, generative, representation per backbone.",
+)
 @click.option("--xlabel", default="generative score", show_default=True)
 @click.option("--ylabel", default="representation score", show_default=True)
 @OUT
@@ -156,12 +196,16 @@ def grsl_cmd(points, xlabel, ylabel, out):
     run.write_config({"points": str(points), "xlabel": xlabel, "ylabel": ylabel})
     atomic_write_bytes(run.figures / "grsl.png", plot_grsl(pts, fit, xlabel=xlabel, ylabel=ylabel))
     run.write_metrics({"fit": fit, "points": [p.__dict__ for p in pts]})
-    click.echo(f"slope {fit['slope']:.4f}, Pearson {fit['pearson']:.3f}, Spearman {fit['spearman']:.3f} "
-               f"over {fit['n']} backbones; plot in {run.figures / 'grsl.png'}")
+    click.echo(
+        f"slope {fit['slope']:.4f}, Pearson {fit['pearson']:.3f}, Spearman {fit['spearman']:.3f} "
+        f"over {fit['n']} backbones; plot in {run.figures / 'grsl.png'}"
+    )
 
 
 @lco.command("pretrain-vlm")
-@click.option("--lm", default=None, help="Language model: smollm2-135m (default), gemma3-270m or a causal-LM directory.")
+@click.option(
+    "--lm", default=None, help="Language model: smollm2-135m (default), gemma3-270m or a causal-LM directory."
+)
 @click.option("--steps", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--save-at", "save_at", type=int, multiple=True, help="Steps saved as backbones (repeatable).")
@@ -177,15 +221,22 @@ def pretrain_vlm_cmd(lm, steps, batch_size, save_at, lm_lora_r, photos_fraction,
     from genrep.core.config import load_config
     from genrep.lco.pretrain_vlm import PretrainConfig, pretrain
 
-    flags = _flags(steps=steps, batch_size=batch_size, save_at=list(save_at) or None, lm_lora_r=lm_lora_r,
-                   photos_fraction=photos_fraction)
+    flags = _flags(
+        steps=steps,
+        batch_size=batch_size,
+        save_at=list(save_at) or None,
+        lm_lora_r=lm_lora_r,
+        photos_fraction=photos_fraction,
+    )
     if lm:
         flags["vlm"] = {"lm": lm}
     cfg = load_config(PretrainConfig, config_path, overrides, flags=flags)
     m = pretrain(cfg, out, resume=resume)
     for b in m["backbones"]:
-        click.echo(f"step {b['step']:>6}: caption log-lik/token {b['caption_loglik']:.3f}, caption class accuracy "
-                   f"{b['caption_accuracy']:.3f}  {b['dir']}")
+        click.echo(
+            f"step {b['step']:>6}: caption log-lik/token {b['caption_loglik']:.3f}, caption class accuracy "
+            f"{b['caption_accuracy']:.3f}  {b['dir']}"
+        )
 
 
 @lco.command("grsl-experiment")
@@ -202,17 +253,22 @@ def grsl_experiment_cmd(fast, lm, resume, config_path, overrides, out):
     from genrep.lco.grsl_experiment import PROFILES, GRSLExperimentConfig, run_experiment
 
     flags = {"pretrain": {"vlm": {"lm": lm}}} if lm else None
-    cfg = load_config(GRSLExperimentConfig, config_path, overrides, flags=flags,
-                      base=PROFILES["fast" if fast else "default"]())
+    cfg = load_config(
+        GRSLExperimentConfig, config_path, overrides, flags=flags, base=PROFILES["fast" if fast else "default"]()
+    )
     m = run_experiment(cfg, out, resume=resume)
     for b in m["backbones"]:
-        click.echo(f"{b['name']}: caption log-lik {b['generative']['caption_loglik']:.3f}, zero-shot "
-                   f"{b['before']['zero_shot_accuracy']:.3f} -> {b['after']['zero_shot_accuracy']:.3f}, image "
-                   f"anisotropy {b['before']['anisotropy_image']:.3f} -> {b['after']['anisotropy_image']:.3f}")
+        click.echo(
+            f"{b['name']}: caption log-lik {b['generative']['caption_loglik']:.3f}, zero-shot "
+            f"{b['before']['zero_shot_accuracy']:.3f} -> {b['after']['zero_shot_accuracy']:.3f}, image "
+            f"anisotropy {b['before']['anisotropy_image']:.3f} -> {b['after']['anisotropy_image']:.3f}"
+        )
     fit = m["grsl_fit"]
     if "slope" in fit:
-        click.echo(f"GRSL: slope {fit['slope']:.4f}, Pearson {fit['pearson']:.3f} (p {fit['pearson_p']:.3g}), "
-                   f"Spearman {fit['spearman']:.3f} over {fit['n']} backbones")
+        click.echo(
+            f"GRSL: slope {fit['slope']:.4f}, Pearson {fit['pearson']:.3f} (p {fit['pearson_p']:.3g}), "
+            f"Spearman {fit['spearman']:.3f} over {fit['n']} backbones"
+        )
     else:
         click.echo(f"GRSL: no fit ({fit['error']})")
     click.echo(f"plots in {Path(out) / 'figures'}")

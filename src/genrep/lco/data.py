@@ -151,6 +151,7 @@ def _load_audio(path: str):
 
 # --------------------------------------------------------------------------- HSK zh<->en pairs
 
+
 @dataclass
 class HSKSplit:
     train: list[dict]
@@ -166,8 +167,9 @@ def hsk_pairs_split(test_size: int = 500, seed: int = 0) -> HSKSplit:
     """
     from genrep.core.assets import load
 
-    pairs = [p for p in load("hsk-zh-en") if p["en"].strip() and p["en"].strip().lower() != "placeholder"
-             and p["zh"].strip()]
+    pairs = [
+        p for p in load("hsk-zh-en") if p["en"].strip() and p["en"].strip().lower() != "placeholder" and p["zh"].strip()
+    ]
     parent = list(range(len(pairs)))
 
     def find(i: int) -> int:

@@ -24,13 +24,21 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
 
     steps, batch, n_test, rank = PROFILES[cfg.profile]
     base_dir = run.path / "lco"
-    tcfg = TrainConfig(backbone="smollm2-135m", data="hsk", max_steps=steps, batch_size=batch, warmup_steps=2,
-                       log_every=1, checkpoint_every=max(steps, 1), seed=cfg.seed)
+    tcfg = TrainConfig(
+        backbone="smollm2-135m",
+        data="hsk",
+        max_steps=steps,
+        batch_size=batch,
+        warmup_steps=2,
+        log_every=1,
+        checkpoint_every=max(steps, 1),
+        seed=cfg.seed,
+    )
     tcfg.lora.r = rank
     tcfg.lora.dropout = 0.0 if cfg.profile != "full" else tcfg.lora.dropout
     ecfg = EvalConfig(model="base:smollm2-135m", tasks=["hsk-retrieval"], limit=n_test, device="cpu")
     # anisotropy per layer, before and after, on the same test sentences
-    test = hsk_pairs_split(ecfg.hsk_test_size).test[:min(n_test, 60)]
+    test = hsk_pairs_split(ecfg.hsk_test_size).test[: min(n_test, 60)]
     texts = [p["zh"] for p in test] + [p["en"] for p in test]
     per_layer = {}
 
@@ -77,7 +85,7 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     final = tm.get("final", {})
     sec.text(
         f"The bundled SmolLM2-135M-Instruct embeds a text as the last token's hidden state after the chat "
-        f"template and the suffix \"Summarize the above text in one word:\" (L2-normalised). A text-only LoRA "
+        f'template and the suffix "Summarize the above text in one word:" (L2-normalised). A text-only LoRA '
         f"contrastive run (r={rank}, InfoNCE at temperature 0.03 with in-batch and hard negatives) of {steps} steps "
         f"x {batch} triplets on the HSK training pairs (zh->en and en->zh; hard negatives from the same topic) "
         f"took {final.get('seconds', 0):.0f} s (final loss {final.get('loss', float('nan')):.3f}). Retrieval is on "
@@ -86,27 +94,50 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
         f"{1 / before['tasks']['hsk-retrieval']['num_queries']:.3f}). SmolLM2 knows little Chinese, so the base "
         f"is weak; the paper's claim to watch is that light contrastive refinement both improves retrieval and "
         f"lowers anisotropy (the embeddings stop crowding into one narrow cone)."
-        + (" The demo uses LoRA rank 16 without dropout for speed (the paper: r 64, dropout 0.05; "
-           "`genrep lco train` defaults)." if cfg.profile != "full" else ""))
+        + (
+            " The demo uses LoRA rank 16 without dropout for speed (the paper: r 64, dropout 0.05; "
+            "`genrep lco train` defaults)."
+            if cfg.profile != "full"
+            else ""
+        )
+    )
     rows = []
     for name, m in (("base", before), ("LoRA-tuned", after)):
         t = m["tasks"]["hsk-retrieval"]
-        rows.append({"model": name, "R@1": round(m["recall@1"], 3), "R@10": round(m["recall@10"], 3),
-                     "nDCG@10": round(m["ndcg@10"], 3), "en->zh R@1": round(t["en2zh/recall@1"], 3),
-                     "anisotropy": round(m["anisotropy"], 3), "mutual kNN@10": round(t["mutual_knn@10"], 3)})
+        rows.append(
+            {
+                "model": name,
+                "R@1": round(m["recall@1"], 3),
+                "R@10": round(m["recall@10"], 3),
+                "nDCG@10": round(m["ndcg@10"], 3),
+                "en->zh R@1": round(t["en2zh/recall@1"], 3),
+                "anisotropy": round(m["anisotropy"], 3),
+                "mutual kNN@10": round(t["mutual_knn@10"], 3),
+            }
+        )
     sec.table(rows)
     n_q = before["tasks"]["hsk-retrieval"]["num_queries"]
-    se = max((after["recall@1"] * (1 - after["recall@1"]) / n_q) ** 0.5, (before["recall@1"] * (1 - before["recall@1"]) / n_q) ** 0.5)
-    retrieval = ("rose" if after["recall@1"] - before["recall@1"] > 2 * se else "did not rise beyond noise")
+    se = max(
+        (after["recall@1"] * (1 - after["recall@1"]) / n_q) ** 0.5,
+        (before["recall@1"] * (1 - before["recall@1"]) / n_q) ** 0.5,
+    )
+    retrieval = "rose" if after["recall@1"] - before["recall@1"] > 2 * se else "did not rise beyond noise"
     cone = "fell" if after["anisotropy"] < before["anisotropy"] else "did not fall"
-    sec.text(f"Here Recall@1 {retrieval} ({before['recall@1']:.3f} -> {after['recall@1']:.3f}, one standard error "
-             f"about {se:.3f}) and the last layer's anisotropy {cone} ({before['anisotropy']:.3f} -> "
-             f"{after['anisotropy']:.3f}).")
+    sec.text(
+        f"Here Recall@1 {retrieval} ({before['recall@1']:.3f} -> {after['recall@1']:.3f}, one standard error "
+        f"about {se:.3f}) and the last layer's anisotropy {cone} ({before['anisotropy']:.3f} -> "
+        f"{after['anisotropy']:.3f})."
+    )
     sec.image(figure_png(fig), "zh->en retrieval before/after, and anisotropy per layer", "lco_retrieval.png")
-    return {"lco": {"before": {k: before[k] for k in ("recall@1", "ndcg@10", "anisotropy")},
-                    "after": {k: after[k] for k in ("recall@1", "ndcg@10", "anisotropy")},
-                    "train_steps": steps, "train_seconds": final.get("seconds"),
-                    "anisotropy_per_layer": {k: v[1] for k, v in per_layer.items()}}}
+    return {
+        "lco": {
+            "before": {k: before[k] for k in ("recall@1", "ndcg@10", "anisotropy")},
+            "after": {k: after[k] for k in ("recall@1", "ndcg@10", "anisotropy")},
+            "train_steps": steps,
+            "train_seconds": final.get("seconds"),
+            "anisotropy_per_layer": {k: v[1] for k, v in per_layer.items()},
+        }
+    }
 
 
 def grsl_profile(profile: str):
@@ -121,13 +152,35 @@ def grsl_profile(profile: str):
         return GRSLExperimentConfig()
     if profile == "fast":
         return GRSLExperimentConfig(
-            pretrain=PretrainConfig(steps=15, save_at=[15], batch_size=16, train_images=2000, eval_images=16,
-                                    log_every=5, checkpoint_every=15),
-            refine=RefineConfig(steps=8, text_rows=400), test_images=120, captions_per_class=4, fit=False)
+            pretrain=PretrainConfig(
+                steps=15,
+                save_at=[15],
+                batch_size=16,
+                train_images=2000,
+                eval_images=16,
+                log_every=5,
+                checkpoint_every=15,
+            ),
+            refine=RefineConfig(steps=8, text_rows=400),
+            test_images=120,
+            captions_per_class=4,
+            fit=False,
+        )
     return GRSLExperimentConfig(
-        pretrain=PretrainConfig(steps=3, save_at=[0, 1], batch_size=4, train_images=200, eval_images=8,
-                                max_new_tokens=8, log_every=1, checkpoint_every=3),
-        refine=RefineConfig(steps=1, batch_size=4, text_rows=16, lora_r=8), test_images=20, captions_per_class=2)
+        pretrain=PretrainConfig(
+            steps=3,
+            save_at=[0, 1],
+            batch_size=4,
+            train_images=200,
+            eval_images=8,
+            max_new_tokens=8,
+            log_every=1,
+            checkpoint_every=3,
+        ),
+        refine=RefineConfig(steps=1, batch_size=4, text_rows=16, lora_r=8),
+        test_images=20,
+        captions_per_class=2,
+    )
 
 
 def add_grsl_section(report: Report, cfg, run: RunDir) -> dict:
@@ -149,35 +202,55 @@ def add_grsl_section(report: Report, cfg, run: RunDir) -> dict:
         f"images, then the *same* text-only LoRA refinement on caption triplets ({ecfg.refine.steps} steps x "
         f"{ecfg.refine.batch_size}; no image is seen), and image zero-shot classification / image->caption "
         f"retrieval / anisotropy before and after on {ecfg.test_images} other test images."
-        + {"smoke": " This smoke profile only exercises every stage; its numbers mean nothing.",
-           "fast": " This profile tests claim 1 on one briefly pre-trained backbone: the same images are "
-                   "classified before and after, so the gain is judged by a paired (McNemar) test."}.get(
-            cfg.profile, ""))
-    rows = [{"backbone": b["name"], "caption log-lik": round(b["generative"]["caption_loglik"], 3),
-             "caption acc": round(b["generative"]["caption_accuracy"], 3),
-             "zero-shot before": _acc(b["before"]), "zero-shot after": _acc(b["after"]),
-             "gained / lost images": _paired(t),
-             "img aniso before": round(b["before"]["anisotropy_image"], 3),
-             "img aniso after": round(b["after"]["anisotropy_image"], 3)}
-            for b, t in zip(m["backbones"], m["transfer"]["zero_shot_mcnemar"])]
+        + {
+            "smoke": " This smoke profile only exercises every stage; its numbers mean nothing.",
+            "fast": " This profile tests claim 1 on one briefly pre-trained backbone: the same images are "
+            "classified before and after, so the gain is judged by a paired (McNemar) test.",
+        }.get(cfg.profile, "")
+    )
+    rows = [
+        {
+            "backbone": b["name"],
+            "caption log-lik": round(b["generative"]["caption_loglik"], 3),
+            "caption acc": round(b["generative"]["caption_accuracy"], 3),
+            "zero-shot before": _acc(b["before"]),
+            "zero-shot after": _acc(b["after"]),
+            "gained / lost images": _paired(t),
+            "img aniso before": round(b["before"]["anisotropy_image"], 3),
+            "img aniso after": round(b["after"]["anisotropy_image"], 3),
+        }
+        for b, t in zip(m["backbones"], m["transfer"]["zero_shot_mcnemar"])
+    ]
     sec.table(rows)
     sec.text(_transfer_verdict(m, ecfg))
     fit = m["grsl_fit"]
     if ecfg.fit:
-        sec.text(f"GRSL fit over {len(rows)} backbones: " + (
-            f"slope {fit['slope']:.3f}, Pearson r {fit['pearson']:.3f}, Spearman {fit['spearman']:.3f}."
-            if "slope" in fit else f"none ({fit['error']})."))
+        sec.text(
+            f"GRSL fit over {len(rows)} backbones: "
+            + (
+                f"slope {fit['slope']:.3f}, Pearson r {fit['pearson']:.3f}, Spearman {fit['spearman']:.3f}."
+                if "slope" in fit
+                else f"none ({fit['error']})."
+            )
+        )
     else:
-        sec.text("Claim 2, the Generation-Representation Scaling Law, needs several backbones whose zero-shot "
-                 "accuracies differ by more than their error bars, which this budget cannot buy; it is not fitted "
-                 "here. `genrep lco grsl-experiment` (five backbones, docs/lco.md) measures it.")
-    for name, caption in (("grsl.png", "generative score vs zero-shot accuracy after text-only refinement"),
-                          ("transfer.png", "image zero-shot accuracy (+- one binomial standard error) and anisotropy "
-                                           "before/after text-only LoRA")):
+        sec.text(
+            "Claim 2, the Generation-Representation Scaling Law, needs several backbones whose zero-shot "
+            "accuracies differ by more than their error bars, which this budget cannot buy; it is not fitted "
+            "here. `genrep lco grsl-experiment` (five backbones, docs/lco.md) measures it."
+        )
+    for name, caption in (
+        ("grsl.png", "generative score vs zero-shot accuracy after text-only refinement"),
+        (
+            "transfer.png",
+            "image zero-shot accuracy (+- one binomial standard error) and anisotropy before/after text-only LoRA",
+        ),
+    ):
         if (figures / name).is_file():
             sec.image((figures / name).read_bytes(), caption, f"lco_{name}")
-    return {"lco_grsl": {"fit": fit, "transfer": m["transfer"],
-                         "backbones": [{k: r[k] for k in rows[0]} for r in rows]}}
+    return {
+        "lco_grsl": {"fit": fit, "transfer": m["transfer"], "backbones": [{k: r[k] for k in rows[0]} for r in rows]}
+    }
 
 
 def _acc(scores: dict) -> str:
@@ -203,7 +276,10 @@ def _transfer_verdict(m: dict, ecfg) -> str:
             verdict = "accuracy rose, but by less than this many test images can tell from chance"
         else:
             verdict = "accuracy did not rise at this budget"
-        parts.append(f"backbone {b['name']}: {gain:+.3f} ({verdict}, p = {t['p_value']:.2g} on "
-                     f"{b['before']['n_images']} images)")
-    return ("Claim 1, text-only refinement transfers to images: " + "; ".join(parts) + ". The refinement saw "
-            f"{ecfg.refine.steps} x {ecfg.refine.batch_size} caption triplets and no image.")
+        parts.append(
+            f"backbone {b['name']}: {gain:+.3f} ({verdict}, p = {t['p_value']:.2g} on {b['before']['n_images']} images)"
+        )
+    return (
+        "Claim 1, text-only refinement transfers to images: " + "; ".join(parts) + ". The refinement saw "
+        f"{ecfg.refine.steps} x {ecfg.refine.batch_size} caption triplets and no image."
+    )

@@ -121,8 +121,15 @@ def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch
 class EmbeddingModel:
     """A backbone plus the LCO-EMB input format and pooling. See the module docstring."""
 
-    def __init__(self, backbone: Backbone, *, prompts: PromptConfig | None = None, layer: int = -1,
-                 max_length: int = 512, normalize: bool = True):
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        prompts: PromptConfig | None = None,
+        layer: int = -1,
+        max_length: int = 512,
+        normalize: bool = True,
+    ):
         self.backbone = backbone
         self.prompts = prompts or PromptConfig()
         self.layer = layer
@@ -143,8 +150,15 @@ class EmbeddingModel:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu", kind: str | None = None, **kwargs) -> EmbeddingModel:
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        kind: str | None = None,
+        **kwargs,
+    ) -> EmbeddingModel:
         """A bundled name (``smollm2-135m``, ``gemma3-270m``), a local directory or a hub id."""
         return cls(load_backbone(name_or_path, dtype=dtype, device=device, kind=kind), **kwargs)
 
@@ -180,13 +194,20 @@ class EmbeddingModel:
         if self.backbone.kind == "causal-lm":
             content: Any = text + suffix
         else:
-            content = ([{"type": "image"} for _ in images] + [{"type": "video"} for _ in videos]
-                       + [{"type": "audio"} for _ in audios] + [{"type": "text", "text": text + suffix}])
+            content = (
+                [{"type": "image"} for _ in images]
+                + [{"type": "video"} for _ in videos]
+                + [{"type": "audio"} for _ in audios]
+                + [{"type": "text", "text": text + suffix}]
+            )
         if use_chat:
             messages = [{"role": "user", "content": content}]
             if self.prompts.system:
-                sys_content = self.prompts.system if self.backbone.kind == "causal-lm" else [
-                    {"type": "text", "text": self.prompts.system}]
+                sys_content = (
+                    self.prompts.system
+                    if self.backbone.kind == "causal-lm"
+                    else [{"type": "text", "text": self.prompts.system}]
+                )
                 messages.insert(0, {"role": "system", "content": sys_content})
             prompt = self.backbone.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
@@ -220,7 +241,9 @@ class EmbeddingModel:
         """Last-token hidden states ``[len(layers) or 1, B, d]`` (not normalised), with grad if enabled."""
         enc = self._inputs(batch)
         extra = {"logits_to_keep": 1} if self._keep_logits else {}
-        out = (self.forward_module or self.model)(**enc, output_hidden_states=True, return_dict=True, use_cache=False, **extra)
+        out = (self.forward_module or self.model)(
+            **enc, output_hidden_states=True, return_dict=True, use_cache=False, **extra
+        )
         hidden = out.hidden_states
         picks = [self.layer] if layers is None else list(layers)
         return torch.stack([last_token_pool(hidden[i], enc["attention_mask"]) for i in picks])
@@ -246,10 +269,18 @@ class EmbeddingModel:
 
     # ------------------------------------------------------------------ inference API
     @torch.no_grad()
-    def encode(self, inputs: Iterable[Any], *, batch_size: int = 16, side: Side = "document",
-               layers: Sequence[int] | None = None, sort_by_length: bool = True,
-               convert_to: Literal["numpy", "torch"] = "numpy",
-               show_progress: bool = True, description: str = "encode"):
+    def encode(
+        self,
+        inputs: Iterable[Any],
+        *,
+        batch_size: int = 16,
+        side: Side = "document",
+        layers: Sequence[int] | None = None,
+        sort_by_length: bool = True,
+        convert_to: Literal["numpy", "torch"] = "numpy",
+        show_progress: bool = True,
+        description: str = "encode",
+    ):
         """Embed inputs: ``[N, d]`` (or ``[len(layers), N, d]`` with ``layers``), in the input order.
 
         ``side`` picks the query or document suffix; ``layers`` (hidden-state indices, 0 = the token

@@ -86,14 +86,22 @@ def hsk_retrieval(emb: EmbeddingModel, cfg: EvalConfig) -> dict:
     back = retrieval_metrics(en_q @ zh_d.T, gold)
     out.update({f"en2zh/{k}": v for k, v in back.items() if k != "num_queries"})
     both = np.concatenate([zh_q, en_d])
-    out.update({
-        "anisotropy": anisotropy(both), "anisotropy_zh": anisotropy(zh_q), "anisotropy_en": anisotropy(en_d),
-        "mutual_knn@10": mutual_knn_alignment(zh_q, en_d, k=min(10, len(test) - 1)),
-        "cka": linear_cka(zh_q, en_d),
-    })
+    out.update(
+        {
+            "anisotropy": anisotropy(both),
+            "anisotropy_zh": anisotropy(zh_q),
+            "anisotropy_en": anisotropy(en_d),
+            "mutual_knn@10": mutual_knn_alignment(zh_q, en_d, k=min(10, len(test) - 1)),
+            "cka": linear_cka(zh_q, en_d),
+        }
+    )
     if cfg.layers:
-        per_layer = emb.encode([p["zh"] for p in test] + [p["en"] for p in test], batch_size=cfg.batch_size,
-                               layers=cfg.layers, description="hsk layers")
+        per_layer = emb.encode(
+            [p["zh"] for p in test] + [p["en"] for p in test],
+            batch_size=cfg.batch_size,
+            layers=cfg.layers,
+            description="hsk layers",
+        )
         out["anisotropy_per_layer"] = {str(layer): anisotropy(per_layer[i]) for i, layer in enumerate(cfg.layers)}
     return out
 
@@ -121,8 +129,13 @@ def folder_retrieval(emb: EmbeddingModel, root: Path, cfg: EvalConfig) -> dict:
     d = emb.encode(d_items, batch_size=cfg.batch_size, side="document", description="corpus")
     rel = qrels_to_indices(qrels, [q_ids[i] for i in keep], d_ids)
     out = retrieval_metrics(q @ d.T, rel)
-    out.update({"anisotropy_queries": anisotropy(q), "anisotropy_corpus": anisotropy(d),
-                "anisotropy": anisotropy(np.concatenate([q, d]))})
+    out.update(
+        {
+            "anisotropy_queries": anisotropy(q),
+            "anisotropy_corpus": anisotropy(d),
+            "anisotropy": anisotropy(np.concatenate([q, d])),
+        }
+    )
     return out
 
 
@@ -136,8 +149,11 @@ def sts(emb: EmbeddingModel, path: Path, cfg: EvalConfig) -> dict:
         rows = rows[: cfg.limit]
     a = emb.encode([r["sentence1"] for r in rows], batch_size=cfg.batch_size, description="sts a")
     b = emb.encode([r["sentence2"] for r in rows], batch_size=cfg.batch_size, description="sts b")
-    return {"spearman": sts_spearman(a, b, [float(r["score"]) for r in rows]), "num_pairs": len(rows),
-            "anisotropy": anisotropy(np.concatenate([a, b]))}
+    return {
+        "spearman": sts_spearman(a, b, [float(r["score"]) for r in rows]),
+        "num_pairs": len(rows),
+        "anisotropy": anisotropy(np.concatenate([a, b])),
+    }
 
 
 def classification(emb: EmbeddingModel, path: Path, cfg: EvalConfig) -> dict:
@@ -153,8 +169,12 @@ def classification(emb: EmbeddingModel, path: Path, cfg: EvalConfig) -> dict:
     is_image = any("image" in x for x in items)
     template = cfg.class_prompt or ("a photo of a {label}" if is_image else "{label}")
     x = emb.encode(items, batch_size=cfg.batch_size, side="query", description="items")
-    c = emb.encode([template.format(label=lbl) for lbl in labels], batch_size=cfg.batch_size, side="document",
-                   description="class prompts")
+    c = emb.encode(
+        [template.format(label=lbl) for lbl in labels],
+        batch_size=cfg.batch_size,
+        side="document",
+        description="class prompts",
+    )
     res = zero_shot_accuracy(x, c, [labels.index(str(r["label"])) for r in rows])
     return {**res, "labels": labels, "class_prompt": template, "anisotropy": anisotropy(x)}
 
@@ -171,8 +191,9 @@ def run_task(emb: EmbeddingModel, task: str, cfg: EvalConfig) -> dict:
         return sts(emb, Path(arg), cfg)
     if name == "classification":
         return classification(emb, Path(arg), cfg)
-    raise UserError(f"--task: unknown task '{task}' (hsk-retrieval, retrieval:DIR, seadoc:DIR, sts:FILE, "
-                    "classification:FILE)")
+    raise UserError(
+        f"--task: unknown task '{task}' (hsk-retrieval, retrieval:DIR, seadoc:DIR, sts:FILE, classification:FILE)"
+    )
 
 
 def evaluate(cfg: EvalConfig, out: str | Path, emb: EmbeddingModel | None = None) -> dict:
@@ -188,8 +209,11 @@ def evaluate(cfg: EvalConfig, out: str | Path, emb: EmbeddingModel | None = None
         emb = load_model(cfg.model, device=pick_device(cfg.device))
     results = {task: run_task(emb, task, cfg) for task in cfg.tasks}
     first = results[cfg.tasks[0]]
-    headline = {k: first[k] for k in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "anisotropy",
-                                     "spearman", "accuracy") if k in first}
+    headline = {
+        k: first[k]
+        for k in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "anisotropy", "spearman", "accuracy")
+        if k in first
+    }
     metrics = {"model": cfg.model, **headline, "tasks": results}
     if "anisotropy_per_layer" in first:
         series = {"anisotropy": [first["anisotropy_per_layer"][str(layer)] for layer in cfg.layers]}

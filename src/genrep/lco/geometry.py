@@ -110,7 +110,7 @@ def mutual_knn_alignment(a, b, k: int = 10) -> float:
     nb = _knn(b, k)
     shared = 0
     for start in range(0, n, _BLOCK):
-        sa, sb = na[start:start + _BLOCK], nb[start:start + _BLOCK]
+        sa, sb = na[start : start + _BLOCK], nb[start : start + _BLOCK]
         shared += int(np.count_nonzero(sa[:, :, None] == sb[:, None, :]))
     return shared / (n * k)
 

@@ -103,7 +103,9 @@ def read_points(path: str | Path) -> list[GRSLPoint]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _CSV_SUFFIXES + _JSONL_SUFFIXES:
-        raise UserError(f"{path}: unknown points file type {suffix or '(no suffix)'!r}; use .csv, .jsonl or .json-lines")
+        raise UserError(
+            f"{path}: unknown points file type {suffix or '(no suffix)'!r}; use .csv, .jsonl or .json-lines"
+        )
     if suffix in _JSONL_SUFFIXES:
         points = _read_jsonl(path)
     else:
@@ -188,8 +190,7 @@ def plot_grsl(
         ax.annotate(p.name, (p.generative, p.representation), textcoords="offset points", xytext=(4, 4), fontsize=8)
     pad = 0.05 * (x.max() - x.min() or 1.0)
     xs = np.array([x.min() - pad, x.max() + pad])
-    label = (f"fit: slope={fit['slope']:.3g}, Pearson r={fit['pearson']:.3f}, "
-             f"Spearman \u03c1={fit['spearman']:.3f}")
+    label = f"fit: slope={fit['slope']:.3g}, Pearson r={fit['pearson']:.3f}, Spearman \u03c1={fit['spearman']:.3f}"
     ax.plot(xs, fit["slope"] * xs + fit["intercept"], color="C3", label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -48,8 +48,13 @@ from genrep.lco.pretrain_vlm import SCORE_FILE, CaptionData, PretrainConfig, bac
 GENERATIVE_METRICS = ("caption_loglik", "caption_accuracy")
 # what --resume accepts changed: where it runs and the pre-training's logging and checkpointing (a finished
 # stage is never redone, so anything that would change its result must stay as it was)
-RESUME_MAY_DIFFER = ("device", "pretrain.device", "pretrain.log_every", "pretrain.checkpoint_every",
-                     "pretrain.keep_checkpoints")
+RESUME_MAY_DIFFER = (
+    "device",
+    "pretrain.device",
+    "pretrain.log_every",
+    "pretrain.checkpoint_every",
+    "pretrain.keep_checkpoints",
+)
 REPRESENTATION_METRICS = ("zero_shot_accuracy", "i2t_top1", "i2t_ndcg@10")
 
 
@@ -72,8 +77,9 @@ class RefineConfig:
 
 @dataclass
 class GRSLExperimentConfig:
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(
-        steps=200, save_at=[0, 15, 40, 90, 200], eval_images=200))
+    pretrain: PretrainConfig = field(
+        default_factory=lambda: PretrainConfig(steps=200, save_at=[0, 15, 40, 90, 200], eval_images=200)
+    )
     refine: RefineConfig = field(default_factory=RefineConfig)
     test_images: Count = 300  # Fashion-MNIST test images for the representation scores
     captions_per_class: Count = 10  # retrieval gallery size = 10 x this
@@ -90,10 +96,19 @@ class GRSLExperimentConfig:
 def fast_config() -> GRSLExperimentConfig:
     """The ``--fast`` profile (the demo; a slow test): 8 min 30 s measured on 2 CPU cores."""
     return GRSLExperimentConfig(
-        pretrain=PretrainConfig(steps=60, save_at=[0, 20, 60], eval_images=48, batch_size=16, train_images=5000,
-                                log_every=5, checkpoint_every=30),
+        pretrain=PretrainConfig(
+            steps=60,
+            save_at=[0, 20, 60],
+            eval_images=48,
+            batch_size=16,
+            train_images=5000,
+            log_every=5,
+            checkpoint_every=30,
+        ),
         refine=RefineConfig(steps=8, text_rows=400),
-        test_images=100, captions_per_class=4)
+        test_images=100,
+        captions_per_class=4,
+    )
 
 
 PROFILES = {"default": GRSLExperimentConfig, "fast": fast_config}
@@ -124,12 +139,19 @@ def representation_scores(emb: EmbeddingModel, data: CaptionData, cfg: GRSLExper
     qrels = [np.flatnonzero(text_labels == y).tolist() for y in data.labels]
     ret = retrieval_metrics(scores, qrels, ks=(1, 10), ndcg_k=10)
     top1 = text_labels[scores.argmax(1)] == data.labels
-    return {"zero_shot_accuracy": zs["accuracy"], "zero_shot_correct": (np.asarray(zs["predictions"]) == data.labels).tolist(),
-            "zero_shot_per_class": [None if np.isnan(a) else a for a in zs["per_class"]],
-            "i2t_top1": float(top1.mean()), "i2t_ndcg@10": ret["ndcg@10"], "i2t_mrr": ret["mrr"],
-            "anisotropy_image": anisotropy(img), "anisotropy_text": anisotropy(txt),
-            "image_text_gap": float(np.linalg.norm(img.mean(0) - txt.mean(0))),
-            "n_images": len(data), "n_texts": len(texts)}
+    return {
+        "zero_shot_accuracy": zs["accuracy"],
+        "zero_shot_correct": (np.asarray(zs["predictions"]) == data.labels).tolist(),
+        "zero_shot_per_class": [None if np.isnan(a) else a for a in zs["per_class"]],
+        "i2t_top1": float(top1.mean()),
+        "i2t_ndcg@10": ret["ndcg@10"],
+        "i2t_mrr": ret["mrr"],
+        "anisotropy_image": anisotropy(img),
+        "anisotropy_text": anisotropy(txt),
+        "image_text_gap": float(np.linalg.norm(img.mean(0) - txt.mean(0))),
+        "n_images": len(data),
+        "n_texts": len(texts),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -148,14 +170,18 @@ def _transfer_figure(rows: list[dict]) -> bytes:
     names = [r["name"].replace("step_", "").lstrip("0") or "0" for r in rows]
     x = np.arange(len(rows))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for ax, key, title in ((axes[0], "zero_shot_accuracy", "image zero-shot accuracy"),
-                           (axes[1], "anisotropy_image", "anisotropy of image embeddings"),
-                           (axes[2], "anisotropy_text", "anisotropy of text embeddings")):
-        err = {side: [_se(r[side]) for r in rows] if key == "zero_shot_accuracy" else None
-               for side in ("before", "after")}
+    for ax, key, title in (
+        (axes[0], "zero_shot_accuracy", "image zero-shot accuracy"),
+        (axes[1], "anisotropy_image", "anisotropy of image embeddings"),
+        (axes[2], "anisotropy_text", "anisotropy of text embeddings"),
+    ):
+        err = {
+            side: [_se(r[side]) for r in rows] if key == "zero_shot_accuracy" else None for side in ("before", "after")
+        }
         ax.bar(x - 0.2, [r["before"][key] for r in rows], 0.4, yerr=err["before"], capsize=2, label="before (base)")
-        ax.bar(x + 0.2, [r["after"][key] for r in rows], 0.4, yerr=err["after"], capsize=2,
-               label="after text-only LoRA")
+        ax.bar(
+            x + 0.2, [r["after"][key] for r in rows], 0.4, yerr=err["after"], capsize=2, label="after text-only LoRA"
+        )
         ax.set_xticks(x, names)
         ax.set_xlabel("backbone (captioning pre-training step)")
         ax.set_title(title, fontsize=9)
@@ -175,10 +201,13 @@ def _validate(cfg: GRSLExperimentConfig) -> None:
     require_positive(cfg, ("test_images", "captions_per_class", "encode_batch_size"), "lco grsl-experiment")
     require_positive(cfg.refine, ("steps", "batch_size", "text_rows", "max_length"), "lco grsl-experiment refine")
     if cfg.generative_metric not in GENERATIVE_METRICS:
-        raise UserError(f"generative_metric: unknown '{cfg.generative_metric}' (one of {', '.join(GENERATIVE_METRICS)})")
+        raise UserError(
+            f"generative_metric: unknown '{cfg.generative_metric}' (one of {', '.join(GENERATIVE_METRICS)})"
+        )
     if cfg.representation_metric not in REPRESENTATION_METRICS:
-        raise UserError(f"representation_metric: unknown '{cfg.representation_metric}' "
-                        f"(one of {', '.join(REPRESENTATION_METRICS)})")
+        raise UserError(
+            f"representation_metric: unknown '{cfg.representation_metric}' (one of {', '.join(REPRESENTATION_METRICS)})"
+        )
     if cfg.fit and len(set(cfg.pretrain.save_at) | {cfg.pretrain.steps}) < 3:
         raise UserError("pretrain.save_at: the scaling-law fit needs at least 3 backbones (save_at + the last step)")
 
@@ -193,8 +222,13 @@ def _check_start(cfg: GRSLExperimentConfig, run: RunDir, resume: bool, fresh: bo
         raise UserError(f"{command}: resume and fresh exclude each other")
     if resume:
         if (run / "config.yaml").is_file():
-            check_same_config(command, cfg, read_yaml(run / "config.yaml"), f"the experiment in {run.path} ran with",
-                              RESUME_MAY_DIFFER)
+            check_same_config(
+                command,
+                cfg,
+                read_yaml(run / "config.yaml"),
+                f"the experiment in {run.path} ran with",
+                RESUME_MAY_DIFFER,
+            )
         return
     if not fresh:
         for ckpt_dir in [run / "pretrain" / "checkpoints", *sorted((run / "family").glob("*/refine/checkpoints"))]:
@@ -231,7 +265,9 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
     if cfg.refine.extra_data:
         extra = read_triplets(cfg.refine.extra_data)
         if any(set(side) - {"text"} for r in extra for side in (r.anchor, r.positive, r.negative or {})):
-            raise UserError(f"refine.extra_data: {cfg.refine.extra_data} has non-text items; the refinement is text-only")
+            raise UserError(
+                f"refine.extra_data: {cfg.refine.extra_data} has non-text items; the refinement is text-only"
+            )
         rows += extra
     write_triplets(data_path, rows)
     test = fashion_split("test", cfg.test_images, cfg.seed, offset=cfg.pretrain.eval_images)
@@ -247,27 +283,52 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
         after = _read(home / "after.json") if resume else None
         if after is None:
             r = cfg.refine
-            tcfg = TrainConfig(backbone=str(bdir), data=str(data_path), method="lora",
-                               lora=LoraSettings(r=r.lora_r, alpha=r.lora_alpha, dropout=r.lora_dropout),
-                               max_steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=r.warmup_steps,
-                               temperature=r.temperature, max_length=r.max_length, seed=cfg.seed, device=device,
-                               log_every=max(1, min(5, r.steps)), checkpoint_every=max(1, r.steps // 2))
+            tcfg = TrainConfig(
+                backbone=str(bdir),
+                data=str(data_path),
+                method="lora",
+                lora=LoraSettings(r=r.lora_r, alpha=r.lora_alpha, dropout=r.lora_dropout),
+                max_steps=r.steps,
+                batch_size=r.batch_size,
+                lr=r.lr,
+                warmup_steps=r.warmup_steps,
+                temperature=r.temperature,
+                max_length=r.max_length,
+                seed=cfg.seed,
+                device=device,
+                log_every=max(1, min(5, r.steps)),
+                checkpoint_every=max(1, r.steps // 2),
+            )
             if not (resume and (home / "refine" / "model" / "lco_model.json").is_file()):
                 train(tcfg, home / "refine", resume=resume)
             after = representation_scores(load_model(str(home / "refine" / "model"), device=device), test, cfg)
             atomic_write_json(home / "after.json", after)
         gen = json.loads((bdir / SCORE_FILE).read_text())
-        results.append({"name": name, "step": gen["step"], "dir": str(bdir),
-                        "generative": {k: gen[k] for k in ("caption_loglik", "caption_nll", "caption_accuracy",
-                                                           "names_a_class")},
-                        "before": before, "after": after})
+        results.append(
+            {
+                "name": name,
+                "step": gen["step"],
+                "dir": str(bdir),
+                "generative": {
+                    k: gen[k] for k in ("caption_loglik", "caption_nll", "caption_accuracy", "names_a_class")
+                },
+                "before": before,
+                "after": after,
+            }
+        )
 
     # 4. the scaling-law fit, the transfer summary, plots
-    points = [GRSLPoint(r["name"], r["generative"][cfg.generative_metric], r["after"][cfg.representation_metric])
-              for r in results]
-    atomic_write_text(run / "points.jsonl", "".join(
-        json.dumps({"name": p.name, "generative": p.generative, "representation": p.representation}) + "\n"
-        for p in points))
+    points = [
+        GRSLPoint(r["name"], r["generative"][cfg.generative_metric], r["after"][cfg.representation_metric])
+        for r in results
+    ]
+    atomic_write_text(
+        run / "points.jsonl",
+        "".join(
+            json.dumps({"name": p.name, "generative": p.generative, "representation": p.representation}) + "\n"
+            for p in points
+        ),
+    )
     fits_other: dict = {}
     if not cfg.fit:
         fit: dict = {"error": "not fitted (fit: false): this run measures text-to-image transfer only"}
@@ -278,24 +339,37 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
             fit = {"error": str(err)}
     for g in GENERATIVE_METRICS if cfg.fit else ():
         try:
-            fits_other[g] = fit_grsl([GRSLPoint(r["name"], r["generative"][g], r["after"][cfg.representation_metric])
-                                      for r in results])
+            fits_other[g] = fit_grsl(
+                [GRSLPoint(r["name"], r["generative"][g], r["after"][cfg.representation_metric]) for r in results]
+            )
         except UserError as err:
             fits_other[g] = {"error": str(err)}
     if "slope" in fit:
-        labels = {"caption_loglik": "generative score: held-out caption log-likelihood per token",
-                  "caption_accuracy": "generative score: caption class accuracy"}
-        atomic_write_bytes(run.figures / "grsl.png", plot_grsl(
-            points, fit, xlabel=labels[cfg.generative_metric],
-            ylabel=f"{cfg.representation_metric} after text-only LoRA",
-            title="GRSL on the tiny VLM (Fashion-MNIST)"))
+        labels = {
+            "caption_loglik": "generative score: held-out caption log-likelihood per token",
+            "caption_accuracy": "generative score: caption class accuracy",
+        }
+        atomic_write_bytes(
+            run.figures / "grsl.png",
+            plot_grsl(
+                points,
+                fit,
+                xlabel=labels[cfg.generative_metric],
+                ylabel=f"{cfg.representation_metric} after text-only LoRA",
+                title="GRSL on the tiny VLM (Fashion-MNIST)",
+            ),
+        )
     else:
         (run.figures / "grsl.png").unlink(missing_ok=True)  # never show an earlier run's fit
     atomic_write_bytes(run.figures / "transfer.png", _transfer_figure(results))
     delta = [r["after"]["zero_shot_accuracy"] - r["before"]["zero_shot_accuracy"] for r in results]
     # paired test on the same test images (scores written by an older genrep lack per-image results)
-    paired = [mcnemar_exact(r["before"]["zero_shot_correct"], r["after"]["zero_shot_correct"])
-              if "zero_shot_correct" in r["before"] and "zero_shot_correct" in r["after"] else None for r in results]
+    paired = [
+        mcnemar_exact(r["before"]["zero_shot_correct"], r["after"]["zero_shot_correct"])
+        if "zero_shot_correct" in r["before"] and "zero_shot_correct" in r["after"]
+        else None
+        for r in results
+    ]
     aniso = [r["after"]["anisotropy_image"] - r["before"]["anisotropy_image"] for r in results]
     metrics = {
         "backbones": results,
@@ -303,10 +377,14 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
         "grsl_fits_by_generative_metric": fits_other,
         "generative_metric": cfg.generative_metric,
         "representation_metric": cfg.representation_metric,
-        "transfer": {"zero_shot_gain": delta, "image_anisotropy_change": aniso,
-                     "backbones_improved": int(sum(d > 0 for d in delta)), "n": len(delta),
-                     "zero_shot_se": [[_se(r["before"]), _se(r["after"])] for r in results],
-                     "zero_shot_mcnemar": paired},
+        "transfer": {
+            "zero_shot_gain": delta,
+            "image_anisotropy_change": aniso,
+            "backbones_improved": int(sum(d > 0 for d in delta)),
+            "n": len(delta),
+            "zero_shot_se": [[_se(r["before"]), _se(r["after"])] for r in results],
+            "zero_shot_mcnemar": paired,
+        },
         "pretrain": {k: pre[k] for k in ("steps", "final_loss", "trainable_params") if k in pre},
     }
     run.write_metrics(metrics)

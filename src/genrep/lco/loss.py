@@ -98,7 +98,7 @@ class _AllGatherFullGrad(torch.autograd.Function):
         total = grad.contiguous().clone()
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         start = sum(ctx.counts[: ctx.rank])
-        return total[start:start + ctx.counts[ctx.rank]], None, None
+        return total[start : start + ctx.counts[ctx.rank]], None, None
 
 
 def _all_gather_full_grad(x: torch.Tensor, counts: list[int]) -> torch.Tensor:
@@ -137,8 +137,9 @@ def info_nce(
     _check_gather(gather)
     _check_temperature(temperature)
     if anchor.dim() != 2 or anchor.shape != positive.shape:
-        raise ValueError(f"anchor and positive must both be [B, d], got {tuple(anchor.shape)} and "
-                         f"{tuple(positive.shape)}")
+        raise ValueError(
+            f"anchor and positive must both be [B, d], got {tuple(anchor.shape)} and {tuple(positive.shape)}"
+        )
     if negative is not None and (negative.dim() != 2 or negative.shape[1] != anchor.shape[1]):
         raise ValueError(f"negative must be [M, {anchor.shape[1]}], got {tuple(negative.shape)}")
 
@@ -173,8 +174,9 @@ class ContrastiveLoss:
         _check_gather(self.gather)
         _check_temperature(self.temperature)
 
-    def __call__(self, anchor: torch.Tensor, positive: torch.Tensor,
-                 negative: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return info_nce(anchor, positive, negative, temperature=self.temperature, gather=self.gather)
 
 
@@ -182,8 +184,9 @@ class ContrastiveLoss:
 # full batch and GradCache backward passes
 
 
-def _validate(anchors: Sequence[Any], positives: Sequence[Any], negatives: Sequence[Any] | None,
-              temperature: float, gather: str) -> Sequence[Any] | None:
+def _validate(
+    anchors: Sequence[Any], positives: Sequence[Any], negatives: Sequence[Any] | None, temperature: float, gather: str
+) -> Sequence[Any] | None:
     _check_gather(gather)
     _check_temperature(temperature)
     b = len(anchors)
@@ -193,8 +196,9 @@ def _validate(anchors: Sequence[Any], positives: Sequence[Any], negatives: Seque
         raise ValueError(f"anchors and positives must have the same length, got {b} and {len(positives)}")
     if negatives is not None:
         if len(negatives) % b != 0:
-            raise ValueError(f"the number of negatives ({len(negatives)}) must be a multiple of the number of "
-                             f"anchors ({b})")
+            raise ValueError(
+                f"the number of negatives ({len(negatives)}) must be a multiple of the number of anchors ({b})"
+            )
         if len(negatives) == 0:
             return None
     return negatives
@@ -292,7 +296,7 @@ def chunked_contrastive_backward(
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
 
     sides = [anchors, positives] + ([] if negatives is None else [negatives])
-    chunks = [[side[i:i + chunk_size] for i in range(0, len(side), chunk_size)] for side in sides]
+    chunks = [[side[i : i + chunk_size] for i in range(0, len(side), chunk_size)] for side in sides]
 
     # step 1: embeddings without a graph, RNG state recorded before each chunk
     states: list[list[_RngState]] = []
@@ -318,7 +322,7 @@ def chunked_contrastive_backward(
             grad = torch.zeros_like(rep)
         start = 0
         for items, state in zip(side_chunks, side_states):
-            jobs.append((items, state, grad[start:start + len(items)]))
+            jobs.append((items, state, grad[start : start + len(items)]))
             start += len(items)
     try:
         for k, (items, state, grad) in enumerate(jobs):

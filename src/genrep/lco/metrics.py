@@ -64,8 +64,9 @@ def _relevance(qrel, i: int, n_docs: int) -> dict[int, float]:
     if isinstance(qrel, Mapping):
         items = list(qrel.items())
     elif isinstance(qrel, (str, bytes)) or not isinstance(qrel, Iterable):
-        raise UserError(f"qrels[{i}]: expected a set of document indices or a dict {{doc_index: grade}}, "
-                        f"got {type(qrel).__name__}")
+        raise UserError(
+            f"qrels[{i}]: expected a set of document indices or a dict {{doc_index: grade}}, got {type(qrel).__name__}"
+        )
     else:
         items = [(d, 1.0) for d in qrel]
     rel: dict[int, float] = {}
@@ -257,8 +258,9 @@ def read_qrels_tsv(path: str | Path) -> dict[str, dict[str, int]]:
             continue
         fields = line.rstrip("\r\n").split("\t")
         if len(fields) != 3:
-            raise UserError(f"{path}:{lineno}: expected 3 tab-separated fields (query-id, corpus-id, score), "
-                            f"got {len(fields)}")
+            raise UserError(
+                f"{path}:{lineno}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}"
+            )
         qid, did, score = (f.strip() for f in fields)
         if first:
             first = False
@@ -272,8 +274,10 @@ def read_qrels_tsv(path: str | Path) -> dict[str, dict[str, int]]:
             raise UserError(f"{path}:{lineno}: field 'corpus-id': empty")
         docs = qrels.setdefault(qid, {})
         if did in docs and docs[did] != int(score):
-            raise UserError(f"{path}:{lineno}: field 'score': query {qid!r} already judged corpus-id {did!r} "
-                            f"as {docs[did]}, now {int(score)}")
+            raise UserError(
+                f"{path}:{lineno}: field 'score': query {qid!r} already judged corpus-id {did!r} "
+                f"as {docs[did]}, now {int(score)}"
+            )
         docs[did] = int(score)
     if not qrels:
         raise UserError(f"{path}: no qrels lines")

@@ -40,20 +40,27 @@ class MTEBEncoder:
     def __init__(self, model: EmbeddingModel, batch_size: int = 16, name: str = "genrep-lco"):
         self.model = model
         self.batch_size = batch_size
-        self.mteb_model_meta = {"name": name, "revision": None, "similarity_fn_name": "cosine",
-                                "embed_dim": model.hidden_size()}
+        self.mteb_model_meta = {
+            "name": name,
+            "revision": None,
+            "similarity_fn_name": "cosine",
+            "embed_dim": model.hidden_size(),
+        }
 
     # ------------------------------------------------------------------ MTEB (text, and mteb 2.x batches)
-    def encode(self, inputs, *, task_name: str | None = None, prompt_type=None, batch_size: int | None = None,
-               **kwargs) -> np.ndarray:
+    def encode(
+        self, inputs, *, task_name: str | None = None, prompt_type=None, batch_size: int | None = None, **kwargs
+    ) -> np.ndarray:
         side = _side(prompt_type)
         items = self._items(inputs)
-        return self.model.encode(items, batch_size=batch_size or self.batch_size, side=side,
-                                 description=task_name or "mteb")
+        return self.model.encode(
+            items, batch_size=batch_size or self.batch_size, side=side, description=task_name or "mteb"
+        )
 
     @staticmethod
     def _items(inputs) -> list:
         """A list (texts, PIL images, item dicts) as is; an mteb 2.x DataLoader of column batches flattened."""
+
         def is_batch(x) -> bool:
             return isinstance(x, dict) and any(isinstance(v, (list, tuple)) for k, v in x.items() if k == "text")
 
@@ -83,8 +90,9 @@ class MTEBEncoder:
         items = [im for batch in images for im in (batch if isinstance(batch, (list, tuple)) else [batch])]
         return self.model.encode(items, batch_size=batch_size or self.batch_size, description="images")
 
-    def get_fused_embeddings(self, texts: list[str] | None = None, images: Iterable | None = None, *,
-                             batch_size: int | None = None, **kwargs) -> np.ndarray:
+    def get_fused_embeddings(
+        self, texts: list[str] | None = None, images: Iterable | None = None, *, batch_size: int | None = None, **kwargs
+    ) -> np.ndarray:
         """Interleaved items (image + text in one prompt), the paper's interleaved input."""
         imgs = None if images is None else [im for b in images for im in (b if isinstance(b, (list, tuple)) else [b])]
         if texts is None:

@@ -61,7 +61,9 @@ class PretrainConfig:
     warmup_steps: NonNegInt = 10
     weight_decay: NonNeg = 0.0
     grad_clip: NonNeg = 1.0
-    save_at: list[NonNegInt] = field(default_factory=lambda: [0, 10, 40, 150])  # backbones; the last step is always saved
+    save_at: list[NonNegInt] = field(
+        default_factory=lambda: [0, 10, 40, 150]
+    )  # backbones; the last step is always saved
     train_images: Count = 20000  # Fashion-MNIST training images used (a fixed random subset)
     eval_images: Count = 200  # held-out Fashion-MNIST test images for the generative score
     photos_fraction: Fraction = 0.0  # share of training rows that are a scikit-image photo (random crop)
@@ -96,15 +98,16 @@ def fashion_split(split: str, n: int, seed: int, offset: int = 0) -> CaptionData
     perm = np.random.default_rng([seed, 1 if split == "test" else 0]).permutation(len(ds.labels))
     if offset + n > len(perm):
         raise UserError(f"fashion-mnist {split}: asked for images {offset}..{offset + n}, it has {len(perm)}")
-    idx = perm[offset:offset + n]
+    idx = perm[offset : offset + n]
     images = ds.images[idx]
     return CaptionData(images, ds.labels[idx].astype(np.int64), [image_attributes(im) for im in images])
 
 
 def reference_captions(data: CaptionData, seed: int) -> list[str]:
     """One fixed caption per image (the held-out captions whose likelihood is the generative score)."""
-    return [caption(int(data.labels[i]), data.attributes[i], np.random.default_rng([seed, 7, i]))
-            for i in range(len(data))]
+    return [
+        caption(int(data.labels[i]), data.attributes[i], np.random.default_rng([seed, 7, i])) for i in range(len(data))
+    ]
 
 
 def _photo_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -112,11 +115,12 @@ def _photo_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     scale = rng.uniform(0.6, 1.0)
     ch, cw = max(8, int(h * scale)), max(8, int(w * scale))
     y, x = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
-    return photo[y:y + ch, x:x + cw]
+    return photo[y : y + ch, x : x + cw]
 
 
-def training_rows(data: CaptionData, idx: list[int], step: int, cfg: PretrainConfig,
-                  photos: dict[str, np.ndarray] | None) -> tuple[list, list[str]]:
+def training_rows(
+    data: CaptionData, idx: list[int], step: int, cfg: PretrainConfig, photos: dict[str, np.ndarray] | None
+) -> tuple[list, list[str]]:
     """Images and freshly sampled captions of one batch (a function of (seed, step, row))."""
     images, texts = [], []
     for j, i in enumerate(idx):
@@ -150,11 +154,15 @@ def captioning_batch(processor: TinyVLMProcessor, prompt: str, images: list, cap
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
-        labels[i, width - len(r) + len(p_ids):] = torch.tensor(r[len(p_ids):])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-            "pixel_values": processor.image_processor(images)}
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+        labels[i, width - len(r) + len(p_ids) :] = torch.tensor(r[len(p_ids) :])
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "pixel_values": processor.image_processor(images),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -168,20 +176,22 @@ def caption_loss(model: TinyVLM, batch: dict) -> tuple[torch.Tensor, int]:
     keep = int((labels != -100).sum(1).max()) + 1
     out = model(**batch, logits_to_keep=keep, use_cache=False)
     logits = out.logits[:, :-1].float()
-    target = labels[:, labels.shape[1] - keep + 1:]
-    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
-                            reduction="sum")
+    target = labels[:, labels.shape[1] - keep + 1 :]
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
+    )
     return total, int((target != -100).sum())
 
 
 @torch.no_grad()
-def caption_nll(model: TinyVLM, processor: TinyVLMProcessor, prompt: str, images: list, captions: list[str],
-                batch_size: int = 32) -> float:
+def caption_nll(
+    model: TinyVLM, processor: TinyVLMProcessor, prompt: str, images: list, captions: list[str], batch_size: int = 32
+) -> float:
     """Mean negative log-likelihood per caption token (caption + eos) given image and prompt."""
     total, count = 0.0, 0
     dev = next(model.parameters()).device
     for s in range(0, len(captions), batch_size):
-        b = captioning_batch(processor, prompt, images[s:s + batch_size], captions[s:s + batch_size])
+        b = captioning_batch(processor, prompt, images[s : s + batch_size], captions[s : s + batch_size])
         part, n = caption_loss(model, {k: v.to(dev) for k, v in b.items()})
         total += float(part)
         count += n
@@ -189,8 +199,15 @@ def caption_nll(model: TinyVLM, processor: TinyVLMProcessor, prompt: str, images
 
 
 @torch.no_grad()
-def generate_captions(model: TinyVLM, processor: TinyVLMProcessor, prompt: str, images: list,
-                      max_new_tokens: int = 16, batch_size: int = 32, show_progress: bool = False) -> list[str]:
+def generate_captions(
+    model: TinyVLM,
+    processor: TinyVLMProcessor,
+    prompt: str,
+    images: list,
+    max_new_tokens: int = 16,
+    batch_size: int = 32,
+    show_progress: bool = False,
+) -> list[str]:
     """Greedy captions of ``images``."""
     tok = processor.tokenizer
     side = processor.padding_side
@@ -200,7 +217,7 @@ def generate_captions(model: TinyVLM, processor: TinyVLMProcessor, prompt: str, 
     try:
         starts = range(0, len(images), batch_size)
         for s in track(starts, "captioning", total=len(starts), disable=not show_progress):
-            chunk = images[s:s + batch_size]
+            chunk = images[s : s + batch_size]
             enc = processor(text=[prompt] * len(chunk), images=[[im] for im in chunk])
             enc = {k: v.to(dev) for k, v in enc.items()}
             new = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id)
@@ -220,11 +237,15 @@ def generative_score(model: TinyVLM, processor: TinyVLMProcessor, data: CaptionD
     generated = generate_captions(model, processor, prompt, images, cfg.max_new_tokens, cfg.eval_batch_size)
     named = [class_of_caption(g) for g in generated]
     model.train(was)
-    return {"caption_nll": nll, "caption_loglik": -nll, "caption_perplexity": math.exp(min(nll, 50.0)),
-            "caption_accuracy": float(np.mean([p == int(y) for p, y in zip(named, data.labels)])),
-            "names_a_class": float(np.mean([p is not None for p in named])),
-            "samples": [{"label": int(data.labels[i]), "caption": generated[i]} for i in range(min(8, len(data)))],
-            "eval_images": len(data)}
+    return {
+        "caption_nll": nll,
+        "caption_loglik": -nll,
+        "caption_perplexity": math.exp(min(nll, 50.0)),
+        "caption_accuracy": float(np.mean([p == int(y) for p, y in zip(named, data.labels)])),
+        "names_a_class": float(np.mean([p is not None for p in named])),
+        "samples": [{"label": int(data.labels[i]), "caption": generated[i]} for i in range(min(8, len(data)))],
+        "eval_images": len(data),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -244,7 +265,9 @@ class _Trainable(torch.nn.Module):
     def load_state_dict(self, state, strict: bool = True):  # type: ignore[override]  # noqa: D102
         named = self._named()
         if set(named) != set(state):
-            raise UserError("pretrain-vlm --resume: the checkpoint does not match this configuration's trainable weights")
+            raise UserError(
+                "pretrain-vlm --resume: the checkpoint does not match this configuration's trainable weights"
+            )
         with torch.no_grad():
             for n, p in named.items():
                 p.copy_(state[n])
@@ -321,8 +344,20 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: 
 
     ``resume`` continues the run in ``out``; ``fresh`` deletes its checkpoints and log and starts over.
     """
-    require_positive(cfg, ("steps", "batch_size", "eval_images", "eval_batch_size", "log_every", "checkpoint_every",
-                           "max_new_tokens", "train_images"), "lco pretrain-vlm")
+    require_positive(
+        cfg,
+        (
+            "steps",
+            "batch_size",
+            "eval_images",
+            "eval_batch_size",
+            "log_every",
+            "checkpoint_every",
+            "max_new_tokens",
+            "train_images",
+        ),
+        "lco pretrain-vlm",
+    )
     cfg.vlm.validate()
     bad = [s for s in cfg.save_at if not 0 <= s <= cfg.steps]
     if bad:
@@ -334,8 +369,16 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: 
     save_at = sorted(set(cfg.save_at) | {cfg.steps})
     device = pick_device(cfg.device)
     run = RunDir(out)
-    begin = start_run("lco pretrain-vlm", cfg, run.path, resume=resume, fresh=fresh, may_differ=RESUME_MAY_DIFFER,
-                      steps_key="steps", keep_last=cfg.keep_checkpoints)
+    begin = start_run(
+        "lco pretrain-vlm",
+        cfg,
+        run.path,
+        resume=resume,
+        fresh=fresh,
+        may_differ=RESUME_MAY_DIFFER,
+        steps_key="steps",
+        keep_last=cfg.keep_checkpoints,
+    )
     run.write_config(cfg)
     seed_everything(cfg.seed)
     train_data = fashion_split("train", cfg.train_images, cfg.seed)
@@ -354,8 +397,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: 
 
         from genrep.lco.backbones import language_linear_names
 
-        lora = LoraConfig(r=cfg.lm_lora_r, lora_alpha=2 * cfg.lm_lora_r, lora_dropout=0.0,
-                          target_modules=language_linear_names(model.language_model), bias="none")
+        lora = LoraConfig(
+            r=cfg.lm_lora_r,
+            lora_alpha=2 * cfg.lm_lora_r,
+            lora_dropout=0.0,
+            target_modules=language_linear_names(model.language_model),
+            bias="none",
+        )
         model.language_model = get_peft_model(model.language_model, lora)
         params.append({"params": [p for p in model.language_model.parameters() if p.requires_grad], "lr": cfg.lm_lr})
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
@@ -401,8 +449,12 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: 
             sched.step()
             bar.advance()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": grad_norm,
-                       "seconds": time.perf_counter() - t0}
+                rec = {
+                    "step": step + 1,
+                    "loss": float(loss.detach()),
+                    "grad_norm": grad_norm,
+                    "seconds": time.perf_counter() - t0,
+                }
                 bar.status(f"loss {float(loss.detach()):.3f}")
                 append_jsonl(log_path, rec, fsync=False)
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
@@ -418,11 +470,22 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: 
             points.append({**json.loads(f.read_text()), "dir": str(f.parent.resolve())})
     log = begin.log_rows()
     atomic_write_bytes(run.figures / "generative_score.png", _curve_figure(points, log))
-    atomic_write_bytes(run.figures / "captions.png", _samples_figure(
-        eval_data, [(backbone_name(p["step"]).replace("step_", "").lstrip("0") or "0",
-                     [s["caption"] for s in p["samples"]]) for p in points]))
-    metrics = {"backbones": [{k: v for k, v in p.items() if k != "samples"} for p in points],
-               "steps": cfg.steps, "final_loss": log[-1]["loss"] if log else None,
-               "trainable_params": sum(p.numel() for p in trainable), **begin.metrics()}
+    atomic_write_bytes(
+        run.figures / "captions.png",
+        _samples_figure(
+            eval_data,
+            [
+                (backbone_name(p["step"]).replace("step_", "").lstrip("0") or "0", [s["caption"] for s in p["samples"]])
+                for p in points
+            ],
+        ),
+    )
+    metrics = {
+        "backbones": [{k: v for k, v in p.items() if k != "samples"} for p in points],
+        "steps": cfg.steps,
+        "final_loss": log[-1]["loss"] if log else None,
+        "trainable_params": sum(p.numel() for p in trainable),
+        **begin.metrics(),
+    }
     run.write_metrics(metrics)
     return metrics

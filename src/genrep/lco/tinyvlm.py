@@ -50,9 +50,7 @@ CONFIG_FILE = "tinyvlm.json"
 PROJECTOR_FILE = "projector.safetensors"
 VISION_CHOICES = ("effnet-lite0", "effnet-lite0-random")
 # Used where the LM has no chat template (Gemma-3-270M base): the content lines, nothing else.
-PLAIN_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}{{ message['content'] }}\n{% endfor %}"
-)
+PLAIN_TEMPLATE = "{{ bos_token }}{% for message in messages %}{{ message['content'] }}\n{% endfor %}"
 
 
 @dataclass
@@ -77,7 +75,9 @@ class TinyVLMConfig:
         if self.vision not in VISION_CHOICES:
             raise UserError(f"vlm.vision: unknown '{self.vision}' (one of {', '.join(VISION_CHOICES)})")
         if self.image_size < 32 or self.image_size % 32:
-            raise UserError(f"vlm.image_size: {self.image_size} must be a multiple of 32 (>= 32): the encoder has stride 32")
+            raise UserError(
+                f"vlm.image_size: {self.image_size} must be a multiple of 32 (>= 32): the encoder has stride 32"
+            )
         if self.projector_hidden < 0 or not self.image_token.strip():
             raise UserError("vlm.projector_hidden must be >= 0 (0 = the LM's width) and vlm.image_token non-empty")
         if not 1 <= self.grid <= self.image_size // 32:
@@ -114,8 +114,10 @@ class TinyVLMImageProcessor:
         from PIL import Image
 
         s = self.image_size
-        arrays = [np.asarray(self.to_pil(im).resize((s, s), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
-                  for im in images]
+        arrays = [
+            np.asarray(self.to_pil(im).resize((s, s), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+            for im in images
+        ]
         if not arrays:
             return torch.zeros((0, 3, s, s))
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
@@ -170,18 +172,24 @@ class TinyVLMProcessor:
             flat.append({"role": m["role"], "content": content})
         return flat
 
-    def apply_chat_template(self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = True,
-                            **kwargs) -> str:
+    def apply_chat_template(
+        self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = True, **kwargs
+    ) -> str:
         """The LM's chat template (or a plain one) with ``<image>`` placeholders where the images go."""
-        return self.tokenizer.apply_chat_template(self._flatten(messages), chat_template=self.chat_template,
-                                                  tokenize=tokenize, add_generation_prompt=add_generation_prompt,
-                                                  **kwargs)
+        return self.tokenizer.apply_chat_template(
+            self._flatten(messages),
+            chat_template=self.chat_template,
+            tokenize=tokenize,
+            add_generation_prompt=add_generation_prompt,
+            **kwargs,
+        )
 
     def expand_image_tokens(self, text: str, n_images: int, row: int = 0) -> str:
         found = text.count(self.image_token)
         if found != n_images:
-            raise UserError(f"TinyVLM processor: row {row} has {found} {self.image_token} placeholder(s) "
-                            f"but {n_images} image(s)")
+            raise UserError(
+                f"TinyVLM processor: row {row} has {found} {self.image_token} placeholder(s) but {n_images} image(s)"
+            )
         return text.replace(self.image_token, self.image_token * self.num_image_tokens)
 
     def _rows_images(self, texts: list[str], images) -> list[list]:
@@ -199,8 +207,9 @@ class TinyVLMProcessor:
             raise UserError(f"TinyVLM processor: {len(flat)} image(s) more than {self.image_token} placeholders")
         return rows
 
-    def __call__(self, text=None, images=None, padding: bool | str = True, return_tensors: str = "pt",
-                 **kwargs) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, text=None, images=None, padding: bool | str = True, return_tensors: str = "pt", **kwargs
+    ) -> dict[str, torch.Tensor]:
         texts = [text] if isinstance(text, str) else list(text or [])
         if any(kwargs.get(k) for k in ("videos", "audio")):
             raise UserError("TinyVLM: cannot take video or audio inputs (image and text only)")
@@ -281,17 +290,25 @@ class TinyVLM(nn.Module):
             raise UserError("TinyVLM: the input has image tokens but no pixel_values")
         feats = self.image_features(pixel_values.to(embeds.device))
         if feats.shape[0] * feats.shape[1] != n:
-            raise UserError(f"TinyVLM: {n} image tokens in the input but {feats.shape[0]} image(s) x "
-                            f"{feats.shape[1]} tokens")
+            raise UserError(
+                f"TinyVLM: {n} image tokens in the input but {feats.shape[0]} image(s) x {feats.shape[1]} tokens"
+            )
         return embeds.masked_scatter(is_image.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]).to(embeds.dtype))
 
     @staticmethod
     def positions(attention_mask: torch.Tensor) -> torch.Tensor:
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                pixel_values: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, logits_to_keep: int | torch.Tensor = 0, **kwargs):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ):
         """The LM's output (loss with ``labels``, logits, hidden states...) on text + image tokens.
 
         ``logits_to_keep`` is explicit so that ``EmbeddingModel`` sees it and asks for one position only."""
@@ -300,12 +317,24 @@ class TinyVLM(nn.Module):
         if position_ids is None:
             position_ids = self.positions(attention_mask)
         embeds = self.embed_inputs(input_ids, pixel_values)
-        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                   labels=labels, logits_to_keep=logits_to_keep, **kwargs)
+        return self.language_model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            labels=labels,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                 max_new_tokens: int = 16, eos_token_id: int | Sequence[int] | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        max_new_tokens: int = 16,
+        eos_token_id: int | Sequence[int] | None = None,
+    ) -> torch.Tensor:
         """Greedy decoding with a KV cache; returns the new tokens ``[B, <= max_new_tokens]`` (eos-padded)."""
         if not bool(attention_mask[:, -1].all()):
             raise UserError("TinyVLM.generate: inputs must be left-padded (processor.padding_side = 'left')")
@@ -315,8 +344,13 @@ class TinyVLM(nn.Module):
         eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
         mask = attention_mask
         pos = self.positions(mask)
-        out = self.language_model(inputs_embeds=self.embed_inputs(input_ids, pixel_values), attention_mask=mask,
-                                  position_ids=pos, use_cache=True, logits_to_keep=1)
+        out = self.language_model(
+            inputs_embeds=self.embed_inputs(input_ids, pixel_values),
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         # transformers >= 5.2x calls the KV cache ``cache`` (``past_key_values`` before)
         lm = self.language_model
         base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # a peft wrapper takes **kwargs
@@ -333,8 +367,9 @@ class TinyVLM(nn.Module):
                 break
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             pos = pos + 1
-            out = self.language_model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                                      use_cache=True, **{cache_arg: past})
+            out = self.language_model(
+                input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True, **{cache_arg: past}
+            )
             past = getattr(out, cache_arg)
         return torch.stack(new, dim=1)
 
@@ -353,8 +388,11 @@ class TinyVLM(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        spec: dict[str, Any] = {"config": dataclasses.asdict(self.cfg), "lm_source": self.lm_source,
-                                "language_model": language_model}
+        spec: dict[str, Any] = {
+            "config": dataclasses.asdict(self.cfg),
+            "lm_source": self.lm_source,
+            "language_model": language_model,
+        }
         if language_model == "weights":
             lm = self.language_model
             if hasattr(lm, "merge_and_unload"):
@@ -386,8 +424,10 @@ def _load_lm(source: str, dtype: torch.dtype):
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as err:  # ValueError: not a causal-LM checkpoint
-        raise UserError(f"vlm.lm: cannot load '{source}' (bundled: {', '.join(BUNDLED_LMS)}; or a directory / "
-                        f"hub id): {str(err).splitlines()[0]}") from None
+        raise UserError(
+            f"vlm.lm: cannot load '{source}' (bundled: {', '.join(BUNDLED_LMS)}; or a directory / "
+            f"hub id): {str(err).splitlines()[0]}"
+        ) from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -404,8 +444,9 @@ def _load_tokenizer(source: str):
         raise UserError(f"vlm.lm: cannot load the tokenizer of '{source}': {str(err).splitlines()[0]}") from None
 
 
-def build_tinyvlm(cfg: TinyVLMConfig, *, dtype: torch.dtype = torch.float32,
-                  device: str | torch.device = "cpu") -> tuple[TinyVLM, TinyVLMProcessor]:
+def build_tinyvlm(
+    cfg: TinyVLMConfig, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[TinyVLM, TinyVLMProcessor]:
     """A fresh TinyVLM: the pretrained (or random) vision tower, a newly initialised projector, the LM."""
     cfg.validate()
     processor = TinyVLMProcessor(_load_tokenizer(cfg.lm), cfg)
@@ -413,8 +454,9 @@ def build_tinyvlm(cfg: TinyVLMConfig, *, dtype: torch.dtype = torch.float32,
     return model.to(device).eval(), processor
 
 
-def load_tinyvlm(directory: str | Path, *, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu") -> tuple[TinyVLM, TinyVLMProcessor]:
+def load_tinyvlm(
+    directory: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[TinyVLM, TinyVLMProcessor]:
     """Load a saved TinyVLM directory (see ``TinyVLM.save_pretrained``)."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
@@ -442,7 +484,8 @@ def load_tinyvlm(directory: str | Path, *, dtype: torch.dtype = torch.float32,
         model = TinyVLM(cfg, _vision_tower(cfg), lm, processor.image_token_id)
         model.multi_modal_projector.load_state_dict(load_file(str(directory / PROJECTOR_FILE)))
     except (OSError, ValueError, RuntimeError) as err:  # missing/corrupt projector, adapter or tokenizer
-        raise UserError(f"{directory}: incomplete or broken TinyVLM directory "
-                        f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"{directory}: incomplete or broken TinyVLM directory ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
     model.lm_source = source if kind != "weights" else str(directory / "language_model")
     return model.to(device=device).eval(), processor

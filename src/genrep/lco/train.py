@@ -88,7 +88,7 @@ def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> list[in
         raise UserError(f"batch_size {batch_size} is larger than the {n_rows} training rows")
     epoch, k = divmod(step, per_epoch)
     perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-    return perm[k * batch_size:(k + 1) * batch_size].tolist()
+    return perm[k * batch_size : (k + 1) * batch_size].tolist()
 
 
 def _loss_plot(log: list[dict]) -> bytes:
@@ -114,8 +114,16 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, fresh: bool =
     device = pick_device(cfg.device)
     rows = load_training_rows(cfg)  # bad training data fails before anything is written
     run = RunDir(out)
-    begin = start_run("lco train", cfg, run.path, resume=resume, fresh=fresh, may_differ=RESUME_MAY_DIFFER,
-                      keep_last=cfg.keep_checkpoints, is_main=info.is_main)
+    begin = start_run(
+        "lco train",
+        cfg,
+        run.path,
+        resume=resume,
+        fresh=fresh,
+        may_differ=RESUME_MAY_DIFFER,
+        keep_last=cfg.keep_checkpoints,
+        is_main=info.is_main,
+    )
     if info.is_main:
         run.write_config(cfg)
     seed_everything(cfg.seed + info.rank)
@@ -132,8 +140,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, fresh: bool =
 
     if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
         last = begin.final_row() if info.is_main else {"step": begin.step}
-    metrics = {"steps": cfg.max_steps, "method": cfg.method, "backbone": cfg.backbone,
-               "trainable_params": sum(p.numel() for p in params), "train_rows": len(rows), "final": last}
+    metrics = {
+        "steps": cfg.max_steps,
+        "method": cfg.method,
+        "backbone": cfg.backbone,
+        "trainable_params": sum(p.numel() for p in params),
+        "train_rows": len(rows),
+        "final": last,
+    }
     if info.is_main:
         if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
             begin.save(cfg.max_steps, model=state, optimizer=opt, scheduler=sched)
@@ -156,8 +170,10 @@ def _check(cfg: TrainConfig, info) -> None:
     if cfg.batch_size % info.world_size:
         raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} ranks")
     if info.enabled and cfg.prompts.query != cfg.prompts.document and not cfg.chunk_size:
-        raise UserError("lco train: different query/document prompts under DDP need chunk_size > 0 "
-                        "(the plain step would run two forwards before one backward)")
+        raise UserError(
+            "lco train: different query/document prompts under DDP need chunk_size > 0 "
+            "(the plain step would run two forwards before one backward)"
+        )
 
 
 def _build_model(cfg: TrainConfig, device: torch.device, info):
@@ -173,7 +189,9 @@ def _build_model(cfg: TrainConfig, device: torch.device, info):
     ddp = None
     if info.enabled:
         target = emb.head if cfg.method == "head" else model
-        ddp = torch.nn.parallel.DistributedDataParallel(target, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            target, device_ids=[device.index] if device.type == "cuda" else None
+        )
         if cfg.method == "head":
             emb.head = ddp
         else:
@@ -181,8 +199,9 @@ def _build_model(cfg: TrainConfig, device: torch.device, info):
     return emb, params, ddp
 
 
-def _train_steps(cfg: TrainConfig, rows, emb: EmbeddingModel, params, ddp, opt, sched, state, begin, info,
-                 log_path: Path) -> dict:
+def _train_steps(
+    cfg: TrainConfig, rows, emb: EmbeddingModel, params, ddp, opt, sched, state, begin, info, log_path: Path
+) -> dict:
     """Steps ``begin.step .. max_steps``: each rank's slice of the global batch, InfoNCE (GradCache
     chunks with ``chunk_size``), clipping, AdamW; log rows and checkpoints. Returns the last log row."""
     per_rank = cfg.batch_size // info.world_size
@@ -191,22 +210,29 @@ def _train_steps(cfg: TrainConfig, rows, emb: EmbeddingModel, params, ddp, opt, 
     with progress_bar(cfg.max_steps - begin.step, f"lco train {cfg.method}", disable=not info.is_main) as bar:
         for step in range(begin.step, cfg.max_steps):
             idx = batch_indices(len(rows), cfg.batch_size, step, cfg.seed)
-            mine = [rows[i] for i in idx[info.rank * per_rank:(info.rank + 1) * per_rank]]
+            mine = [rows[i] for i in idx[info.rank * per_rank : (info.rank + 1) * per_rank]]
             anchors = [r.anchor for r in mine]
             positives = [r.positive for r in mine]
             negatives = [r.negative for r in mine] if mine[0].negative is not None else None
             opt.zero_grad(set_to_none=True)
             if chunk:
                 loss = chunked_contrastive_backward(
-                    _SideEncoder(emb), [("query", a) for a in anchors], [("document", p) for p in positives],
+                    _SideEncoder(emb),
+                    [("query", a) for a in anchors],
+                    [("document", p) for p in positives],
                     None if negatives is None else [("document", n) for n in negatives],
-                    chunk_size=chunk, temperature=cfg.temperature, gather=cfg.gather,
-                    no_sync=(ddp.no_sync if ddp is not None else None))
+                    chunk_size=chunk,
+                    temperature=cfg.temperature,
+                    gather=cfg.gather,
+                    no_sync=(ddp.no_sync if ddp is not None else None),
+                )
             else:  # one forward for the whole local batch (DDP sees one forward per backward)
                 loss = _full_step(emb, anchors, positives, negatives, cfg)
             if not math.isfinite(loss):
-                raise UserError(f"lco train: loss is {loss} at step {step}; last good checkpoint: "
-                                f"{begin.checkpointer.latest() or 'none'}")
+                raise UserError(
+                    f"lco train: loss is {loss} at step {step}; last good checkpoint: "
+                    f"{begin.checkpointer.latest() or 'none'}"
+                )
             if info.enabled:  # log the global batch's loss (each rank's is over its own anchors)
                 loss = float(all_reduce_mean(torch.tensor(loss, dtype=torch.float64)))
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf")))
@@ -214,8 +240,13 @@ def _train_steps(cfg: TrainConfig, rows, emb: EmbeddingModel, params, ddp, opt, 
             sched.step()
             bar.advance()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-                last = {"step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": sched.get_last_lr()[0],
-                        "seconds": time.perf_counter() - t0}
+                last = {
+                    "step": step + 1,
+                    "loss": loss,
+                    "grad_norm": grad_norm,
+                    "lr": sched.get_last_lr()[0],
+                    "seconds": time.perf_counter() - t0,
+                }
                 bar.status(f"loss {loss:.4f}")
                 if info.is_main:
                     append_jsonl(log_path, last, fsync=False)
@@ -233,8 +264,13 @@ def _export(cfg: TrainConfig, emb: EmbeddingModel, ddp, run: RunDir) -> None:
     model.eval()
     if cfg.grad_checkpointing and cfg.method != "head":
         model.gradient_checkpointing_disable()
-    save_model(emb, run / "model", method=cfg.method, backbone=cfg.backbone,
-               info={"trained_steps": cfg.max_steps, "data": cfg.data})
+    save_model(
+        emb,
+        run / "model",
+        method=cfg.method,
+        backbone=cfg.backbone,
+        info={"trained_steps": cfg.max_steps, "data": cfg.data},
+    )
 
 
 class _SideEncoder:
@@ -254,11 +290,11 @@ def _full_step(emb: EmbeddingModel, anchors, positives, negatives, cfg: TrainCon
         items = [load_media(x) for x in anchors + positives + (negatives or [])]
         e = emb.embed_batch(items, side="document")
         b = len(anchors)
-        a, p, n = e[:b], e[b:2 * b], (e[2 * b:] if negatives else None)
+        a, p, n = e[:b], e[b : 2 * b], (e[2 * b :] if negatives else None)
     else:
         a = emb.embed_batch([load_media(x) for x in anchors], side="query")
         rest = emb.embed_batch([load_media(x) for x in positives + (negatives or [])], side="document")
-        p, n = rest[:len(positives)], (rest[len(positives):] if negatives else None)
+        p, n = rest[: len(positives)], (rest[len(positives) :] if negatives else None)
     loss = info_nce(a, p, n, temperature=cfg.temperature, gather=cfg.gather)
     loss.backward()
     return float(loss.detach())

@@ -101,5 +101,5 @@ class RAE(nn.Module):
         tensors = load_file(str(w_path))
         stats = LatentStats(tensors["stats.mean"], tensors["stats.var"], eps=cfg.get("stats_eps", 1e-5))
         decoder = ViTDecoder(DecoderConfig(**cfg["decoder"]))
-        decoder.load_state_dict({k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")})
+        decoder.load_state_dict({k[len("decoder.") :]: v for k, v in tensors.items() if k.startswith("decoder.")})
         return cls(enc, stats, decoder).eval()

@@ -16,8 +16,9 @@ def rae() -> None:
 
 
 @rae.command("cache-latents")
-@click.option("--encoder", default="effnet-lite0", show_default=True,
-              help="effnet-lite0 | dinov2-reg-s|b|l | siglip2-b | mae-b")
+@click.option(
+    "--encoder", default="effnet-lite0", show_default=True, help="effnet-lite0 | dinov2-reg-s|b|l | siglip2-b | mae-b"
+)
 @click.option("--source", default=None, help="Hub id or local directory of the encoder weights (HF encoders).")
 @click.option("--encoder-size", "input_size", type=int, default=None, help="Encoder input resolution.")
 @click.option("--layer", default=None, help="effnet-lite0 only: block16 (320 ch, default) or head (1280 ch).")
@@ -29,7 +30,9 @@ def rae() -> None:
 @click.option("--shard-size", type=int, default=10000, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @OUT
-def cache_latents_cmd(encoder, source, input_size, layer, dataset, split, image_size, limit, batch_size, shard_size, device, out):
+def cache_latents_cmd(
+    encoder, source, input_size, layer, dataset, split, image_size, limit, batch_size, shard_size, device, out
+):
     """Encode a data set once with the frozen encoder (resumable: finished shards are kept)."""
     import time
 
@@ -40,7 +43,12 @@ def cache_latents_cmd(encoder, source, input_size, layer, dataset, split, image_
     from genrep.rae.encoders import build_encoder
     from genrep.rae.latents import cache_latents
 
-    for name, value in (("limit", limit), ("batch-size", batch_size), ("shard-size", shard_size), ("image-size", image_size)):
+    for name, value in (
+        ("limit", limit),
+        ("batch-size", batch_size),
+        ("shard-size", shard_size),
+        ("image-size", image_size),
+    ):
         if value is not None and value <= 0:
             raise UserError(f"cache-latents: --{name} must be positive, got {value}")
     info = init_distributed()
@@ -48,18 +56,45 @@ def cache_latents_cmd(encoder, source, input_size, layer, dataset, split, image_
     enc = build_encoder(encoder, source=source, input_size=input_size, **options)
     run = RunDir(out)
     if info.is_main:
-        run.write_config({"encoder": enc.spec(), "dataset": dataset, "split": split, "image_size": image_size,
-                          "limit": limit, "batch_size": batch_size, "shard_size": shard_size, "device": device})
+        run.write_config(
+            {
+                "encoder": enc.spec(),
+                "dataset": dataset,
+                "split": split,
+                "image_size": image_size,
+                "limit": limit,
+                "batch_size": batch_size,
+                "shard_size": shard_size,
+                "device": device,
+            }
+        )
     start = time.perf_counter()
-    meta = cache_latents(enc, dataset, out, split=split, image_size=image_size, limit=limit,
-                         batch_size=batch_size, shard_size=shard_size, device=pick_device(device))
+    meta = cache_latents(
+        enc,
+        dataset,
+        out,
+        split=split,
+        image_size=image_size,
+        limit=limit,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        device=pick_device(device),
+    )
     seconds = time.perf_counter() - start
     if info.is_main:
-        run.write_metrics({"num_items": meta["num_items"], "num_skipped": meta["num_skipped"],
-                           "latent_shape": meta["latent_shape"], "seconds": round(seconds, 2),
-                           "images_per_s": meta["num_items"] / max(seconds, 1e-9)})
-        click.echo(f"cached {meta['num_items']} latents of shape {tuple(meta['latent_shape'])} "
-                   f"({meta['num_skipped']} unreadable images skipped) in {out}")
+        run.write_metrics(
+            {
+                "num_items": meta["num_items"],
+                "num_skipped": meta["num_skipped"],
+                "latent_shape": meta["latent_shape"],
+                "seconds": round(seconds, 2),
+                "images_per_s": meta["num_items"] / max(seconds, 1e-9),
+            }
+        )
+        click.echo(
+            f"cached {meta['num_items']} latents of shape {tuple(meta['latent_shape'])} "
+            f"({meta['num_skipped']} unreadable images skipped) in {out}"
+        )
 
 
 @rae.command("train-decoder")
@@ -78,15 +113,22 @@ def train_decoder_cmd(latents, decoder, max_steps, batch_size, noise_tau, resume
     from genrep.core.resume import summary
     from genrep.rae.train_decoder import TrainDecoderConfig, train_decoder
 
-    flags = _flags(latents=str(latents) if latents else None, decoder=decoder, max_steps=max_steps,
-                   batch_size=batch_size, noise_tau=noise_tau)
+    flags = _flags(
+        latents=str(latents) if latents else None,
+        decoder=decoder,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        noise_tau=noise_tau,
+    )
     cfg = load_config(TrainDecoderConfig, config_path, overrides, flags=flags)
     m = train_decoder(cfg, out, resume=resume)
     click.echo(f"trained {cfg.decoder} decoder for {m['steps']} steps; {summary(m)}; model in {Path(out) / 'model'}")
 
 
 @rae.command("reconstruct")
-@click.option("--model", type=click.Path(path_type=Path), default=None, help="RAE directory (or a train-decoder --out).")
+@click.option(
+    "--model", type=click.Path(path_type=Path), default=None, help="RAE directory (or a train-decoder --out)."
+)
 @click.option("--dataset", default=None, help="fashion-mnist (default) or an image-folder path.")
 @click.option("--split", default=None)
 @click.option("--limit", type=int, default=None)
@@ -99,15 +141,21 @@ def reconstruct_cmd(model, dataset, split, limit, latent_noise, config_path, ove
     from genrep.core.config import load_config
     from genrep.rae.reconstruct import ReconstructConfig, reconstruct
 
-    flags = _flags(model=str(model) if model else None, dataset=dataset, split=split, limit=limit, latent_noise=latent_noise)
+    flags = _flags(
+        model=str(model) if model else None, dataset=dataset, split=split, limit=limit, latent_noise=latent_noise
+    )
     cfg = load_config(ReconstructConfig, config_path, overrides, flags=flags)
     m = reconstruct(cfg, out)
-    click.echo(f"psnr {m['psnr']:.2f} dB  ssim {m['ssim']:.4f}  rfd_effnet {m['rfd_effnet']:.3f}  "
-               f"rfid {m['rfid'] if m['rfid'] is not None else 'unavailable'}  ({m['num_images']} images)")
+    click.echo(
+        f"psnr {m['psnr']:.2f} dB  ssim {m['ssim']:.4f}  rfd_effnet {m['rfd_effnet']:.3f}  "
+        f"rfid {m['rfid'] if m['rfid'] is not None else 'unavailable'}  ({m['num_images']} images)"
+    )
 
 
 @rae.command("train-dit")
-@click.option("--rae", "rae_dir", type=click.Path(path_type=Path), default=None, help="Trained RAE (or train-decoder --out).")
+@click.option(
+    "--rae", "rae_dir", type=click.Path(path_type=Path), default=None, help="Trained RAE (or train-decoder --out)."
+)
 @click.option("--latents", type=click.Path(path_type=Path), default=None, help="Latent cache (default: the RAE's).")
 @click.option("--model", default=None, help="dit-tiny|S|B|L|XL or ditdh-tiny|S|XL (default ditdh-tiny).")
 @click.option("--max-steps", type=int, default=None)
@@ -122,12 +170,19 @@ def train_dit_cmd(rae_dir, latents, model, max_steps, batch_size, resume, config
     from genrep.core.resume import summary
     from genrep.rae.train_dit import TrainDiTConfig, train_dit
 
-    flags = _flags(rae=str(rae_dir) if rae_dir else None, latents=str(latents) if latents else None, model=model,
-                   max_steps=max_steps, batch_size=batch_size)
+    flags = _flags(
+        rae=str(rae_dir) if rae_dir else None,
+        latents=str(latents) if latents else None,
+        model=model,
+        max_steps=max_steps,
+        batch_size=batch_size,
+    )
     cfg = load_config(TrainDiTConfig, config_path, overrides, flags=flags)
     m = train_dit(cfg, out, resume=resume)
-    click.echo(f"trained {cfg.model} for {m['steps']} steps (shift alpha {m['shift_alpha']:.3f}); "
-               f"{summary(m)}; model in {Path(out) / 'model'}")
+    click.echo(
+        f"trained {cfg.model} for {m['steps']} steps (shift alpha {m['shift_alpha']:.3f}); "
+        f"{summary(m)}; model in {Path(out) / 'model'}"
+    )
 
 
 @rae.command("sample")
@@ -167,5 +222,7 @@ def eval_cmd(samples, dataset, split, config_path, overrides, out):
     cfg = load_config(EvalConfig, config_path, overrides, flags=flags)
     m = evaluate(cfg, out)
     acc = m.get("class_accuracy")
-    click.echo(f"fd_effnet {m['fd_effnet']:.2f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
-               f"class_accuracy {acc if acc is None else round(acc, 3)}  fid {m['fid'] if m['fid'] is not None else 'unavailable'}")
+    click.echo(
+        f"fd_effnet {m['fd_effnet']:.2f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+        f"class_accuracy {acc if acc is None else round(acc, 3)}  fid {m['fid'] if m['fid'] is not None else 'unavailable'}"
+    )

@@ -58,8 +58,9 @@ class ArrayImages(Dataset):
     def __getitem__(self, i: int):
         x = to_tensor(self.images[i])
         if x.shape[-1] != self.size:
-            x = torch.nn.functional.interpolate(x[None], size=(self.size, self.size), mode="bilinear",
-                                                antialias=True, align_corners=False)[0].clamp(0, 1)
+            x = torch.nn.functional.interpolate(
+                x[None], size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )[0].clamp(0, 1)
         return x, int(self.labels[i])
 
 

@@ -50,11 +50,19 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     base = run.path / "rae"
     encoder = build_encoder("effnet-lite0")
     cache_latents(encoder, "fashion-mnist", base / "latents", limit=p.train_images, batch_size=128)
-    train_cfg = TrainDecoderConfig(latents=base / "latents", decoder="tiny", max_steps=p.decoder_steps,
-                                   batch_size=p.decoder_batch, lr=p.decoder_lr,
-                                   warmup_steps=min(100, p.decoder_steps // 4), perceptual="none", noise_tau=0.8,
-                                   log_every=max(1, p.decoder_steps // 20), checkpoint_every=p.decoder_steps,
-                                   seed=cfg.seed)
+    train_cfg = TrainDecoderConfig(
+        latents=base / "latents",
+        decoder="tiny",
+        max_steps=p.decoder_steps,
+        batch_size=p.decoder_batch,
+        lr=p.decoder_lr,
+        warmup_steps=min(100, p.decoder_steps // 4),
+        perceptual="none",
+        noise_tau=0.8,
+        log_every=max(1, p.decoder_steps // 20),
+        checkpoint_every=p.decoder_steps,
+        seed=cfg.seed,
+    )
     tm = train_decoder(train_cfg, base / "decoder", fresh=True)  # a demo re-run replaces the last one
     m = reconstruct(ReconstructConfig(model=base / "decoder", limit=p.test_images, seed=cfg.seed), base / "reconstruct")
     sec = report.section("RAE stage 1: a representation autoencoder on Fashion-MNIST")
@@ -65,11 +73,26 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
         f"{p.decoder_batch} with L1 loss and noise-augmented latents (sigma ~ |N(0, 0.8^2)|). Reconstructions of "
         "held-out test images (top row originals, bottom row reconstructions):"
     )
-    sec.image(base / "reconstruct" / "figures" / "reconstructions.png", "Fashion-MNIST test images and their RAE reconstructions", "rae_reconstructions.png")
-    sec.table([{"images": m["num_images"], "PSNR (dB)": round(m["psnr"], 2), "SSIM": round(m["ssim"], 4),
-                "rfd_effnet": round(m["rfd_effnet"], 3), "rFID (Inception)": m["rfid"] if m["rfid"] is not None else m["rfid_status"]}])
-    sec.text("rfd_effnet is a Frechet distance in the bundled encoder's pooled feature space, not FID. "
-             "`genrep rae cache-latents`, `train-decoder` and `reconstruct` run the same steps at any scale.")
+    sec.image(
+        base / "reconstruct" / "figures" / "reconstructions.png",
+        "Fashion-MNIST test images and their RAE reconstructions",
+        "rae_reconstructions.png",
+    )
+    sec.table(
+        [
+            {
+                "images": m["num_images"],
+                "PSNR (dB)": round(m["psnr"], 2),
+                "SSIM": round(m["ssim"], 4),
+                "rfd_effnet": round(m["rfd_effnet"], 3),
+                "rFID (Inception)": m["rfid"] if m["rfid"] is not None else m["rfid_status"],
+            }
+        ]
+    )
+    sec.text(
+        "rfd_effnet is a Frechet distance in the bundled encoder's pooled feature space, not FID. "
+        "`genrep rae cache-latents`, `train-decoder` and `reconstruct` run the same steps at any scale."
+    )
     sec.image(base / "decoder" / "figures" / "loss.png", "decoder training loss", "rae_loss.png")
     result = {"psnr": m["psnr"], "ssim": m["ssim"], "rfd_effnet": m["rfd_effnet"], "decoder_steps": p.decoder_steps}
     result.update(_stage2(report, cfg, p, base))
@@ -104,12 +127,35 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
     from genrep.rae.sample import SampleConfig, sample
     from genrep.rae.train_dit import TrainDiTConfig, train_dit
 
-    tm = train_dit(TrainDiTConfig(rae=base / "decoder", model="ditdh-tiny", max_steps=p.dit_steps, batch_size=p.dit_batch,
-                                  lr=p.dit_lr, warmup_steps=min(30, p.dit_steps // 4), log_every=max(1, p.dit_steps // 20),
-                                  checkpoint_every=p.dit_steps, seed=cfg.seed, precision="auto"), base / "dit",
-                   fresh=True)
-    sm = sample(SampleConfig(dit=base / "dit", num=p.generated, steps=p.sample_steps, guidance="cfg", scale=p.cfg_scale,
-                             interval=(0.0, 1.0), per_class=p.generated // 10, seed=cfg.seed), base / "samples")
+    tm = train_dit(
+        TrainDiTConfig(
+            rae=base / "decoder",
+            model="ditdh-tiny",
+            max_steps=p.dit_steps,
+            batch_size=p.dit_batch,
+            lr=p.dit_lr,
+            warmup_steps=min(30, p.dit_steps // 4),
+            log_every=max(1, p.dit_steps // 20),
+            checkpoint_every=p.dit_steps,
+            seed=cfg.seed,
+            precision="auto",
+        ),
+        base / "dit",
+        fresh=True,
+    )
+    sm = sample(
+        SampleConfig(
+            dit=base / "dit",
+            num=p.generated,
+            steps=p.sample_steps,
+            guidance="cfg",
+            scale=p.cfg_scale,
+            interval=(0.0, 1.0),
+            per_class=p.generated // 10,
+            seed=cfg.seed,
+        ),
+        base / "samples",
+    )
     ecfg = EvalConfig(samples=base / "samples", real_limit=p.real_images, classifier_train=2 * p.real_images)
     em = evaluate(ecfg, base / "eval")
     ceiling = reconstruction_class_accuracy(base / "decoder", p.generated, ecfg, EffNetFeatures())
@@ -120,27 +166,49 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
         f"{p.dit_steps} steps of batch {p.dit_batch} (schedule shift alpha = sqrt(m / 4096) = {tm['shift_alpha']:.3f}; "
         f"precision {tm['precision']['chosen']}: {tm['precision']['reason']}). Samples: {p.sample_steps} Euler steps, "
         f"classifier-free guidance {p.cfg_scale} at every t, decoded by the stage-1 decoder; one row per class ("
-        + ", ".join(sm["class_names"] or []) + ")."
+        + ", ".join(sm["class_names"] or [])
+        + ")."
     )
-    sec.image(base / "samples" / "figures" / "grid.png", "generated Fashion-MNIST, one row per class", "rae_generated.png")
+    sec.image(
+        base / "samples" / "figures" / "grid.png", "generated Fashion-MNIST, one row per class", "rae_generated.png"
+    )
     se = float(np.sqrt(max(em["class_accuracy"] * (1 - em["class_accuracy"]), 1e-12) / em["num_fake"]))
-    sec.table([{"generated": em["num_fake"], "fd_effnet": round(em["fd_effnet"], 2), "precision": round(em["precision"], 3),
-                "recall": round(em["recall"], 3), "class_accuracy": f"{em['class_accuracy']:.3f} +- {se:.3f}",
+    sec.table(
+        [
+            {
+                "generated": em["num_fake"],
+                "fd_effnet": round(em["fd_effnet"], 2),
+                "precision": round(em["precision"], 3),
+                "recall": round(em["recall"], 3),
+                "class_accuracy": f"{em['class_accuracy']:.3f} +- {se:.3f}",
                 "same classifier on reconstructions": round(ceiling, 3),
-                "on real images": round(em["classifier_real_accuracy"], 3)}])
+                "on real images": round(em["classifier_real_accuracy"], 3),
+            }
+        ]
+    )
     faithful = em["class_accuracy"] >= 0.5
     sec.text(
         "class_accuracy: the share of generated images that a linear classifier on real EfficientNet features "
         f"assigns to the class they were generated for (chance 0.1; +- one binomial standard error). The same "
         f"classifier recognises {ceiling:.0%} of the decoder's reconstructions of real test images, the ceiling for "
         "anything decoded by this decoder. fd_effnet is not FID. "
-        + ("" if faithful or cfg.profile == "full" else
-           f"At this budget ({p.dit_steps} DiT steps, {p.decoder_steps} decoder steps: about two CPU minutes) the "
-           f"generated rows are {'above chance but ' if em['class_accuracy'] - 2 * se > 0.1 else ''}not yet "
-           "class-faithful; what limits them is measured above: the decoder's blur (its reconstructions are only "
-           f"{ceiling:.0%} recognisable) and a DiT that has seen {p.dit_steps * p.dit_batch:,} samples. "
-           "docs/rae.md has the longer runs (S decoder, 1,500 DiT steps of batch 64: class_accuracy 0.45-0.55 "
-           "with CFG 2-4) and the paper's four stage-2 findings. ")
-        + "`genrep rae train-dit`, `sample` and `eval` run the same steps at any scale.")
-    return {"dit_steps": p.dit_steps, "fd_effnet": em["fd_effnet"], "class_accuracy": em["class_accuracy"],
-            "class_accuracy_se": se, "reconstruction_class_accuracy": ceiling, "dit_precision": tm["precision"]}
+        + (
+            ""
+            if faithful or cfg.profile == "full"
+            else f"At this budget ({p.dit_steps} DiT steps, {p.decoder_steps} decoder steps: about two CPU minutes) the "
+            f"generated rows are {'above chance but ' if em['class_accuracy'] - 2 * se > 0.1 else ''}not yet "
+            "class-faithful; what limits them is measured above: the decoder's blur (its reconstructions are only "
+            f"{ceiling:.0%} recognisable) and a DiT that has seen {p.dit_steps * p.dit_batch:,} samples. "
+            "docs/rae.md has the longer runs (S decoder, 1,500 DiT steps of batch 64: class_accuracy 0.45-0.55 "
+            "with CFG 2-4) and the paper's four stage-2 findings. "
+        )
+        + "`genrep rae train-dit`, `sample` and `eval` run the same steps at any scale."
+    )
+    return {
+        "dit_steps": p.dit_steps,
+        "fd_effnet": em["fd_effnet"],
+        "class_accuracy": em["class_accuracy"],
+        "class_accuracy_se": se,
+        "reconstruction_class_accuracy": ceiling,
+        "dit_precision": tm["precision"],
+    }

@@ -385,4 +385,3 @@ class DiT(nn.Module):
         else:
             macs += 2 * cfg.width**2 + n * cfg.width * out_dim
         return float(2 * macs)
-

@@ -25,8 +25,15 @@ def save_dit(directory: Path, model: DiT, state: dict, rae_dir: Path, alpha: flo
     tmp = directory / f".{DIT_WEIGHTS}.tmp"
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp))
     tmp.replace(directory / DIT_WEIGHTS)
-    atomic_write_json(directory / DIT_CONFIG, {"dit": model.cfg.__dict__, "rae": str(Path(rae_dir).resolve()),
-                                              "shift_alpha": alpha, "class_names": class_names})
+    atomic_write_json(
+        directory / DIT_CONFIG,
+        {
+            "dit": model.cfg.__dict__,
+            "rae": str(Path(rae_dir).resolve()),
+            "shift_alpha": alpha,
+            "class_names": class_names,
+        },
+    )
 
 
 def load_dit(directory: str | Path) -> tuple[DiT, dict]:

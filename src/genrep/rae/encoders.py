@@ -451,7 +451,9 @@ def build_encoder(name: str, source: str | None = None, input_size: int | None =
     allowed = set(entry["options"]) if kind == "effnet" else {"pixel_mean", "pixel_std"}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise UserError(f"encoder '{name}': unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+        raise UserError(
+            f"encoder '{name}': unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})"
+        )
     if kind == "effnet":
         if source not in (None, "bundled"):
             raise UserError(f"encoder '{name}' is bundled; source must be 'bundled', got '{source}'")

@@ -57,8 +57,9 @@ def _real_images(dataset: str, split: str, size: int, limit: int) -> tuple[np.nd
     return as_numpy_images(torch.stack(xs)), np.asarray(ys)
 
 
-def fit_linear_classifier(features: np.ndarray, labels: np.ndarray, num_classes: int, steps: int = 300,
-                          weight_decay: float = 1e-4) -> torch.nn.Linear:
+def fit_linear_classifier(
+    features: np.ndarray, labels: np.ndarray, num_classes: int, steps: int = 300, weight_decay: float = 1e-4
+) -> torch.nn.Linear:
     """Multinomial logistic regression (full-batch L-BFGS) on standardised features."""
     x = torch.from_numpy(features).float()
     y = torch.from_numpy(labels).long()
@@ -80,16 +81,25 @@ def fit_linear_classifier(features: np.ndarray, labels: np.ndarray, num_classes:
     return clf
 
 
-def _real_features(features: "M.EffNetFeatures", dataset: str, split: str, size: int, limit: int,
-                   use_cache: bool) -> tuple[np.ndarray, np.ndarray]:
+def _real_features(
+    features: "M.EffNetFeatures", dataset: str, split: str, size: int, limit: int, use_cache: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """(features, labels) of the first ``limit`` real images, from the cache when it has them."""
     import hashlib
     import json
 
     from genrep.core.cache import cache_dir
 
-    key = json.dumps({"dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset, "split": split,
-                      "size": size, "limit": limit, "features": features.signature}, sort_keys=True)
+    key = json.dumps(
+        {
+            "dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
+            "split": split,
+            "size": size,
+            "limit": limit,
+            "features": features.signature,
+        },
+        sort_keys=True,
+    )
     path = cache_dir("rae_eval") / f"real_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if use_cache and path.is_file():
         with np.load(path) as data:
@@ -125,8 +135,9 @@ def evaluate(cfg: EvalConfig, out: str | Path) -> dict:
     return metrics
 
 
-def score_images(fake: np.ndarray, fake_labels: np.ndarray | None, cfg: EvalConfig,
-                 features: "M.EffNetFeatures | None" = None) -> dict:
+def score_images(
+    fake: np.ndarray, fake_labels: np.ndarray | None, cfg: EvalConfig, features: "M.EffNetFeatures | None" = None
+) -> dict:
     """The metrics of :func:`evaluate` for uint8 images ``[N, H, W, 3]`` (and their class labels)."""
     size = fake.shape[1]
     features = features or M.EffNetFeatures(device=pick_device(cfg.device))
@@ -141,11 +152,16 @@ def score_images(fake: np.ndarray, fake_labels: np.ndarray | None, cfg: EvalConf
         "num_real": int(len(real_f)),
     }
     reason = M.fid_unavailable_reason()
-    fid = {"fid": None, "status": reason} if reason else \
-        M.fid_inception(_real_images(cfg.dataset, cfg.split, size, cfg.real_limit)[0], fake)
+    fid = (
+        {"fid": None, "status": reason}
+        if reason
+        else M.fid_inception(_real_images(cfg.dataset, cfg.split, size, cfg.real_limit)[0], fake)
+    )
     metrics.update(fid=fid.get("fid"), fid_status=fid.get("status", "ok"))
     if fake_labels is not None:
-        train_f, train_labels = _real_features(features, cfg.dataset, "train", size, cfg.classifier_train, cfg.cache_real)
+        train_f, train_labels = _real_features(
+            features, cfg.dataset, "train", size, cfg.classifier_train, cfg.cache_real
+        )
         k = int(max(train_labels.max(), fake_labels.max())) + 1
         clf = fit_linear_classifier(train_f, train_labels, k)
         with torch.no_grad():

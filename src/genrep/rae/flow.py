@@ -84,8 +84,9 @@ def velocity_target(x: Tensor, noise: Tensor) -> Tensor:
     return noise - x
 
 
-def sample_logit_normal(batch: int, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None,
-                        device=None) -> Tensor:
+def sample_logit_normal(
+    batch: int, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None, device=None
+) -> Tensor:
     """``t = sigmoid(z)``, ``z ~ N(mean, std^2)``, shape [batch] (docs/papers.md s1.10: logit-normal(0, 1))."""
     if device is None and generator is not None:
         device = generator.device
@@ -98,9 +99,15 @@ def training_times(batch: int, alpha: float, generator: torch.Generator | None =
     return shift_time(sample_logit_normal(batch, generator=generator, device=device), alpha)
 
 
-def flow_matching_loss(model_fn: Callable[[Tensor, Tensor, Tensor], Tensor], x: Tensor, y: Tensor, alpha: float,
-                       generator: torch.Generator | None = None, t: Tensor | None = None,
-                       noise: Tensor | None = None) -> Tensor:
+def flow_matching_loss(
+    model_fn: Callable[[Tensor, Tensor, Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    alpha: float,
+    generator: torch.Generator | None = None,
+    t: Tensor | None = None,
+    noise: Tensor | None = None,
+) -> Tensor:
     """Flow-matching loss ``E_{t, eps} || v_hat(x_t, t, y) - (eps - x) ||^2``, averaged over all elements.
 
     ``t`` comes from :func:`training_times` (shifted logit-normal) and ``eps ~ N(0, I)``, both drawn with
@@ -208,10 +215,16 @@ def autoguidance_velocity(v_main: Tensor, v_guide: Tensor, scale: float) -> Tens
     return torch.lerp(v_guide, v_main, scale)
 
 
-def make_guided_velocity(model: Callable[[Tensor, Tensor, Tensor], Tensor], y: Tensor, *, guidance: str = "none",
-                         scale: float = 1.0, interval: tuple[float, float] = (0.0, 1.0),
-                         guide_model: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
-                         null_class: int | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+def make_guided_velocity(
+    model: Callable[[Tensor, Tensor, Tensor], Tensor],
+    y: Tensor,
+    *,
+    guidance: str = "none",
+    scale: float = 1.0,
+    interval: tuple[float, float] = (0.0, 1.0),
+    guide_model: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
+    null_class: int | None = None,
+) -> Callable[[Tensor, Tensor], Tensor]:
     """The ``velocity_fn(x, t)`` for :func:`euler_sample` / :func:`heun_sample`; ``model(x, t, y)``, t of shape [B].
 
     - ``"none"``: ``model(x, t, y)``.

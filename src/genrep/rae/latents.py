@@ -66,8 +66,9 @@ def cache_latents(
         for i in mine:
             idx = range(i * shard_size, min(len(ds), (i + 1) * shard_size))
             skipped = Skipped()
-            loader = DataLoader(Subset(ds, idx), batch_size=batch_size, num_workers=num_workers,
-                                collate_fn=collate_skip(skipped))
+            loader = DataLoader(
+                Subset(ds, idx), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip(skipped)
+            )
             lat, lab, img = [], [], []
             for batch in loader:
                 if batch is None:

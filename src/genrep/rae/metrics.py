@@ -287,7 +287,9 @@ class EffNetFeatures:
         for start in range(0, n, self.batch_size):
             x = _to_float_images(images[start : start + self.batch_size]).to(self.device)
             if x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-                x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True, align_corners=False)
+                x = F.interpolate(
+                    x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True, align_corners=False
+                )
             out[start : start + len(x)] = self.model.pooled(x).double().cpu().numpy()
         return out
 
@@ -450,8 +452,10 @@ def precision_recall_knn(
     Distances are computed in float32 in chunks of ``chunk_size`` rows (10k x 10k fits easily).
     Returns ``{"precision", "recall", "k", "n_real", "n_fake"}``.
     """
-    dev = torch.device(device) if device is not None else (
-        real_feats.device if isinstance(real_feats, Tensor) else torch.device("cpu")
+    dev = (
+        torch.device(device)
+        if device is not None
+        else (real_feats.device if isinstance(real_feats, Tensor) else torch.device("cpu"))
     )
     real = _as_feature_tensor(real_feats, dev, "real_feats")
     fake = _as_feature_tensor(fake_feats, dev, "fake_feats")
@@ -465,4 +469,3 @@ def precision_recall_knn(
         precision = _inside_manifold(fake, real, real_r, chunk_size).double().mean().item()
         recall = _inside_manifold(real, fake, fake_r, chunk_size).double().mean().item()
     return {"precision": precision, "recall": recall, "k": k, "n_real": len(real), "n_fake": len(fake)}
-

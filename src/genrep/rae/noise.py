@@ -19,8 +19,9 @@ import torch
 NoiseDist = Literal["abs-normal", "uniform"]
 
 
-def sample_sigma(batch: int, tau: float, dist: NoiseDist = "abs-normal", device=None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_sigma(
+    batch: int, tau: float, dist: NoiseDist = "abs-normal", device=None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """One noise level per sample, shape [batch]."""
     if dist == "abs-normal":
         return (torch.randn(batch, device=device, generator=generator) * tau).abs()
@@ -29,8 +30,9 @@ def sample_sigma(batch: int, tau: float, dist: NoiseDist = "abs-normal", device=
     raise ValueError(f"unknown noise distribution '{dist}' (abs-normal, uniform)")
 
 
-def add_latent_noise(z: torch.Tensor, tau: float, dist: NoiseDist = "abs-normal",
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def add_latent_noise(
+    z: torch.Tensor, tau: float, dist: NoiseDist = "abs-normal", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``z + sigma * n`` with per-sample ``sigma`` from :func:`sample_sigma`; ``tau = 0`` is a no-op."""
     if tau <= 0:
         return z

@@ -49,8 +49,16 @@ class SampleConfig:
 
 
 @torch.no_grad()
-def generate(model, rae: RAE, labels: torch.Tensor, alpha: float, cfg: SampleConfig, guide=None,
-             generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+def generate(
+    model,
+    rae: RAE,
+    labels: torch.Tensor,
+    alpha: float,
+    cfg: SampleConfig,
+    guide=None,
+    generator: torch.Generator | None = None,
+    device="cpu",
+) -> torch.Tensor:
     """Images [N, 3, H, W] in [0, 1] for ``labels`` (batched)."""
     grid = time_grid(cfg.steps, alpha)
     integrate = euler_sample if cfg.sampler == "euler" else heun_sample
@@ -58,8 +66,15 @@ def generate(model, rae: RAE, labels: torch.Tensor, alpha: float, cfg: SampleCon
     for chunk in torch.split(labels, cfg.batch_size):
         y = chunk.to(device)
         noise = torch.randn((len(y), *rae.latent_shape), generator=generator).to(device)
-        velocity = make_guided_velocity(model, y, guidance=cfg.guidance, scale=cfg.scale, interval=cfg.interval,
-                                        guide_model=guide, null_class=model.cfg.num_classes)
+        velocity = make_guided_velocity(
+            model,
+            y,
+            guidance=cfg.guidance,
+            scale=cfg.scale,
+            interval=cfg.interval,
+            guide_model=guide,
+            null_class=model.cfg.num_classes,
+        )
         z = integrate(velocity, noise, grid.to(device))
         out.append(rae.decode(z).clamp(0, 1).cpu())
     return torch.cat(out)
@@ -112,9 +127,18 @@ def sample(cfg: SampleConfig, out: str | Path) -> dict:
     arr = as_numpy_images(images)
     buf = run / "samples.npz"
     np.savez(buf, arr_0=arr, labels=labels.numpy())
-    atomic_write_bytes(run.figures / "grid.png", class_grid_png(arr, labels.numpy(), model.cfg.num_classes, cfg.per_class))
-    metrics = {"num": int(len(arr)), "steps": cfg.steps, "sampler": cfg.sampler, "guidance": cfg.guidance,
-               "scale": cfg.scale, "seconds": round(seconds, 2), "images_per_s": len(arr) / max(seconds, 1e-9),
-               "class_names": meta.get("class_names")}
+    atomic_write_bytes(
+        run.figures / "grid.png", class_grid_png(arr, labels.numpy(), model.cfg.num_classes, cfg.per_class)
+    )
+    metrics = {
+        "num": int(len(arr)),
+        "steps": cfg.steps,
+        "sampler": cfg.sampler,
+        "guidance": cfg.guidance,
+        "scale": cfg.scale,
+        "seconds": round(seconds, 2),
+        "images_per_s": len(arr) / max(seconds, 1e-9),
+        "class_names": meta.get("class_names"),
+    }
     run.write_metrics(metrics)
     return metrics

@@ -46,15 +46,21 @@ class RunningStats:
         info = current()
         if not info.enabled:
             return
-        packed = torch.cat([torch.tensor([float(self.count)], dtype=torch.float64), self.mean.flatten(), self.m2.flatten()])
+        packed = torch.cat(
+            [torch.tensor([float(self.count)], dtype=torch.float64), self.mean.flatten(), self.m2.flatten()]
+        )
         parts = [torch.zeros_like(packed) for _ in range(info.world_size)]
         dist.all_gather(parts, packed)
         shape, k = self.mean.shape, self.mean.numel()
-        self.count, self.mean, self.m2 = 0, torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+        self.count, self.mean, self.m2 = (
+            0,
+            torch.zeros(shape, dtype=torch.float64),
+            torch.zeros(shape, dtype=torch.float64),
+        )
         for p in parts:
             n = int(p[0].item())
             if n:
-                self._merge(n, p[1:1 + k].view(shape), p[1 + k:].view(shape))
+                self._merge(n, p[1 : 1 + k].view(shape), p[1 + k :].view(shape))
 
     @property
     def var(self) -> torch.Tensor:

@@ -61,7 +61,9 @@ class TrainDecoderConfig:
     noise_dist: Literal["abs-normal", "uniform"] = "abs-normal"
     perceptual: Literal["auto", "lpips", "effnet", "none"] = "auto"
     perceptual_weight: NonNeg = 1.0
-    perceptual_resolution: Annotated[int, Bounds(ge=32)] = 128  # effnet distance only: images resized to this short side (>= 32)
+    perceptual_resolution: Annotated[int, Bounds(ge=32)] = (
+        128  # effnet distance only: images resized to this short side (>= 32)
+    )
     gan: bool = False
     gan_weight: NonNeg = 0.75
     disc_start_epoch: NonNeg = 6.0
@@ -112,8 +114,16 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
     info = init_distributed()
     device = pick_device(cfg.device)
     run = RunDir(out)
-    begin = start_run("train-decoder", cfg, run.path, resume=resume, fresh=fresh, may_differ=RESUME_MAY_DIFFER,
-                      keep_last=cfg.keep_checkpoints, is_main=info.is_main)
+    begin = start_run(
+        "train-decoder",
+        cfg,
+        run.path,
+        resume=resume,
+        fresh=fresh,
+        may_differ=RESUME_MAY_DIFFER,
+        keep_last=cfg.keep_checkpoints,
+        is_main=info.is_main,
+    )
     if info.is_main:
         run.write_config(cfg)
     seed_everything(cfg.seed + info.rank)
@@ -126,7 +136,9 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
     ema = EMA(decoder, cfg.ema_decay, warmup=cfg.ema_warmup)
     model: torch.nn.Module = decoder
     if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(decoder, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            decoder, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=True)
     sched = warmup_cosine(opt, cfg.warmup_steps, cfg.max_steps, cfg.final_lr / cfg.lr)
@@ -183,7 +195,9 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
             if cfg.grad_clip > 0:
                 logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(decoder.parameters(), cfg.grad_clip))
             if not torch.isfinite(loss):
-                raise UserError(f"train-decoder: loss became {loss.item()} at step {step}; last good checkpoint: {ckpt.latest()}")
+                raise UserError(
+                    f"train-decoder: loss became {loss.item()} at step {step}; last good checkpoint: {ckpt.latest()}"
+                )
             opt.step()
             sched.step()
             ema.update(decoder)
@@ -198,9 +212,15 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
             bar.advance()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                 elapsed = time.perf_counter() - t0
-                last = {"step": step + 1, "epoch": round(epoch, 4), "loss": loss.item(), **logs,
-                        "lr": sched.get_last_lr()[0], "images_per_s": seen * info.world_size / elapsed,
-                        "gflops_per_s": seen * flops_fb / elapsed / 1e9}
+                last = {
+                    "step": step + 1,
+                    "epoch": round(epoch, 4),
+                    "loss": loss.item(),
+                    **logs,
+                    "lr": sched.get_last_lr()[0],
+                    "images_per_s": seen * info.world_size / elapsed,
+                    "gflops_per_s": seen * flops_fb / elapsed / 1e9,
+                }
                 bar.status(f"loss {last['loss']:.4f}")
                 if info.is_main:
                     append_jsonl(log_path, last, fsync=False)
@@ -209,10 +229,15 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
 
     if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
         last = begin.final_row() if info.is_main else {"step": start}
-    metrics = {"steps": cfg.max_steps, "decoder": cfg.decoder, "decoder_params": trainable,
-               "latent_shape": cache.meta["latent_shape"], "image_size": decoder.cfg.image_size,
-               "perceptual": perceptual.name if perceptual is not None else "none",
-               "final": last}
+    metrics = {
+        "steps": cfg.max_steps,
+        "decoder": cfg.decoder,
+        "decoder_params": trainable,
+        "latent_shape": cache.meta["latent_shape"],
+        "image_size": decoder.cfg.image_size,
+        "perceptual": perceptual.name if perceptual is not None else "none",
+        "final": last,
+    }
     if info.is_main:
         if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
             begin.save(cfg.max_steps, model=modules, optimizer=optimizers, ema=ema, scheduler={"decoder": sched})

@@ -69,7 +69,9 @@ class TrainDiTConfig:
     log_every: Count = 25
     checkpoint_every: Count = 500
     sample_every: NonNegInt = 0  # a grid of EMA samples (figures/samples-step-N.png) every N steps; 0: only at the end
-    eval_every: NonNegInt = 0  # fd_effnet / class_accuracy of eval_num EMA samples every N steps (eval_log.jsonl); 0: off
+    eval_every: NonNegInt = (
+        0  # fd_effnet / class_accuracy of eval_num EMA samples every N steps (eval_log.jsonl); 0: off
+    )
     eval_num: Count = 200
     eval_real: Count = 1000  # real test images (and 2x training images for the class-accuracy classifier)
     eval_steps: Count = 50  # Euler steps for periodic samples and evaluations
@@ -101,14 +103,23 @@ class _Monitor:
         labels = class_balanced_labels(num, self.num_classes, generator=gen)
         was_training = model.training
         model.eval()
-        images = generate(model, self.rae.to(self.device), labels, self.alpha,
-                          SampleConfig(steps=self.cfg.eval_steps, batch_size=100), generator=gen, device=self.device)
+        images = generate(
+            model,
+            self.rae.to(self.device),
+            labels,
+            self.alpha,
+            SampleConfig(steps=self.cfg.eval_steps, batch_size=100),
+            generator=gen,
+            device=self.device,
+        )
         model.train(was_training)
         return as_numpy_images(images), labels.numpy()
 
     def grid(self, model, step: int) -> None:
         arr, labels = self._generate(model, 8 * self.num_classes, self.cfg.seed)  # same noise at every step
-        atomic_write_bytes(self.run.figures / f"samples-step-{step:08d}.png", class_grid_png(arr, labels, self.num_classes, 8))
+        atomic_write_bytes(
+            self.run.figures / f"samples-step-{step:08d}.png", class_grid_png(arr, labels, self.num_classes, 8)
+        )
 
     def evaluate(self, model, step: int) -> dict:
         from genrep.rae.evaluate import EvalConfig, score_images
@@ -117,8 +128,12 @@ class _Monitor:
         dataset = self.meta.get("dataset", "fashion-mnist")
         arr, labels = self._generate(model, self.cfg.eval_num, self.cfg.seed + 1)
         self.features = self.features or EffNetFeatures(device=self.device)  # type: ignore[assignment]
-        m = score_images(arr, labels, EvalConfig(dataset=dataset, real_limit=self.cfg.eval_real,
-                                                          classifier_train=2 * self.cfg.eval_real), self.features)
+        m = score_images(
+            arr,
+            labels,
+            EvalConfig(dataset=dataset, real_limit=self.cfg.eval_real, classifier_train=2 * self.cfg.eval_real),
+            self.features,
+        )
         row = {"step": step, **{k: m[k] for k in ("fd_effnet", "precision", "recall", "class_accuracy") if k in m}}
         append_jsonl(self.run / "eval_log.jsonl", row, fsync=False)
         return row
@@ -133,17 +148,28 @@ def _agreed_precision(requested: str, device: torch.device, info) -> tuple[str, 
     return choice[0]  # type: ignore[return-value]  # set on every rank by the broadcast
 
 
-def train_step(net, model: DiT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, alpha: float,
-               gen: torch.Generator | None, grad_clip: float = 1.0, precision: str = "fp32",
-               t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+def train_step(
+    net,
+    model: DiT,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    alpha: float,
+    gen: torch.Generator | None,
+    grad_clip: float = 1.0,
+    precision: str = "fp32",
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, float]:
     """One optimisation step: flow-matching loss on ``(x, y)``, backward (DDP averages the gradients
     across ranks when ``net`` is wrapped), clip to ``grad_clip``, AdamW step. Returns (loss, grad norm).
 
     A non-finite loss raises ``FloatingPointError`` before any parameter changes.
     """
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        loss = flow_matching_loss(lambda xt, tt, yy: net(xt, tt, yy, generator=gen), x, y, alpha, generator=gen,
-                                  t=t, noise=noise)
+        loss = flow_matching_loss(
+            lambda xt, tt, yy: net(xt, tt, yy, generator=gen), x, y, alpha, generator=gen, t=t, noise=noise
+        )
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss became {loss.item()}")
     opt.zero_grad(set_to_none=True)
@@ -166,9 +192,18 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
     info = init_distributed()
     device = pick_device(cfg.device)
     run = RunDir(out)
-    begin = start_run("train-dit", cfg, run.path, resume=resume, fresh=fresh, may_differ=RESUME_MAY_DIFFER,
-                      keep_last=cfg.keep_checkpoints, logs=("train_log.jsonl", "eval_log.jsonl"),
-                      is_main=info.is_main, lr_follows_steps=False)
+    begin = start_run(
+        "train-dit",
+        cfg,
+        run.path,
+        resume=resume,
+        fresh=fresh,
+        may_differ=RESUME_MAY_DIFFER,
+        keep_last=cfg.keep_checkpoints,
+        logs=("train_log.jsonl", "eval_log.jsonl"),
+        is_main=info.is_main,
+        lr_follows_steps=False,
+    )
     if info.is_main:
         run.write_config(cfg)
     seed_everything(cfg.seed + info.rank)
@@ -184,16 +219,26 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
     labels = cache.labels
     class_names = cache.meta.get("class_names") or [str(i) for i in range(int(labels.max()) + 1)]
     c, g, _ = rae.latent_shape
-    model_cfg = dit_config(cfg.model, in_channels=c, grid=g, num_classes=len(class_names), class_dropout=cfg.class_dropout,
-                           **cfg.model_args)
+    model_cfg = dit_config(
+        cfg.model,
+        in_channels=c,
+        grid=g,
+        num_classes=len(class_names),
+        class_dropout=cfg.class_dropout,
+        **cfg.model_args,
+    )
     model = DiT(model_cfg).to(device)
     alpha = shift_alpha(rae.latent_shape, cfg.shift_base) if cfg.shift else 1.0
     ema = EMA(model, cfg.ema_decay, warmup=cfg.ema_warmup)
     net: torch.nn.Module = model
     if info.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    )
     ckpt = begin.checkpointer
     if begin.resumed:
         begin.load(model=model, optimizer=opt, ema=ema, scheduler=sched)
@@ -211,17 +256,24 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
             try:
                 loss, grad_norm = train_step(net, model, opt, x, y, alpha, gen, cfg.grad_clip, precision)
             except FloatingPointError as e:
-                raise UserError(f"train-dit: {e} at step {step} ({precision}); "
-                                f"stopped; last good checkpoint: {ckpt.latest() or 'none'}") from None
+                raise UserError(
+                    f"train-dit: {e} at step {step} ({precision}); "
+                    f"stopped; last good checkpoint: {ckpt.latest() or 'none'}"
+                ) from None
             sched.step()
             ema.update(model)
             seen += cfg.batch_size
             bar.advance()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                 elapsed = time.perf_counter() - t0
-                last = {"step": step + 1, "loss": loss.item(), "grad_norm": grad_norm,
-                        "samples_per_s": seen * info.world_size / elapsed, "gflops_per_s": seen * flops / elapsed / 1e9,
-                        "precision": precision}
+                last = {
+                    "step": step + 1,
+                    "loss": loss.item(),
+                    "grad_norm": grad_norm,
+                    "samples_per_s": seen * info.world_size / elapsed,
+                    "gflops_per_s": seen * flops / elapsed / 1e9,
+                    "precision": precision,
+                }
                 bar.status(f"loss {last['loss']:.4f}")
                 if info.is_main:
                     append_jsonl(log_path, last, fsync=False)
@@ -235,8 +287,15 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
 
     if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
         last = begin.final_row() if info.is_main else {"step": start}
-    metrics = {"steps": cfg.max_steps, "model": cfg.model, "params": sum(p.numel() for p in model.parameters()),
-               "latent_shape": list(rae.latent_shape), "shift_alpha": alpha, "precision": precision_info, "final": last}
+    metrics = {
+        "steps": cfg.max_steps,
+        "model": cfg.model,
+        "params": sum(p.numel() for p in model.parameters()),
+        "latent_shape": list(rae.latent_shape),
+        "shift_alpha": alpha,
+        "precision": precision_info,
+        "final": last,
+    }
     if info.is_main:
         if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
             begin.save(cfg.max_steps, model=model, optimizer=opt, ema=ema, scheduler=sched)

@@ -60,9 +60,17 @@ def main():
     gathered_rows = q.shape[0]
     if info.is_main:
         with open(sys.argv[1], "w") as f:
-            json.dump({"world_size": info.world_size, "backend": info.backend, "rows": gathered_rows,
-                       "plain_max_abs_err": plain, "ddp_max_abs_err": ddp_err,
-                       "grad_scale": max(float(r.abs().max()) for r in ref_grads)}, f)
+            json.dump(
+                {
+                    "world_size": info.world_size,
+                    "backend": info.backend,
+                    "rows": gathered_rows,
+                    "plain_max_abs_err": plain,
+                    "ddp_max_abs_err": ddp_err,
+                    "grad_scale": max(float(r.abs().max()) for r in ref_grads),
+                },
+                f,
+            )
     cleanup()
 
 

@@ -62,7 +62,9 @@ class LLMCache:
         """This process's connection (call with the lock held)."""
         if self._db is None or self._pid != os.getpid():
             try:
-                db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+                db = sqlite3.connect(
+                    self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+                )
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable enough for a cache, never corrupt
                 db.execute(_SCHEMA)
@@ -100,8 +102,13 @@ class LLMCache:
         with self._lock:
             rows = self._connection().execute("SELECT model, COUNT(*) FROM completions GROUP BY model").fetchall()
         per_model = {model: n for model, n in rows}
-        return {"path": str(self.path), "entries": sum(per_model.values()), "per_model": per_model,
-                "hits": self.hits, "misses": self.misses}
+        return {
+            "path": str(self.path),
+            "entries": sum(per_model.values()),
+            "per_model": per_model,
+            "hits": self.hits,
+            "misses": self.misses,
+        }
 
     def close(self) -> None:
         with self._lock:

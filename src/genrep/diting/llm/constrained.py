@@ -63,17 +63,59 @@ MAX_DEPTH = 64
 DIGITS = [str(d) for d in range(10)]
 
 # keywords that change nothing about what we emit
-_IGNORED = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs", "definitions",
-            "discriminator", "readOnly", "writeOnly", "deprecated", "additionalProperties", "required"}
-_HANDLED = {"type", "properties", "items", "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf",
-            "$ref", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "maxLength", "minLength",
-            "uniqueItems"}
+_IGNORED = {
+    "title",
+    "description",
+    "default",
+    "examples",
+    "$schema",
+    "$id",
+    "$comment",
+    "$defs",
+    "definitions",
+    "discriminator",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "additionalProperties",
+    "required",
+}
+_HANDLED = {
+    "type",
+    "properties",
+    "items",
+    "minItems",
+    "maxItems",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "maxLength",
+    "minLength",
+    "uniqueItems",
+}
 _TYPES = {"object", "array", "string", "integer", "number", "boolean", "null"}
 
 
-def generate_json(model: Any, tokenizer: Any, input_ids: torch.Tensor, schema: dict, *, max_new_tokens: int,
-                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                  max_string_tokens: int = 160, use_cache: bool = True) -> tuple[str, int, str]:
+def generate_json(
+    model: Any,
+    tokenizer: Any,
+    input_ids: torch.Tensor,
+    schema: dict,
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    max_string_tokens: int = 160,
+    use_cache: bool = True,
+) -> tuple[str, int, str]:
     """``(json_text, completion_tokens, finish_reason)`` for the prompt ``input_ids`` (shape ``(1, n)`` or ``(n,)``).
 
     ``json_text`` always parses and validates against ``schema``; ``finish_reason`` is ``"stop"``,
@@ -86,13 +128,24 @@ def generate_json(model: Any, tokenizer: Any, input_ids: torch.Tensor, schema: d
     ids = input_ids.reshape(-1).tolist()
     if not ids:
         raise ValueError("an empty prompt (the model needs at least one token to condition on)")
-    decoder = _Decoder(model, tokenizer, ids, schema, max_new_tokens=max_new_tokens, temperature=temperature,
-                       top_p=top_p, seed=seed, max_string_tokens=max_string_tokens, use_cache=use_cache)
+    decoder = _Decoder(
+        model,
+        tokenizer,
+        ids,
+        schema,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        max_string_tokens=max_string_tokens,
+        use_cache=use_cache,
+    )
     with torch.no_grad():
         return decoder.run()
 
 
 # --- the schema ----------------------------------------------------------------------------------------------------
+
 
 def _pointer(root: dict, ref: str) -> dict:
     if not isinstance(ref, str) or not ref.startswith("#"):
@@ -249,6 +302,7 @@ def check_schema(schema: dict) -> None:
 
 # --- the decoder ---------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Trie:
     children: dict[int, _Trie] = field(default_factory=dict)
@@ -257,8 +311,20 @@ class _Trie:
 
 
 class _Decoder:
-    def __init__(self, model: Any, tok: Any, prompt: list[int], schema: dict, *, max_new_tokens: int,
-                 temperature: float, top_p: float, seed: int | None, max_string_tokens: int, use_cache: bool):
+    def __init__(
+        self,
+        model: Any,
+        tok: Any,
+        prompt: list[int],
+        schema: dict,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        max_string_tokens: int,
+        use_cache: bool,
+    ):
         self.model, self.tok, self.schema = model, tok, schema
         self.budget, self.max_string_tokens, self.use_cache = max_new_tokens, max_string_tokens, use_cache
         self.sampler = SeededSampler(temperature, top_p, seed) if temperature > 0 else None
@@ -447,8 +513,11 @@ class _Decoder:
         elif kind == "anyOf":
             branches = [_branch(alt, self.schema) for alt in _alternatives(schema) or []]
             nulls = [i for i, b in enumerate(branches) if _kind(resolve(b, self.schema)) == "null"]
-            i = 0 if len(branches) == 1 else self.pick_branch([self.starts(b) for b in branches],
-                                                                nulls[0] if nulls else 0)
+            i = (
+                0
+                if len(branches) == 1
+                else self.pick_branch([self.starts(b) for b in branches], nulls[0] if nulls else 0)
+            )
             self.value(branches[i], depth + 1)
         elif kind == "object":
             props = schema.get("properties") or {}
@@ -500,9 +569,9 @@ class _Decoder:
             if token in self.stop_ids:
                 break
             full = self.tok.decode(ids + [token], skip_special_tokens=True)
-            new = full[len(text):] if full.startswith(text) else self.tok.decode([token], skip_special_tokens=True)
+            new = full[len(text) :] if full.startswith(text) else self.tok.decode([token], skip_special_tokens=True)
             if '"' in new:
-                text += new[:new.index('"')]
+                text += new[: new.index('"')]
                 break
             ids.append(token)
             self.take(token)

@@ -42,7 +42,7 @@ def transcript(messages: list[dict]) -> str:
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """``text`` up to the first stop string, and whether one was found."""
     cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return (text[:min(cuts)], True) if cuts else (text, False)
+    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 class LocalBackend:
@@ -92,13 +92,27 @@ class LocalBackend:
                 try:
                     with torch.no_grad():
                         text, used, finish = generate_json(
-                            model, tok, ids["input_ids"], schema, max_new_tokens=max_new,
-                            temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
+                            model,
+                            tok,
+                            ids["input_ids"],
+                            schema,
+                            max_new_tokens=max_new,
+                            temperature=sampling.temperature,
+                            top_p=sampling.top_p,
+                            seed=sampling.seed,
+                        )
                 except ValueError as err:
                     raise LLMError(f"response_format json_schema: {err}") from None
-                return Completion(text=text, model=self.model, prompt_tokens=int(ids["input_ids"].shape[1]),
-                                  completion_tokens=used, cached=False, latency_s=time.perf_counter() - start,
-                                  attempts=1, finish_reason=finish)
+                return Completion(
+                    text=text,
+                    model=self.model,
+                    prompt_tokens=int(ids["input_ids"].shape[1]),
+                    completion_tokens=used,
+                    cached=False,
+                    latency_s=time.perf_counter() - start,
+                    attempts=1,
+                    finish_reason=finish,
+                )
             pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # Gemma's pad id is 0
             kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": False, "pad_token_id": pad}
             if sampling.temperature > 0:
@@ -107,12 +121,19 @@ class LocalBackend:
                 kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
             with torch.no_grad():
                 out = model.generate(**ids, **kwargs)
-            new = out[0, ids["input_ids"].shape[1]:]
+            new = out[0, ids["input_ids"].shape[1] :]
             text, stopped = cut_at_stop(tok.decode(new, skip_special_tokens=True), sampling.stop)
             ended = stopped or len(new) < max_new or (len(new) and int(new[-1]) in _eos_ids(model, tok))
-            return Completion(text=text, model=self.model, prompt_tokens=int(ids["input_ids"].shape[1]),
-                              completion_tokens=len(new), cached=False, latency_s=time.perf_counter() - start,
-                              attempts=1, finish_reason="stop" if ended else "length")
+            return Completion(
+                text=text,
+                model=self.model,
+                prompt_tokens=int(ids["input_ids"].shape[1]),
+                completion_tokens=len(new),
+                cached=False,
+                latency_s=time.perf_counter() - start,
+                attempts=1,
+                finish_reason="stop" if ended else "length",
+            )
 
     async def complete(self, messages: list[dict], sampling: Sampling) -> Completion:
         return await asyncio.to_thread(self._generate, messages, sampling)

@@ -66,8 +66,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 def request_body(model: str, messages: list[dict], sampling: Sampling) -> dict[str, Any]:
     """The JSON body of a chat-completions request; optional fields only when set."""
-    body: dict[str, Any] = {"model": model, "messages": messages, "temperature": sampling.temperature,
-                            "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens,
+    }
     if sampling.seed is not None:
         body["seed"] = sampling.seed
     if sampling.stop:
@@ -133,9 +138,19 @@ class OpenAIBackend:
     several ``asyncio.run`` calls in turn; call :meth:`aclose` at the end of each.
     """
 
-    def __init__(self, model: str, base_url: str, api_key: str | None = None, concurrency: int = 16,
-                 timeout_s: float = 60.0, max_retries: int = 4, backoff_base_s: float = 0.5,
-                 backoff_max_s: float = 30.0, retry_after_max_s: float = 60.0, name: str | None = None):
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        api_key: str | None = None,
+        concurrency: int = 16,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        retry_after_max_s: float = 60.0,
+        name: str | None = None,
+    ):
         if not base_url.startswith(("http://", "https://")):
             raise UserError(f"base URL '{base_url}' must start with http:// or https://")
         if concurrency < 1 or max_retries < 0:
@@ -144,7 +159,11 @@ class OpenAIBackend:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.concurrency, self.timeout_s, self.max_retries = concurrency, timeout_s, max_retries
-        self.backoff_base_s, self.backoff_max_s, self.retry_after_max_s = backoff_base_s, backoff_max_s, retry_after_max_s
+        self.backoff_base_s, self.backoff_max_s, self.retry_after_max_s = (
+            backoff_base_s,
+            backoff_max_s,
+            retry_after_max_s,
+        )
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None

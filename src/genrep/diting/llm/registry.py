@@ -67,8 +67,14 @@ def _api_key(kind: str, spec: str) -> str | None:
     return key
 
 
-def make_backend(spec: str, *, cache: LLMCache | None | bool = True, concurrency: int = 16, timeout_s: float = 60,
-                 max_retries: int = 4) -> Backend:
+def make_backend(
+    spec: str,
+    *,
+    cache: LLMCache | None | bool = True,
+    concurrency: int = 16,
+    timeout_s: float = 60,
+    max_retries: int = 4,
+) -> Backend:
     """The backend ``spec`` names, behind the completion cache unless ``cache`` is False.
 
     ``cache``: True or None -> the default cache file (``cache_dir("llm")/cache.sqlite``), an
@@ -83,9 +89,18 @@ def make_backend(spec: str, *, cache: LLMCache | None | bool = True, concurrency
     else:
         base_url = base_url or os.environ.get(BASE_URL_ENV) or HTTP_KINDS[kind].base_url
         if base_url is None:
-            raise UserError(f"LLM backend '{spec}' needs a base URL: write {kind}:{model}@BASE_URL or set {BASE_URL_ENV}")
-        backend = OpenAIBackend(model, base_url, api_key=_api_key(kind, spec), concurrency=concurrency,
-                                timeout_s=timeout_s, max_retries=max_retries, name=f"{kind}:{model}")
+            raise UserError(
+                f"LLM backend '{spec}' needs a base URL: write {kind}:{model}@BASE_URL or set {BASE_URL_ENV}"
+            )
+        backend = OpenAIBackend(
+            model,
+            base_url,
+            api_key=_api_key(kind, spec),
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            name=f"{kind}:{model}",
+        )
     if cache is False:
         return backend
     return CachedBackend(backend, cache if isinstance(cache, LLMCache) else LLMCache())

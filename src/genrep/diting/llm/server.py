@@ -87,8 +87,10 @@ def listen_address(host: str, port: int, *, allow_remote: bool = False) -> tuple
         raise UserError(f"host {host!r}: resolves to no IPv4 or IPv6 address")
     family, address = infos[0][0], infos[0][4]
     if not allow_remote and not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:  # type: ignore[union-attr]
-        raise UserError(f"refusing to serve on non-loopback host '{host}' (the server has no authentication): "
-                        "pass --allow-remote to serve anyway (library: allow_remote=True)")
+        raise UserError(
+            f"refusing to serve on non-loopback host '{host}' (the server has no authentication): "
+            "pass --allow-remote to serve anyway (library: allow_remote=True)"
+        )
     return family, address
 
 
@@ -178,10 +180,18 @@ def completion_body(completion: Completion) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": completion.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
-                     "finish_reason": completion.finish_reason}],
-        "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                  "total_tokens": completion.prompt_tokens + completion.completion_tokens},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.text},
+                "finish_reason": completion.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+        },
     }
 
 
@@ -205,7 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self) -> str:
         path = urlsplit(self.path).path.rstrip("/")
-        return path[len("/v1"):] if path.startswith("/v1/") else path
+        return path[len("/v1") :] if path.startswith("/v1/") else path
 
     def do_GET(self) -> None:
         if self._route() != "/models":
@@ -247,8 +257,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default listen backlog of 5 drops connections from a concurrent client
 
-    def __init__(self, family: socket.AddressFamily, address: tuple, backend: Backend,
-                 loop: asyncio.AbstractEventLoop):
+    def __init__(self, family: socket.AddressFamily, address: tuple, backend: Backend, loop: asyncio.AbstractEventLoop):
         self.address_family = family
         self.backend, self.loop = backend, loop
         super().__init__(address, _Handler)
@@ -280,9 +289,10 @@ class LLMServer:
 
     def start(self) -> LLMServer:
         if not self._threads:
-            self._threads = [threading.Thread(target=self._loop.run_forever, name="llm-server-loop", daemon=True),
-                             threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="llm-server-http",
-                                              daemon=True)]
+            self._threads = [
+                threading.Thread(target=self._loop.run_forever, name="llm-server-loop", daemon=True),
+                threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="llm-server-http", daemon=True),
+            ]
             for thread in self._threads:
                 thread.start()
         return self

@@ -58,8 +58,10 @@ def strict_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
 def response_format(schema: type[BaseModel], mode: JsonMode = "json_schema") -> dict[str, Any] | None:
     """OpenAI's ``response_format`` for ``schema``: the schema itself, plain JSON, or nothing."""
     if mode == "json_schema":
-        return {"type": "json_schema",
-                "json_schema": {"name": schema.__name__, "schema": strict_json_schema(schema), "strict": True}}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": schema.__name__, "schema": strict_json_schema(schema), "strict": True},
+        }
     if mode == "json_object":
         return {"type": "json_object"}
     return None
@@ -87,7 +89,7 @@ def _first_object(text: str) -> str | None:
         elif c == "}":
             depth -= 1
             if depth == 0:
-                return text[start:i + 1]
+                return text[start : i + 1]
     raise ValueError("the JSON object in the reply is not closed (cut off by max_tokens?)")
 
 
@@ -108,8 +110,15 @@ def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
 
 
-async def complete_json(backend: Backend, messages: list[dict], schema: type[M], sampling: Sampling = Sampling(),
-                        max_repairs: int = 2, *, mode: JsonMode = "json_schema") -> tuple[M, list[Completion]]:
+async def complete_json(
+    backend: Backend,
+    messages: list[dict],
+    schema: type[M],
+    sampling: Sampling = Sampling(),
+    max_repairs: int = 2,
+    *,
+    mode: JsonMode = "json_schema",
+) -> tuple[M, list[Completion]]:
     """``(answer, completions)``: a validated ``schema`` instance and every completion it took.
 
     ``sampling.response_format`` is replaced according to ``mode``. Raises :class:`LLMError` when
@@ -127,5 +136,7 @@ async def complete_json(backend: Backend, messages: list[dict], schema: type[M],
             error = _one_line(err)
         if len(completions) > max_repairs:
             raise LLMError(f"invalid JSON after {max_repairs} repairs: {error}")
-        conversation += [{"role": "assistant", "content": completion.text},
-                         {"role": "user", "content": REPAIR_PROMPT.format(error=error)}]
+        conversation += [
+            {"role": "assistant", "content": completion.text},
+            {"role": "user", "content": REPAIR_PROMPT.format(error=error)},
+        ]

@@ -29,11 +29,17 @@ def parse_prices(prices: dict[str, Any], where: str = "prices") -> Prices:
     out: Prices = {}
     for model, pair in prices.items():
         values = list(pair) if isinstance(pair, (list, tuple)) else None
-        if values is None or len(values) != 2 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                for v in values):
-            raise UserError(f"{where}: model '{model}': expected [USD per 1M prompt tokens, USD per 1M completion "
-                            f"tokens] (two numbers >= 0), got {pair!r}")
+        if (
+            values is None
+            or len(values) != 2
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values
+            )
+        ):
+            raise UserError(
+                f"{where}: model '{model}': expected [USD per 1M prompt tokens, USD per 1M completion "
+                f"tokens] (two numbers >= 0), got {pair!r}"
+            )
         out[str(model)] = (float(values[0]), float(values[1]))
     return out
 
@@ -50,10 +56,16 @@ class _Tally:
     failure_reasons: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "cache_hits": self.cache_hits, "failures": self.failures,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cost_usd": round(self.cost_usd, 6), "latency_s": round(self.latency_s, 3),
-                "failure_reasons": dict(self.failure_reasons)}
+        return {
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "failures": self.failures,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "latency_s": round(self.latency_s, 3),
+            "failure_reasons": dict(self.failure_reasons),
+        }
 
 
 class UsageMeter:
@@ -97,11 +109,22 @@ class UsageMeter:
         """JSON-serialisable totals and per-backend tallies (``failure_reasons`` counts each reason)."""
         total = _Tally()
         for t in self._tallies.values():
-            for name in ("calls", "cache_hits", "failures", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s"):
+            for name in (
+                "calls",
+                "cache_hits",
+                "failures",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost_usd",
+                "latency_s",
+            ):
                 setattr(total, name, getattr(total, name) + getattr(t, name))
             total.failure_reasons.update(t.failure_reasons)
-        return {"total": total.as_dict(), "per_model": {m: t.as_dict() for m, t in sorted(self._tallies.items())},
-                "prices_usd_per_1M_tokens": {m: list(p) for m, p in sorted(self.prices.items())}}
+        return {
+            "total": total.as_dict(),
+            "per_model": {m: t.as_dict() for m, t in sorted(self._tallies.items())},
+            "prices_usd_per_1M_tokens": {m: list(p) for m, p in sorted(self.prices.items())},
+        }
 
 
 class _MeteredBackend:
