@@ -235,7 +235,7 @@ def test_second_process_on_the_same_out_fails_at_once_naming_the_holder(capsys, 
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:
         holder.stdin.close()
-        holder.wait(timeout=60)
+        holder.wait()  # it exits as soon as its stdin closes
     # once the holder is gone the directory is free again (the lock dies with its process)
     from genrep.core.files import OutLock
 

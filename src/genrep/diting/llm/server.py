@@ -43,16 +43,6 @@ class BadRequest(Exception):
         self.message, self.param = message, param
 
 
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IP literals (no name resolution)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 # a DNS host name: dot-separated labels of letters, digits, '-' and '_', at most 253 characters
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?$")
 
