@@ -172,9 +172,15 @@ def test_flops_match_a_count_of_every_linear_layer_call_plus_attention_scores(na
     def hook(module, args, _out):
         counted.append(2 * module.in_features * module.out_features * args[0].numel() // module.in_features)
 
+    def conv_hook(module, _args, out):  # patch embeddings: a kernel-sized matmul per output token
+        k = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        counted.append(2 * k * out.numel())
+
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
             m.register_forward_hook(hook)
+        elif isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(conv_hook)
     b = 2
     model(*inputs(cfg, b=b))
     n = cfg.tokens

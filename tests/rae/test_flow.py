@@ -185,11 +185,12 @@ def test_heun_uses_two_evaluations_per_step_but_none_at_t_zero():
 def test_cfg_and_autoguidance_formulas():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(4, 3, 2, 2, generator=g), torch.randn(4, 3, 2, 2, generator=g)
-    assert torch.equal(cfg_velocity(a, b, 1.0), a)
+    # the reference's order of operations, bit for bit (DDT.py forward_with_cfg / forward_with_autoguidance)
+    assert torch.equal(cfg_velocity(a, b, 4.0), b + 4.0 * (a - b))
+    assert torch.equal(autoguidance_velocity(a, b, 1.42), b + 1.42 * (a - b))
     assert torch.equal(cfg_velocity(a, b, 0.0), b)
-    assert torch.allclose(cfg_velocity(a, b, 4.0), b + 4.0 * (a - b), atol=1e-5)
-    assert torch.allclose(autoguidance_velocity(a, b, 1.42), b + 1.42 * (a - b), atol=1e-5)
-    assert torch.equal(autoguidance_velocity(a, b, 1.0), a)
+    assert torch.allclose(cfg_velocity(a, b, 1.0), a, atol=1e-6)  # s = 1 is the conditional prediction
+    assert torch.allclose(autoguidance_velocity(a, b, 1.0), a, atol=1e-6)
 
 
 def test_guidance_interval_is_inclusive_in_flow_time():

@@ -226,3 +226,62 @@ def eval_cmd(samples, dataset, split, config_path, overrides, out):
         f"fd_effnet {m['fd_effnet']:.2f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
         f"class_accuracy {acc if acc is None else round(acc, 3)}  fid {m['fid'] if m['fid'] is not None else 'unavailable'}"
     )
+
+
+@rae.command("convert")
+@click.option(
+    "--reference",
+    "reference",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A bytetriper/RAE YAML (stage_1 / stage_2 / sampler / guidance / misc).",
+)
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the YAML's relative paths start (default: the current directory, as the reference scripts).",
+)
+@click.option(
+    "--diffusers",
+    "diffusers_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A diffusers AutoencoderRAE directory -> a genrep RAE.",
+)
+@click.option(
+    "--to-diffusers",
+    "to_diffusers",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A genrep RAE directory -> a diffusers AutoencoderRAE directory.",
+)
+@OUT
+def convert_cmd(reference, root, diffusers_dir, to_diffusers, out):
+    """Convert released or foreign checkpoints to genrep directories (and genrep RAEs to diffusers)."""
+    from genrep.core.errors import UserError
+
+    given = [
+        name
+        for name, v in (("--reference", reference), ("--diffusers", diffusers_dir), ("--to-diffusers", to_diffusers))
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise UserError("convert: give exactly one of --reference CONFIG.yaml, --diffusers DIR, --to-diffusers RAE_DIR")
+    if root is not None and reference is None:
+        raise UserError("convert: --root only applies to --reference")
+    if reference is not None:
+        from genrep.rae.convert import convert_reference
+
+        summary = convert_reference(reference, root if root is not None else Path.cwd(), out)
+        click.echo(f"wrote {', '.join(summary['written'])} in {out} (shift {summary['shift_alpha']:.4f})")
+    elif diffusers_dir is not None:
+        from genrep.rae.diffusers_interop import rae_from_diffusers
+
+        rae_from_diffusers(diffusers_dir).save_pretrained(out / "rae")
+        click.echo(f"wrote {out / 'rae'}")
+    else:
+        from genrep.rae.diffusers_interop import rae_to_diffusers
+
+        path = rae_to_diffusers(to_diffusers, out / "diffusers")
+        click.echo(f"wrote {path}")

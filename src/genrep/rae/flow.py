@@ -8,16 +8,17 @@ Pure functions, separate from the network (as DiT keeps its diffusion maths apar
 - Dimension-dependent schedule shift: ``alpha = sqrt(m / n)``, ``m = C*h*w`` of the latent,
   ``n = 4096``; *every* time, the training draws and the sampler grid alike, is mapped
   ``t' = alpha t / (1 + (alpha - 1) t)``. The model only ever sees shifted times.
-- Sampling integrates the ODE ``dx/dt = v`` from ``t = 1`` (noise) down to ``t_end`` (Euler, 50 steps,
-  or Heun), optionally with classifier-free guidance in a guidance interval or with AutoGuidance
-  (``v = v_guide + s (v_main - v_guide)``, s = 1.42 at 256px).
+- Sampling integrates the ODE ``dx/dt = v`` from ``t = 1`` (noise) down to ``shift(t_end)`` on
+  :func:`reference_grid` (Euler, 50 points, or Heun), optionally with classifier-free guidance in
+  a guidance interval or with AutoGuidance (``v = v_guide + s (v_main - v_guide)``, s = 1.42 at 256px).
 
 Reference code (bytetriper/RAE, ``stage2/transport``) facts that these functions reproduce:
 
 - The shift is applied after drawing ``t`` in training and to the uniform sampling grid alike.
 - Its ODE grid is ``shift(1 - linspace(0, 0.999, num_steps))``: ``num_steps`` *points* (so
-  ``num_steps - 1`` steps), stopping at ``shift(1e-3)`` (0.0069 for alpha = 6.93), not at 0. The same
-  grid is ``time_grid(num_steps - 1, alpha, t_end=shift_time(1e-3, alpha))``.
+  ``num_steps - 1`` steps), stopping at ``shift(1e-3)`` (0.0069 for alpha = 6.93), not at 0, in
+  float32: :func:`reference_grid`, the grid ``genrep rae sample`` uses (:func:`time_grid` is the
+  same shape in float64 with the end given in the shifted scale, for convergence studies).
 - Its logit-normal draw is truncated to ``t <= 0.999`` before the shift, which removes a mass of
   ~3e-12 of N(0, 1); :func:`sample_logit_normal` does not truncate.
 - The guidance interval is tested as ``t_min <= t <= t_max`` on the shifted time the model receives,
@@ -146,6 +147,20 @@ def time_grid(steps: int, alpha: float, t_end: float = 0.0) -> Tensor:
     return grid
 
 
+def reference_grid(points: int, alpha: float, t_end: float = 1e-3) -> Tensor:
+    """The sampler's time grid, exactly the reference's (``stage2/transport/integrators.py`` ``ode``):
+    ``shift(1 - linspace(0, 1 - t_end, points))`` in float32, i.e. ``points`` times (``points - 1``
+    solver steps) from 1 down to ``shift(t_end)``. The reference's ``t_end`` is 1/1000
+    (``transport.py`` ``check_interval``), so its 50-point grid at 256 px ends at 0.0069;
+    ``t_end = 0`` integrates all the way to the data."""
+    if points < 2:
+        raise ValueError(f"the grid needs at least 2 points, got {points}")
+    if not 0.0 <= t_end < 1.0:
+        raise ValueError(f"t_end must be in [0, 1), got {t_end}")
+    t = 1 - torch.linspace(0.0, 1.0 - t_end, points)
+    return alpha * t / (1 + (alpha - 1) * t)
+
+
 def _times(t: float, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
 
@@ -166,24 +181,26 @@ def euler_sample(velocity_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor,
 
 @torch.no_grad()
 def heun_sample(velocity_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor, grid: Tensor) -> Tensor:
-    """Heun (2nd order) for ``dx/dt = v`` from ``grid[0] = 1`` (noise) to ``grid[-1]``.
+    """Heun (2nd order) for ``dx/dt = v`` from ``grid[0] = 1`` (noise) to ``grid[-1]``, as torchdiffeq's
+    fixed-grid ``heun2`` that the reference's ``sampling_method: heun2`` runs.
 
-    Predictor ``x~ = x_k + h v(x_k, t_k)``, corrector ``x_{k+1} = x_k + h (v(x_k, t_k) + v(x~, t_{k+1})) / 2``,
-    ``h = t_{k+1} - t_k``. As in EDM (Karras et al. 2022), a step that ends at exactly ``t = 0`` is a plain
-    Euler step: the velocity at ``t = 0`` is never evaluated (it is singular for a point-mass data
-    distribution and barely trained). With ``t_end > 0`` every step is a Heun step
-    (2 evaluations each); the global error stays O(h^2) either way.
+    ``h = t_{k+1} - t_k``, ``v1 = v(x_k, t_k)``, ``v2 = v(x_k + h v1, t_k + h)``,
+    ``x_{k+1} = x_k + h (v1 / 2 + v2 / 2)``; the step and the second time are computed in the grid's
+    dtype in that order (as torchdiffeq does), so that a float32 grid reproduces it exactly. As in
+    EDM (Karras et al. 2022), a step that ends at exactly ``t = 0`` is a plain Euler step: the velocity
+    at ``t = 0`` is never evaluated (it is singular for a point-mass data distribution and barely
+    trained); the reference grid ends at ``t > 0``, where every step is a Heun step.
     """
     x = noise
-    ts = [float(t) for t in grid]
-    for t_cur, t_next in zip(ts[:-1], ts[1:]):
+    for k in range(len(grid) - 1):
+        t_cur, t_next = grid[k], grid[k + 1]
         h = t_next - t_cur
-        v_cur = velocity_fn(x, _times(t_cur, x))
-        x_pred = x + h * v_cur
-        if t_next == 0.0:
-            x = x_pred
+        v_cur = velocity_fn(x, _times(float(t_cur), x))
+        if float(t_next) == 0.0:
+            x = x + float(h) * v_cur
         else:
-            x = x + h * 0.5 * (v_cur + velocity_fn(x_pred, _times(t_next, x)))
+            v_next = velocity_fn(x + float(h) * v_cur, _times(float(t_cur + h), x))
+            x = x + float(h) * (v_cur * 0.5 + v_next * 0.5)
     return x
 
 
@@ -191,8 +208,9 @@ def heun_sample(velocity_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor, 
 
 
 def cfg_velocity(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:
-    """Classifier-free guidance ``v = v_u + s (v_c - v_u)``; s = 1 gives ``v_c`` and s = 0 ``v_u`` exactly."""
-    return torch.lerp(v_uncond, v_cond, scale)
+    """Classifier-free guidance ``v = v_u + s (v_c - v_u)``, in the reference's order of operations
+    (``DDT.py`` ``forward_with_cfg``)."""
+    return v_uncond + scale * (v_cond - v_uncond)
 
 
 def guidance_active(t: Tensor | float, interval: tuple[float, float]) -> bool | Tensor:
@@ -211,8 +229,9 @@ def guidance_active(t: Tensor | float, interval: tuple[float, float]) -> bool | 
 
 def autoguidance_velocity(v_main: Tensor, v_guide: Tensor, scale: float) -> Tensor:
     """AutoGuidance ``v = v_guide + s (v_main - v_guide)`` (docs/papers.md s1.12: s = 1.42 at 256px,
-    guide = a smaller/earlier model, DiT^DH-S); s = 1 gives ``v_main`` exactly."""
-    return torch.lerp(v_guide, v_main, scale)
+    guide = a smaller/earlier model, DiT^DH-S), in the reference's order of operations (``DDT.py``
+    ``forward_with_autoguidance``)."""
+    return v_guide + scale * (v_main - v_guide)
 
 
 def make_guided_velocity(

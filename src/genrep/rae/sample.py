@@ -1,7 +1,8 @@
 """``genrep rae sample``: trained DiT + RAE decoder -> images.
 
 Class-balanced labels, noise ``eps ~ N(0, I)`` in the normalised latent, the probability-flow ODE
-from t = 1 to 0 on the shifted time grid (Euler or Heun), optional classifier-free guidance
+from t = 1 to ``shift(t_end)`` on the reference's time grid (:func:`~genrep.rae.flow.reference_grid`:
+``steps`` points, Euler or Heun), optional classifier-free guidance
 (with an interval) or AutoGuidance (with a guide DiT), then the RAE decoder. Writes
 ``samples.npz`` (``arr_0``: uint8 [N, H, W, 3] as ADM's evaluator reads; ``labels``),
 ``figures/grid.png`` (one row per class) and ``metrics.json``.
@@ -17,14 +18,14 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from genrep.core.config import Count, Fraction, require_positive
+from genrep.core.config import Count, Fraction, NonNeg, require_positive
 from genrep.core.errors import UserError
 from genrep.core.images import image_grid, png_bytes
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.core.runtime import pick_device
 from genrep.rae.autoencoder import RAE
-from genrep.rae.dit_io import load_dit
-from genrep.rae.flow import class_balanced_labels, euler_sample, heun_sample, make_guided_velocity, time_grid
+from genrep.rae.dit_io import load_dit, read_dit
+from genrep.rae.flow import class_balanced_labels, euler_sample, heun_sample, make_guided_velocity, reference_grid
 from genrep.rae.latents import as_numpy_images
 from genrep.rae.reconstruct import resolve_model_dir
 
@@ -35,7 +36,8 @@ class SampleConfig:
 
     dit: Optional[Path] = None
     num: Count = 100
-    steps: Count = 50
+    steps: Count = 50  # grid points, as the reference's num_steps: steps - 1 solver steps
+    t_end: NonNeg = 1e-3  # the uniform grid ends here before the shift (reference: 1/1000; 0 = data)
     sampler: Literal["euler", "heun"] = "euler"
     guidance: Literal["none", "cfg", "autoguidance"] = "none"
     scale: float = 1.0
@@ -60,24 +62,33 @@ def generate(
     device="cpu",
 ) -> torch.Tensor:
     """Images [N, 3, H, W] in [0, 1] for ``labels`` (batched)."""
-    grid = time_grid(cfg.steps, alpha)
-    integrate = euler_sample if cfg.sampler == "euler" else heun_sample
     out = []
     for chunk in torch.split(labels, cfg.batch_size):
         y = chunk.to(device)
         noise = torch.randn((len(y), *rae.latent_shape), generator=generator).to(device)
-        velocity = make_guided_velocity(
-            model,
-            y,
-            guidance=cfg.guidance,
-            scale=cfg.scale,
-            interval=cfg.interval,
-            guide_model=guide,
-            null_class=model.cfg.num_classes,
-        )
-        z = integrate(velocity, noise, grid.to(device))
+        z = sample_latents(model, y, noise, alpha, cfg, guide)
         out.append(rae.decode(z).clamp(0, 1).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def sample_latents(
+    model, y: torch.Tensor, noise: torch.Tensor, alpha: float, cfg: SampleConfig, guide=None
+) -> torch.Tensor:
+    """Normalised latents for labels ``y`` from ``noise`` (t = 1): the ODE on :func:`reference_grid` with the
+    solver and guidance of ``cfg``, as the reference's ``sample.py`` integrates it."""
+    grid = reference_grid(cfg.steps, alpha, cfg.t_end).to(noise.device)
+    integrate = euler_sample if cfg.sampler == "euler" else heun_sample
+    velocity = make_guided_velocity(
+        model,
+        y,
+        guidance=cfg.guidance,
+        scale=cfg.scale,
+        interval=cfg.interval,
+        guide_model=guide,
+        null_class=model.cfg.num_classes,
+    )
+    return integrate(velocity, noise, grid)
 
 
 def class_grid_png(arr: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int) -> bytes:
@@ -107,17 +118,28 @@ def sample(cfg: SampleConfig, out: str | Path) -> dict:
     if cfg.dit is None:
         raise UserError("sample: --dit DIR is required")
     require_positive(cfg, ("num", "steps", "batch_size", "per_class"), "sample")
+    if cfg.steps < 2:
+        raise UserError(
+            f"sample: --steps counts grid points (the reference's num_steps) and must be >= 2, got {cfg.steps}"
+        )
+    if not cfg.t_end < 1.0:
+        raise UserError(f"sample: t_end must be in [0, 1), got {cfg.t_end}")
     if cfg.guidance == "autoguidance" and cfg.guide is None:
         raise UserError("sample: --guidance autoguidance needs a guide model (--set guide=DIR)")
     run = RunDir(out)
     run.write_config(cfg)
     device = pick_device(cfg.device)
-    model, meta = load_dit(cfg.dit)
+    model, meta = read_dit(cfg.dit)
     model = model.to(device)
-    guide = load_dit(cfg.guide)[0].to(device) if cfg.guide is not None else None
-    rae = RAE.from_pretrained(resolve_model_dir(Path(meta["rae"])))
-    if cfg.rae is not None:
-        rae = swap_decoder(rae, RAE.from_pretrained(resolve_model_dir(cfg.rae)), cfg.rae)
+    guide = load_dit(cfg.guide).to(device) if cfg.guide is not None else None
+    if meta.get("rae") is None:  # converted without its stage 1
+        if cfg.rae is None:
+            raise UserError(f"sample: the DiT in {cfg.dit} has no RAE; give one with --set rae=DIR")
+        rae = RAE.from_pretrained(resolve_model_dir(cfg.rae))
+    else:
+        rae = RAE.from_pretrained(resolve_model_dir(Path(meta["rae"])))
+        if cfg.rae is not None:
+            rae = swap_decoder(rae, RAE.from_pretrained(resolve_model_dir(cfg.rae)), cfg.rae)
     rae = rae.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     labels = class_balanced_labels(cfg.num, model.cfg.num_classes, generator=gen)

@@ -1,0 +1,108 @@
+"""``genrep rae convert --reference CONFIG.yaml``: a bytetriper/RAE YAML and the files it names ->
+genrep directories that ``genrep rae sample`` runs exactly as the reference's ``sample.py`` /
+``sample_ddp.py`` run that YAML.
+
+Writes ``OUT/dit`` (the ``stage_2`` model, EMA weights), ``OUT/guide`` (the ``guidance_model`` when
+the YAML has one), ``OUT/rae`` (the ``stage_1`` decoder and latent statistics, when the YAML has a
+``stage_1`` block) and ``OUT/sample.yaml`` (the sampler and guidance settings, for
+``genrep rae sample --config``). Everything is read and checked before anything is written, and the
+directories appear only once complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genrep.core.errors import UserError
+from genrep.core.files import read_text
+from genrep.core.rundir import atomic_write_bytes
+from genrep.rae.convert_stage2 import load_reference_dit, sampling_from_reference, shift_from_misc
+from genrep.rae.dit_io import save_dit
+
+
+def read_reference_yaml(path: Path) -> dict:
+    """The reference's OmegaConf YAML, read as plain YAML (its files use no interpolation)."""
+    text = read_text(path, "reference config")
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UserError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: expected a mapping with stage_2, sampler, guidance and misc blocks")
+    return doc
+
+
+def convert_reference(config: Path, root: Path, out: Path) -> dict[str, Any]:
+    """Convert; returns a summary (what was written, the shift, the sampling settings)."""
+    doc = read_reference_yaml(config)
+    where = str(config)
+    if "stage_2" not in doc:
+        raise UserError(f"{where}: missing block 'stage_2'")
+    misc = doc.get("misc") or {}
+    if not isinstance(misc, dict):
+        raise UserError(f"{where}: misc must be a mapping")
+    alpha = shift_from_misc(misc, f"{where}: misc")
+    settings = sampling_from_reference(doc, where)
+    model, _ = load_reference_dit(doc["stage_2"], root, f"{where}: stage_2")
+    cfg = model.cfg
+    latent = misc.get("latent_size", [768, 16, 16])
+    if list(latent) != [cfg.in_channels, cfg.grid, cfg.grid]:
+        raise UserError(
+            f"{where}: misc.latent_size {list(latent)} does not match the DiT's latent "
+            f"{[cfg.in_channels, cfg.grid, cfg.grid]}"
+        )
+    num_classes = misc.get("num_classes", 1000)
+    if num_classes != cfg.num_classes:
+        raise UserError(f"{where}: misc.num_classes {num_classes} does not match stage_2's {cfg.num_classes}")
+    guide = None
+    if settings["guidance"] == "autoguidance":
+        block = (doc.get("guidance") or {}).get("guidance_model")
+        if block is None:
+            raise UserError(f"{where}: guidance.method autoguidance needs guidance.guidance_model")
+        guide, _ = load_reference_dit(block, root, f"{where}: guidance.guidance_model")
+        gc = guide.cfg
+        if (gc.in_channels, gc.grid, gc.num_classes) != (cfg.in_channels, cfg.grid, cfg.num_classes):
+            raise UserError(f"{where}: guidance.guidance_model works on another latent or label set than stage_2")
+    rae = None
+    if doc.get("stage_1") is not None:
+        from genrep.rae.convert_stage1 import rae_from_reference
+
+        block = doc["stage_1"]
+        if not isinstance(block, dict) or "params" not in block:
+            raise UserError(f"{where}: stage_1 must be a mapping with params")
+        rae = rae_from_reference(block["params"], root, f"{where}: stage_1.params")
+        if tuple(rae.latent_shape) != (cfg.in_channels, cfg.grid, cfg.grid):
+            raise UserError(f"{where}: stage_1's latent {tuple(rae.latent_shape)} does not match stage_2's")
+
+    # everything is read and valid: write
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    rae_dir = out / "rae" if rae is not None else None
+    class_names = [str(i) for i in range(cfg.num_classes)]
+    parts: list[tuple[str, Any]] = [("dit", model)] + ([("guide", guide)] if guide is not None else [])
+    if rae is not None:
+        parts.append(("rae", rae))
+    for name, obj in parts:
+        final, tmp = out / name, out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if name == "rae":
+            obj.save_pretrained(tmp)
+        else:
+            save_dit(tmp, obj, obj.state_dict(), rae_dir, alpha, class_names)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.replace(final)
+        written.append(name)
+    sample_cfg: dict[str, Any] = {"dit": str((out / "dit").resolve()), **settings}
+    if guide is not None:
+        sample_cfg["guide"] = str((out / "guide").resolve())
+    header = f"# genrep rae sample --config: converted from {config}\n"
+    atomic_write_bytes(out / "sample.yaml", (header + yaml.safe_dump(sample_cfg, sort_keys=False)).encode())
+    written.append("sample.yaml")
+    return {"written": written, "shift_alpha": alpha, "sampling": settings, "dit": cfg.__dict__}
