@@ -6,7 +6,13 @@ samples/s and achieved GFLOP/s as a share of the peak (FLOPs = 3 x forward matmu
 peak resident memory; sampling (Euler) latents/s against the number of steps; the training step
 with ``torch.compile`` (inductor) against eager, same model, batch and process.
 
-usage: python bench/rae_stage2.py [--quick] [--no-write]
+With ``--reference DIR`` (a checkout of bytetriper/RAE, with timm, einops, torchdiffeq and
+omegaconf importable), genrep's training step is also timed against the reference's step on the
+same config, batch and machine in the same process, fp32 and bf16 autocast: the reference's
+``DiTwDDTHead`` + ``Transport.training_losses`` against genrep's DiT + ``flow_matching_loss``, both
+with the same AdamW; the two are timed in alternation and the medians compared.
+
+usage: python bench/rae_stage2.py [--quick] [--no-write] [--reference DIR] [--only-reference]
 """
 
 from __future__ import annotations
@@ -95,16 +101,114 @@ def sampling(name: str, steps: int, batch: int, min_time: float) -> float:
     return batch / timeit(run, min_time, warmup=1)
 
 
+def reference_params(cfg) -> dict:
+    """The reference constructor arguments of a genrep DiT^DH config (DDT.py DiTwDDTHead)."""
+    return dict(
+        input_size=cfg.grid,
+        patch_size=1,
+        in_channels=cfg.in_channels,
+        hidden_size=[cfg.width, cfg.head_width],
+        depth=[cfg.depth, cfg.head_depth],
+        num_heads=[cfg.heads, cfg.head_heads],
+        mlp_ratio=cfg.mlp_ratio,
+        class_dropout_prob=cfg.class_dropout,
+        num_classes=cfg.num_classes,
+        use_qknorm=cfg.qk_norm,
+    )
+
+
+def reference_rows(reference: Path, names: tuple[str, ...], batch: int, rounds: int, min_time: float) -> list[dict]:
+    """genrep's training step against the reference's, fp32 and bf16 autocast (median of alternating rounds)."""
+    import statistics
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
+    import torchvision_standin
+
+    torchvision_standin.install()
+    sys.path.insert(0, str(reference / "src"))
+    from stage2.models.DDT import DiTwDDTHead
+    from stage2.transport import create_transport
+
+    from genrep.rae.dit import DiT, dit_config
+    from genrep.rae.flow import flow_matching_loss, shift_alpha
+
+    shape = (320, 4, 4)
+    alpha = max(shift_alpha(shape), 1.0)
+    rows = []
+    for name in names:
+        cfg = dit_config(name, in_channels=shape[0], grid=shape[1], num_classes=10)
+        torch.manual_seed(0)
+        ours, theirs = DiT(cfg), DiTwDDTHead(**reference_params(cfg))
+        transport = create_transport("Linear", "velocity", time_dist_type="logit-normal_0_1", time_dist_shift=alpha)
+        x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+        gen = torch.Generator().manual_seed(0)
+        for precision in ("fp32", "bf16"):
+            steps = {}
+            for label, model in (("genrep", ours), ("reference", theirs)):
+                opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.95), weight_decay=0.0)
+
+                def step(model=model, opt=opt, label=label):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                        if label == "genrep":
+                            loss = flow_matching_loss(model, x, y, alpha, generator=gen)
+                        else:
+                            loss = transport.training_losses(model, x, dict(y=y))["loss"].mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+
+                steps[label] = step
+            times: dict[str, list[float]] = {"genrep": [], "reference": []}
+            for label in times:
+                steps[label]()  # warm-up
+            for _ in range(rounds):
+                for label in times:
+                    times[label].append(timeit(steps[label], min_time, warmup=0))
+            g, r = statistics.median(times["genrep"]), statistics.median(times["reference"])
+            rows.append(
+                {"model": name, "precision": precision, "genrep": batch / g, "reference": batch / r, "ratio": r / g}
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def reference_md(rows: list[dict], batch: int, quick: bool) -> str:
+    table = "\n".join(
+        f"| {r['model']} | {r['precision']} | {r['reference']:.1f} | {r['genrep']:.1f} | {r['ratio']:.2f}x |"
+        for r in rows
+    )
+    return f"""
+Against the reference (`python bench/rae_stage2.py{" --quick" if quick else ""} --reference DIR`): the
+training step of genrep's DiT^DH and of the reference's `DiTwDDTHead` + `Transport.training_losses`
+(same config, batch {batch}, latent 320 x 4 x 4, same AdamW), timed in alternation, medians:
+
+| model | precision | reference samples/s | genrep samples/s | genrep / reference |
+|---|---|---|---|---|
+{table}
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--reference", type=Path, default=None, help="a bytetriper/RAE checkout to time against")
+    ap.add_argument("--only-reference", action="store_true", help="only the comparison with --reference")
     args = ap.parse_args()
     os.environ.setdefault("GENREP_NO_PROGRESS", "1")
     t = 0.5 if args.quick else 3.0
     from genrep.core.runtime import environment
 
     env = environment()
+    ref_md = ""
+    if args.reference is not None:
+        rounds = 3 if args.quick else 5
+        ref_md = reference_md(
+            reference_rows(args.reference, ("ditdh-tiny", "ditdh-S"), 64, rounds, t / 2), 64, args.quick
+        )
+        if args.only_reference:
+            print(ref_md)
+            return
     peak = matmul_peak(t)
     rows = [train_step(n, 64, t) for n in ("ditdh-tiny", "dit-S", "ditdh-S")]
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -152,7 +256,7 @@ Training step with `torch.compile` (default inductor mode) against eager, batch 
 (measured after the peak-memory reading above):
 
 {comp_md}
-"""
+{ref_md}"""
     print(md)
     if not args.no_write:
         write_section(md, "RAE stage 2")

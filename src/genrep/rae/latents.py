@@ -155,6 +155,10 @@ def load_cache(directory: str | Path) -> CachedLatents:
     )
 
 
-def as_numpy_images(images: torch.Tensor) -> np.ndarray:
-    """float [B, 3, S, S] in [0, 1] -> uint8 [B, S, S, 3]."""
-    return (images.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def as_numpy_images(images: torch.Tensor, rounding: str = "round") -> np.ndarray:
+    """float [B, 3, S, S] in [0, 1] -> uint8 [B, S, S, 3]: to the nearest level (``"round"``) or
+    truncated (``"floor"``: ``clamp(0, 1) * 255`` cast to uint8, as the reference's ``sample_ddp.py``)."""
+    if rounding not in ("round", "floor"):
+        raise ValueError(f"rounding must be round or floor, got {rounding!r}")
+    scaled = images.clamp(0, 1) * 255.0 + (0.5 if rounding == "round" else 0.0)
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -38,6 +38,7 @@ class SampleConfig:
     num: Count = 100
     steps: Count = 50  # grid points, as the reference's num_steps: steps - 1 solver steps
     t_end: NonNeg = 1e-3  # the uniform grid ends here before the shift (reference: 1/1000; 0 = data)
+    quantize: Literal["floor", "round"] = "floor"  # samples.npz uint8: truncated as sample_ddp.py, or rounded
     sampler: Literal["euler", "heun"] = "euler"
     guidance: Literal["none", "cfg", "autoguidance"] = "none"
     scale: float = 1.0
@@ -146,7 +147,7 @@ def sample(cfg: SampleConfig, out: str | Path) -> dict:
     start = time.perf_counter()
     images = generate(model, rae, labels, meta["shift_alpha"], cfg, guide, gen, device)
     seconds = time.perf_counter() - start
-    arr = as_numpy_images(images)
+    arr = as_numpy_images(images, cfg.quantize)
     buf = run / "samples.npz"
     np.savez(buf, arr_0=arr, labels=labels.numpy())
     atomic_write_bytes(
