@@ -174,6 +174,68 @@ def test_loaded_encoder_encodes_as_diffusers(tmp_path, encoder_type):
     assert diff < 1e-5
 
 
+def _legacy_encoder_names(directory: Path, model, tmp: Path) -> None:
+    """Rewrite the file's encoder.* tensors under transformers' legacy (4.x) weight names, as a
+    diffusers file written under transformers 4 has them (transformers 5 saves legacy names)."""
+    model.encoder.save_pretrained(tmp)
+    legacy = load_file(str(tmp / "model.safetensors"))
+    path = directory / DIFFUSERS_WEIGHTS
+    tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith("encoder.")}
+    tensors.update({f"encoder.{k}": v for k, v in legacy.items()})
+    save_file(tensors, str(path))
+
+
+@pytest.mark.parametrize("encoder_type", sorted(ENCODERS))
+def test_encoder_weights_under_legacy_transformers_names_are_read(tmp_path, encoder_type):
+    model = _diffusers_model(encoder_type)
+    directory = _save(model, tmp_path / "diffusers")
+    current = set(load_file(str(directory / DIFFUSERS_WEIGHTS)))
+    _legacy_encoder_names(directory, model, tmp_path / "legacy")
+    assert set(load_file(str(directory / DIFFUSERS_WEIGHTS))) != current  # the names really differ
+    rae = rae_from_diffusers(directory, load_encoder=True)
+    size = ENCODERS[encoder_type][1]
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        assert (model.encode(x).latent - rae.encode(x)).abs().max().item() < 1e-5
+    rae_from_diffusers(directory)  # without loading the encoder, the names are checked all the same
+    key = next(k for k in load_file(str(directory / DIFFUSERS_WEIGHTS)) if "encoder.layer" in k)
+    path = _edit_tensors(directory, lambda t: t.pop(key))
+    _fails(directory, str(path), "missing tensor 'encoder.")
+
+
+def test_siglip2_files_are_read_and_written(tmp_path):
+    """diffusers 0.42.1 cannot build its siglip2 encoder under transformers 5 (it looks for
+    SiglipVisionModel.vision_model), so the file is assembled here: a dinov2 model's latent
+    statistics and decoder with a SigLIP encoder built as diffusers builds it (256 px, patch 16)."""
+    model = _diffusers_model("mae")  # patch 16 at 256 px: the grid a siglip2 encoder gives
+    directory = _save(model, tmp_path / "diffusers")
+    siglip = transformers.SiglipVisionModel(
+        transformers.SiglipVisionConfig(
+            hidden_size=HIDDEN, patch_size=16, image_size=256, num_attention_heads=1, num_hidden_layers=1
+        )
+    )
+    norm = {f"post_layernorm.{p}" for p in ("weight", "bias")} | {
+        f"vision_model.post_layernorm.{p}" for p in ("weight", "bias")
+    }
+    tensors = {k: v for k, v in load_file(str(directory / DIFFUSERS_WEIGHTS)).items() if not k.startswith("encoder.")}
+    tensors.update({f"encoder.{k}": v for k, v in siglip.state_dict().items() if k not in norm})
+    tensors["encoder_mean"], tensors["encoder_std"] = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.5)
+    save_file(tensors, str(directory / DIFFUSERS_WEIGHTS))
+    _edit_config(directory, encoder_type="siglip2")
+    rae = rae_from_diffusers(directory, load_encoder=True)
+    assert rae.encoder_spec["name"] == "siglip2-b" and rae.encoder_spec["pixel_mean"] == [0.5, 0.5, 0.5]
+    z = torch.randn(1, HIDDEN, 16, 16, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        model._denormalize_image = lambda x: x * 0.5 + 0.5  # the SigLIP pixel statistics
+        assert (model.decode(z).sample - rae.decode(z)).abs().max().item() < 1e-5
+    rae.save_pretrained(tmp_path / "genrep")
+    out = rae_to_diffusers(tmp_path / "genrep", tmp_path / "again", encoder=rae.encoder)
+    again = load_file(str(out / DIFFUSERS_WEIGHTS))
+    for key, value in tensors.items():
+        if key != "_latents_std":
+            assert torch.equal(again[key], value), key
+
+
 def test_scaling_factor_is_folded_into_the_statistics(tmp_path):
     model = _diffusers_model(scaling_factor=0.7)
     rae = rae_from_diffusers(_save(model, tmp_path / "diffusers"))

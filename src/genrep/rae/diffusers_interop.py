@@ -490,10 +490,17 @@ def rae_from_diffusers(directory: str | Path, encoder_source: str | None = None,
     if why is not None:
         raise UserError(f"{cfg_path}: this genrep's decoder cannot reproduce diffusers' decoder: {why}")
 
-    model = _encoder_model(kind, hidden, patch, layers, str(cfg_path), meta=not load_encoder)
+    model = _encoder_model(kind, hidden, patch, layers, str(cfg_path), meta=True)
     enc_shapes = _encoder_shapes(model, kind)
     if kind == "siglip":  # files written under transformers 4 keep the SigLIP tower under vision_model.
         tensors = _align_siglip_prefix(tensors, enc_shapes)
+    loaded: nn.Module | None = None
+    enc_file = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    if set(enc_file) != set(enc_shapes):  # another transformers version's names: let transformers translate
+        loaded = _encoder_via_transformers(kind, model.config, enc_file, w_path)
+        drop = _final_norm_keys(loaded, kind)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("encoder.")}
+        tensors.update({f"encoder.{k}": v for k, v in loaded.state_dict().items() if k not in drop})
     stat_shapes = {}
     for key, field in (("_latents_mean", "latents_mean"), ("_latents_std", "latents_std")):
         value = cfg[field]
@@ -514,8 +521,12 @@ def rae_from_diffusers(directory: str | Path, encoder_source: str | None = None,
     mean, std = _short_floats(tensors["encoder_mean"]), _short_floats(tensors["encoder_std"])
     encoder: FrozenEncoder | dict[str, Any]
     if load_encoder:
-        encoder = HFEncoder(name, model, size_in, mean, std, source=encoder_source or source)
-        encoder.net.load_state_dict({k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")})
+        if loaded is None:
+            loaded = _encoder_model(kind, hidden, patch, layers, str(cfg_path))
+            drop = _final_norm_keys(loaded, kind)
+            enc_state = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+            loaded.load_state_dict({**enc_state, **{k: v for k, v in loaded.state_dict().items() if k in drop}})
+        encoder = HFEncoder(name, loaded, size_in, mean, std, source=encoder_source or source)
     else:
         encoder = {
             "name": name,
@@ -544,6 +555,35 @@ def rae_from_diffusers(directory: str | Path, encoder_source: str | None = None,
     if not torch.equal(decoder.pos_embed, diffusers_positions(d.width, grid)):  # a genrep without a stored table
         raise UserError(f"{cfg_path}: this genrep's decoder cannot hold diffusers' position table (grid {grid})")
     return RAE(encoder, stats, decoder).eval()
+
+
+def _encoder_via_transformers(kind: str, config: Any, tensors: dict[str, Tensor], path: Path) -> nn.Module:
+    """The encoder loaded by transformers' own ``from_pretrained`` from ``tensors``, which carry the
+    weight names of another transformers version (transformers renames its legacy names on load).
+    Strict: only the final LayerNorm's affine (which RAE drops) may be missing."""
+    import transformers
+
+    cls = getattr(transformers, _ENCODER_CLASS[kind])
+    with tempfile.TemporaryDirectory() as tmp:
+        config.save_pretrained(tmp)
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()}, os.path.join(tmp, "model.safetensors"), {"format": "pt"}
+        )
+        try:
+            net, info = cls.from_pretrained(tmp, output_loading_info=True)
+        except Exception as exc:  # noqa: BLE001 - any load failure is the file's to fix, in one line
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            raise UserError(
+                f"{path}: the encoder.* tensors do not load as {cls.__name__} ({lines[0] if lines else type(exc).__name__})"
+            ) from None
+    missing = sorted(set(info["missing_keys"]) - _final_norm_keys(net, kind))
+    if missing:
+        raise UserError(f"{path}: missing tensor 'encoder.{missing[0]}'")
+    for what in ("unexpected_keys", "mismatched_keys"):
+        bad = sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(what, ()))
+        if bad:
+            raise UserError(f"{path}: {what.split('_')[0]} tensor 'encoder.{bad[0]}'")
+    return net.float().eval()
 
 
 def _short_floats(values: Tensor) -> list[float]:
