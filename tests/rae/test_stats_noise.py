@@ -3,8 +3,8 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from genrep.rae.noise import add_latent_noise, sample_sigma
 from genrep.core.errors import UserError
+from genrep.rae.noise import add_latent_noise, sample_sigma
 from genrep.rae.stats import EPS, LatentStats, RunningStats, stats_from_reference
 
 
