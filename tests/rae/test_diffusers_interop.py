@@ -417,9 +417,19 @@ def test_an_unknown_config_field_is_named(diffusers_dir):
     _fails(diffusers_dir, str(path), "decoder_flavour")
 
 
-def test_a_decoder_size_genrep_lacks_is_named(diffusers_dir):
-    path = _edit_config(diffusers_dir, decoder_intermediate_size=512)
-    _fails(diffusers_dir, str(path), "decoder_intermediate_size", "(192, 4, 3, 512)")
+def test_a_decoder_size_without_a_genrep_name_is_custom(tmp_path):
+    model = _diffusers_model(decoder_intermediate_size=320, decoder_num_attention_heads=4)
+    rae = rae_from_diffusers(_save(model, tmp_path / "diffusers"))
+    cfg = rae.decoder.cfg
+    assert (cfg.size, cfg.width, cfg.depth, cfg.heads, cfg.mlp) == ("custom", 192, 4, 4, 320)
+    z = torch.randn(1, HIDDEN, 16, 16, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        assert (model.decode(z).sample - rae.decode(z)).abs().max().item() < 1e-5
+
+
+def test_decoder_heads_that_do_not_divide_the_width_are_named(diffusers_dir):
+    path = _edit_config(diffusers_dir, decoder_num_attention_heads=5)
+    _fails(diffusers_dir, str(path), "decoder_num_attention_heads")
 
 
 def test_latent_statistics_that_disagree_with_the_config_are_named(diffusers_dir):
