@@ -499,3 +499,26 @@ def test_config_json_is_plain_numbers(tmp_path):
     assert cfg["_class_name"] == "AutoencoderRAE" and cfg["encoder_type"] == "dinov2"
     assert len(cfg["latents_std"]) == HIDDEN and len(cfg["latents_std"][0][0]) == 16
     assert all(math.isfinite(v) for row in cfg["latents_mean"][0] for v in row)
+
+
+def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    import genrep.rae.diffusers_interop as interop
+
+    rae, enc = _tiny_genrep_rae()
+    src = rae.save_pretrained(tmp_path / "genrep")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(interop, "save_file", full_disk)
+    before = _listing(tmp_path)
+    with pytest.raises(OSError):
+        rae_to_diffusers(src, tmp_path / "new" / "deeper" / "out", encoder=enc)
+    assert _listing(tmp_path) == before  # no output, no temporary directory, no new parents
+
+
+def test_an_encoder_with_another_resize_cannot_be_expressed(tmp_path):
+    rae, enc = _tiny_genrep_rae()
+    enc.resize_mode = "bicubic-antialias-clamp"
+    src = rae.save_pretrained(tmp_path / "genrep")
+    _fails_to_write(src, tmp_path / "out", "rae_config.json", "bicubic-antialias-clamp", encoder=enc)

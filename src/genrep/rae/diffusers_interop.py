@@ -13,7 +13,8 @@ loads offline. Where the two libraries differ, the conversion keeps what the mod
 * Latent statistics. diffusers de-normalises with ``z * (std + 1e-5) + mean`` (and first divides
   by ``scaling_factor``); genrep with ``z * sqrt(var + eps) + mean``. The conversion picks float32
   values for which the two scales are the same float32 numbers, so the same normalised latent is
-  de-normalised identically in both.
+  de-normalised identically in both (float32 ``sqrt`` cannot give every float32 number: for the
+  few scales it skips, genrep's is one float32 step away).
 * Position table. diffusers recomputes the decoder's sin-cos table (it never loads one) with the
   grid coordinates scaled to a 16-token side and the column coordinate in the first half. genrep's
   decoder is given that exact table; a genrep decoder whose table differs from it (any grid side
@@ -193,8 +194,9 @@ def std_for_scale(scale: Tensor) -> Tensor:
 
 
 def var_for_scale(scale: Tensor) -> tuple[Tensor, float]:
-    """genrep's ``(var, eps)`` whose float32 ``sqrt(var + eps)`` equals ``scale``: eps is genrep's
-    1e-5 unless some scale is below sqrt(1e-5) (a near-zero diffusers std), then 0."""
+    """genrep's ``(var, eps)`` whose float32 ``sqrt(var + eps)`` equals ``scale`` (one float32 step
+    off for the rare scales float32 sqrt never gives): eps is genrep's 1e-5 unless some scale is
+    below sqrt(1e-5) (a near-zero diffusers std), then 0."""
     scale = scale.float()
     eps = EPS if float((scale.double() ** 2).min()) >= EPS * (1 - 1e-6) else 0.0
     var = (scale.double() ** 2 - eps).clamp_min(0.0).float()
@@ -617,6 +619,10 @@ def diffusers_state(rae: RAE, where: str = "RAE") -> tuple[dict[str, Any], dict[
             "registers, SigLIP or MAE)"
         )
     kind = enc.kind
+    if enc.resize_mode != "bicubic":
+        raise UserError(
+            f"{where}: encoder '{enc.name}' resizes with '{enc.resize_mode}'; diffusers resizes with plain bicubic"
+        )
     net_cfg: Any = enc.net.config
     if kind == "dinov2" and getattr(net_cfg, "model_type", None) != "dinov2_with_registers":
         raise UserError(
@@ -709,6 +715,7 @@ def rae_to_diffusers(rae_dir: str | Path, out: str | Path, encoder: FrozenEncode
     rae = RAE.from_pretrained(rae_dir, encoder=encoder)
     config, tensors = diffusers_state(rae, where=str(rae_dir / CONFIG_NAME))
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    new_parents = [p for p in out.absolute().parents if not p.exists()]  # removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -718,6 +725,11 @@ def rae_to_diffusers(rae_dir: str | Path, out: str | Path, encoder: FrozenEncode
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in new_parents:  # innermost first
+            try:
+                parent.rmdir()
+            except OSError:
+                break
         raise
     return out
 
