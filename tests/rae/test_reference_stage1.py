@@ -288,3 +288,30 @@ def test_released_yaml_blocks_name_encoders_genrep_knows(tmp_path):
     siglip["encoder_params"] = {"model_name": "google/siglip2-base-patch16-256"}
     rae = rae_from_reference(siglip, tmp_path, "SigLIP2.yaml")
     assert rae.encoder_spec["name"] == "siglip2-b" and rae.pixel_mean.flatten().tolist() == [0.5, 0.5, 0.5]
+
+
+def test_genrep_rae_directories_from_before_the_reference_decoder_still_decode_the_same(tmp_path):
+    from safetensors.torch import save_file
+
+    from genrep.rae.autoencoder import RAE
+    from genrep.rae.decoder import DecoderConfig
+    from genrep.rae.stats import LatentStats
+
+    torch.manual_seed(0)
+    old = DecoderConfig(latent_channels=320, grid=4, patch=7, size="tiny", layer_norm_eps=1e-6, pos_order="row-col")
+    spec = {"name": "effnet-lite0", "source": "bundled", "input_size": 128}
+    rae = RAE(spec, LatentStats(torch.randn(320, 4, 4), torch.rand(320, 4, 4)), ViTDecoder(old)).eval()
+    rae.save_pretrained(tmp_path)
+    # what an earlier genrep wrote: no new decoder fields, no position table among the weights
+    config = json.loads((tmp_path / "rae_config.json").read_text())
+    config["decoder"] = {k: config["decoder"][k] for k in ("latent_channels", "grid", "patch", "size", "out_channels")}
+    (tmp_path / "rae_config.json").write_text(json.dumps(config))
+    tensors = load_file(str(tmp_path / "rae.safetensors"))
+    del tensors["decoder.pos_embed"]
+    save_file(tensors, str(tmp_path / "rae.safetensors"))
+    again = load_rae(tmp_path)
+    assert again.decoder.cfg.pos_order == "row-col" and again.decoder.cfg.layer_norm_eps == 1e-6
+    z = torch.randn(2, 320, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(again.decode(z), rae.decode(z))
+    assert again._encoder is None
