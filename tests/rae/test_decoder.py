@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder
+from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, ViTDecoder, decoder_positions
 from genrep.rae.vit_parts import num_params, sincos_2d
 
 
@@ -70,10 +70,59 @@ def test_sincos_positions_are_fixed_and_distinct():
     assert torch.equal(dec.pos_embed[0, 0], torch.zeros(192))  # the CLS slot
 
 
-def test_wrong_latent_shape_is_rejected():
+def test_decoder_positions_put_the_column_first_like_the_reference():
+    # token 1 is (row 0, col 1): in the reference's table its first half encodes the column
+    row_first, col_first = sincos_2d(16, 4), sincos_2d(16, 4, first="col")
+    assert torch.equal(col_first[:, :8], row_first[:, 8:]) and torch.equal(col_first[:, 8:], row_first[:, :8])
+    assert torch.allclose(col_first[1, :4], torch.sin(torch.tensor(1.0) / 10000 ** (torch.arange(4) / 4)))
     dec = ViTDecoder(DecoderConfig(latent_channels=8, grid=4, patch=2, size="tiny"))
+    assert torch.equal(dec.pos_embed[0, 1:], sincos_2d(192, 4, first="col"))
+    legacy = ViTDecoder(DecoderConfig(latent_channels=8, grid=4, patch=2, size="tiny", pos_order="row-col"))
+    assert torch.equal(legacy.pos_embed[0, 1:], sincos_2d(192, 4))
+
+
+def test_reference_defaults_eps_init_and_cls():
+    torch.manual_seed(0)
+    dec = ViTDecoder(DecoderConfig(latent_channels=8, grid=4, patch=2, size="tiny"))
+    assert dec.norm.eps == 1e-12 and dec.blocks[0].norm1.eps == 1e-12 and dec.blocks[0].qkv.bias is not None
+    assert torch.equal(dec.cls_token, torch.zeros(1, 1, 192))
+    assert dec.embed.bias.abs().max() > 0  # PyTorch's default Linear init (the reference re-initialises nothing)
+    xavier = ViTDecoder(DecoderConfig(latent_channels=8, grid=4, patch=2, size="tiny", init="xavier"))
+    assert torch.equal(xavier.embed.bias, torch.zeros(192))
+
+
+def test_positions_travel_in_the_state_dict_and_old_state_dicts_still_load():
+    dec = ViTDecoder(DecoderConfig(latent_channels=8, grid=4, patch=2, size="tiny"))
+    state = dec.state_dict()
+    assert "pos_embed" in state
+    state["pos_embed"] = state["pos_embed"] + 1e-6  # a converted checkpoint's own table is kept as is
+    dec.load_state_dict(state)
+    assert torch.equal(dec.pos_embed, state["pos_embed"])
+    del state["pos_embed"]  # written before the table was saved: the fixed table
+    dec.load_state_dict(state)
+    assert torch.equal(dec.pos_embed, decoder_positions(dec.cfg))
+
+
+def test_other_grid_is_resized_or_rejected():
+    dec = ViTDecoder(DecoderConfig(latent_channels=8, grid=4, patch=2, size="tiny"))
+    assert dec(torch.randn(1, 8, 5, 5)).shape == (1, 3, 8, 8)  # bilinear resize after the embedding
+    strict = ViTDecoder(DecoderConfig(latent_channels=8, grid=4, patch=2, size="tiny", other_grid="error"))
     with pytest.raises(ValueError, match="expects latents of shape"):
-        dec(torch.randn(1, 8, 5, 5))
+        strict(torch.randn(1, 8, 5, 5))
+    for bad in (torch.randn(1, 7, 4, 4), torch.randn(1, 8, 4, 5)):
+        with pytest.raises(ValueError, match="expects latents of shape"):
+            dec(bad)
+
+
+def test_custom_size():
+    cfg = DecoderConfig(latent_channels=8, grid=2, patch=2, size="custom", width=32, depth=2, heads=2, mlp=64)
+    dec = ViTDecoder(cfg)
+    assert len(dec.blocks) == 2 and dec.head.in_features == 32
+    assert dec(torch.randn(1, 8, 2, 2)).shape == (1, 3, 4, 4)
+    with pytest.raises(ValueError, match="needs positive width"):
+        ViTDecoder(DecoderConfig(latent_channels=8, grid=2, patch=2, size="custom"))
+    with pytest.raises(ValueError, match="is fixed"):
+        ViTDecoder(DecoderConfig(latent_channels=8, grid=2, patch=2, size="tiny", width=32))
 
 
 def test_tiny_and_s_parameter_counts():

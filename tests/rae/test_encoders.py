@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 
 from genrep.core.bundled.effnet import MEAN as EFFNET_MEAN
@@ -89,7 +90,21 @@ def test_preprocess_resizes_and_normalises(effnet):
     assert p.shape == (2, 3, 128, 128)
     same = effnet.preprocess(torch.full((1, 3, 128, 128), 127.0 / 255.0))  # no resize at input_size
     assert torch.allclose(same, torch.zeros(()), atol=1e-6)
-    assert effnet.preprocess(torch.rand(1, 3, 300, 200)).shape == (1, 3, 128, 128)  # antialiased downsampling
+    assert effnet.preprocess(torch.rand(1, 3, 300, 200)).shape == (1, 3, 128, 128)
+
+
+def test_resize_is_the_references_plain_bicubic_unless_asked(effnet):
+    x = torch.rand(2, 3, 300, 200)
+    plain = F.interpolate(x, size=(128, 128), mode="bicubic", align_corners=False)  # rae.py:81-82
+    assert torch.equal(effnet.resize(x), plain)  # no antialiasing, no clamping
+    assert effnet.resize(x).min() < 0 or effnet.resize(x).max() > 1  # bicubic overshoots, left as is
+    old = build_encoder("effnet-lite0", resize="bicubic-antialias-clamp")
+    smooth = old.resize(x)
+    assert torch.equal(smooth, F.interpolate(x, size=(128, 128), mode="bicubic", antialias=True).clamp(0, 1))
+    assert old.spec()["resize"] == "bicubic-antialias-clamp" and "resize" not in effnet.spec()
+    assert torch.equal(build_encoder(**old.spec()).resize(x), smooth)
+    with pytest.raises(UserError, match="unknown resize 'area'"):
+        build_encoder("effnet-lite0", resize="area")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ import pytest
 import torch
 from scipy import stats as sps
 
+from genrep.core.errors import UserError
 from genrep.rae.noise import add_latent_noise, sample_sigma
-from genrep.rae.stats import EPS, LatentStats, RunningStats
+from genrep.rae.stats import EPS, LatentStats, RunningStats, stats_from_reference
 
 
 def test_streaming_stats_equal_the_full_batch_formula_for_any_batching():
@@ -71,3 +72,43 @@ def test_noise_is_per_sample_and_off_at_tau_zero():
     assert per_sample_std.max() <= 0.8 * 1.2 and per_sample_std.std() > 0.01  # sigmas differ per sample
     with pytest.raises(ValueError, match="unknown noise distribution"):
         sample_sigma(2, 0.8, "gamma")
+
+
+def test_noise_defaults_to_the_reference_codes_uniform_sigma_in_its_token_layout():
+    z = torch.randn(3, 4, 2, 2)
+    g = torch.Generator().manual_seed(3)
+    noisy = add_latent_noise(z, 0.8, generator=g)  # default: sigma = tau * U(0, 1)
+    g = torch.Generator().manual_seed(3)
+    sigma = torch.rand(3, 1, 1, generator=g) * 0.8  # rae.py:73-76 on tokens [B, h*w, C]
+    tokens = z.flatten(2).transpose(1, 2)
+    expected = (tokens + sigma * torch.randn(tokens.shape, generator=g)).transpose(1, 2).reshape(3, 4, 2, 2)
+    assert torch.equal(noisy, expected)
+
+
+def test_reference_statistics_broadcast_and_default_like_the_reference():
+    c, h, w = 3, 2, 2
+    mean, var = torch.randn(c, h, w), torch.rand(c, h, w) + 0.1
+    st = stats_from_reference({"mean": mean, "var": var, "count": 5}, (c, h, w), "stat.pt")
+    z = torch.randn(4, c, h, w)
+    assert torch.equal(st.normalize(z), (z - mean) / torch.sqrt(var + 1e-5))  # rae.py:91-94
+    per_channel = stats_from_reference({"mean": mean[:, :1, :1][None], "var": var[:, :1, :1]}, (c, h, w), "s")
+    assert per_channel.mean.shape == (c, h, w)
+    assert torch.equal(per_channel.normalize(z), (z - mean[:, :1, :1]) / torch.sqrt(var[:, :1, :1] + 1e-5))
+    only_mean = stats_from_reference({"mean": mean}, (c, h, w), "s")  # absent var: 1, as rae.py:93
+    assert torch.equal(only_mean.normalize(z), (z - mean) / torch.sqrt(torch.tensor(1 + 1e-5)))
+    none = stats_from_reference(None, (c, h, w), "s")  # no statistics file: no normalisation
+    assert torch.equal(none.normalize(z), z) and torch.equal(none.denormalize(z), z)
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ([1, 2], "stat.pt: not a statistics file"),
+        ({"mean": torch.zeros(4, 2, 2)}, "stat.pt: 'mean' has shape \\[4, 2, 2\\]"),
+        ({"var": torch.zeros(3)}, "stat.pt: 'var' has shape \\[3\\]"),
+        ({"mean": torch.zeros(3, 2, 2, dtype=torch.long)}, "stat.pt: 'mean' is not a floating-point tensor"),
+    ],
+)
+def test_bad_reference_statistics_are_one_line_user_errors(payload, message):
+    with pytest.raises(UserError, match=message):
+        stats_from_reference(payload, (3, 2, 2), "stat.pt")

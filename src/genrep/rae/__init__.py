@@ -1,1 +1,24 @@
 """RAE + DiT^DH: diffusion transformers with representation autoencoders (docs/papers.md section 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from genrep.rae.autoencoder import RAE
+
+__all__ = ["load_rae"]
+
+
+def load_rae(directory: str | Path) -> RAE:
+    """The RAE of a genrep RAE directory (``rae_config.json`` + ``rae.safetensors``, e.g. written by
+    train-decoder or ``genrep rae convert``), in eval mode on the CPU.
+
+    ``rae.decode(z)`` takes normalised latents ``[B, C, h, w]`` and returns images ``[B, 3, H, W]``
+    in pixel space, not clamped (as the reference's RAE.decode). Decoding needs no encoder weights:
+    the encoder is built from its spec on the first ``rae.encode``. Imports torch only when called.
+    """
+    from genrep.rae.autoencoder import RAE
+
+    return RAE.from_pretrained(directory)

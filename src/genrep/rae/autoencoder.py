@@ -11,6 +11,7 @@ encoder's own weights stay where they came from (a bundled package, a hub id or 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -20,30 +21,82 @@ from genrep.core.errors import UserError
 from genrep.core.files import read_json
 from genrep.core.rundir import atomic_write_json
 from genrep.rae.decoder import DecoderConfig, ViTDecoder
-from genrep.rae.encoders import FrozenEncoder, build_encoder
+from genrep.rae.encoders import ENCODERS, FrozenEncoder, build_encoder
 from genrep.rae.stats import LatentStats
 
 CONFIG_NAME = "rae_config.json"
 WEIGHTS_NAME = "rae.safetensors"
 
 
+# decoder config fields of RAE directories written before genrep followed the reference decoder:
+# a directory whose decoder config lacks them was trained with these values
+LEGACY_DECODER = {"layer_norm_eps": 1e-6, "pos_order": "row-col", "init": "xavier"}
+
+
+def _spec_pixels(spec: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:  # (mean, std)
+    """The pixel mean/std an encoder spec stands for, without building the encoder: its own values
+    (transformers encoders record them) or the registered defaults (effnet-lite0)."""
+    name = spec.get("name")
+    if name not in ENCODERS:
+        raise UserError(f"unknown encoder '{name}' (known: {', '.join(ENCODERS)})")
+    mean = spec.get("pixel_mean") or ENCODERS[name]["pixel_mean"]
+    std = spec.get("pixel_std") or ENCODERS[name]["pixel_std"]
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 class RAE(nn.Module):
-    def __init__(self, encoder: FrozenEncoder, stats: LatentStats, decoder: ViTDecoder):
+    """Frozen encoder + latent statistics + ViT decoder; bytetriper/RAE src/stage1/rae.py:16-114.
+
+    ``encoder`` is a built :class:`FrozenEncoder` or its spec (``FrozenEncoder.spec()``, a dict). From
+    a spec the encoder is built on the first access of :attr:`encoder` (the first ``encode``), so
+    decoding needs no encoder weights: the latent shape comes from the decoder config and the pixel
+    mean/std from the spec.
+    """
+
+    pixel_mean: torch.Tensor  # buffers registered in __init__
+    pixel_std: torch.Tensor
+
+    def __init__(self, encoder: FrozenEncoder | dict[str, Any], stats: LatentStats, decoder: ViTDecoder):
         super().__init__()
-        c, h, w = encoder.latent_shape
+        if isinstance(encoder, FrozenEncoder):
+            self.encoder_spec: dict[str, Any] = encoder.spec()
+            shape = encoder.latent_shape
+            mean, std = tuple(encoder.pixel_mean), tuple(encoder.pixel_std)
+        else:
+            self.encoder_spec = dict(encoder)
+            g = decoder.cfg.grid
+            shape = (decoder.cfg.latent_channels, g, g)
+            mean, std = _spec_pixels(self.encoder_spec)
+        c, h, w = shape
         if decoder.cfg.latent_channels != c or decoder.cfg.grid != h or h != w:
-            raise ValueError(f"decoder {decoder.cfg} does not fit the encoder latent {encoder.latent_shape}")
-        if tuple(stats.mean.shape) != tuple(encoder.latent_shape):
-            raise ValueError(f"statistics of shape {tuple(stats.mean.shape)} do not fit latent {encoder.latent_shape}")
-        self.encoder = encoder
+            raise ValueError(f"decoder {decoder.cfg} does not fit the encoder latent {shape}")
+        if tuple(stats.mean.shape) != shape:
+            raise ValueError(f"statistics of shape {tuple(stats.mean.shape)} do not fit latent {shape}")
+        self._latent_shape = shape
+        self._encoder: FrozenEncoder | None = encoder if isinstance(encoder, FrozenEncoder) else None
         self.stats = stats
         self.decoder = decoder
-        self.register_buffer("pixel_mean", torch.tensor(encoder.pixel_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(encoder.pixel_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def encoder(self) -> FrozenEncoder:
+        """The frozen encoder, built from :attr:`encoder_spec` on first use (then on this RAE's device)."""
+        if self._encoder is None:
+            enc = build_encoder(**self.encoder_spec)
+            if tuple(enc.latent_shape) != self._latent_shape:
+                raise UserError(
+                    f"encoder '{enc.name}' from '{enc.source}' gives latents {enc.latent_shape}, "
+                    f"but this RAE's decoder expects {self._latent_shape}"
+                )
+            if (enc.pixel_mean, enc.pixel_std) != _spec_pixels(self.encoder_spec):
+                raise UserError(f"encoder '{enc.name}' from '{enc.source}' has other pixel mean/std than this RAE")
+            self._encoder = enc.to(self.pixel_mean.device)
+        return self._encoder
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        return self.encoder.latent_shape
+        return self._latent_shape
 
     @property
     def image_size(self) -> int:
@@ -51,16 +104,19 @@ class RAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images [B, 3, H, W] in [0, 1] -> normalised latent [B, C, h, w]."""
+        """Images [B, 3, H, W] in [0, 1] -> normalised latent [B, C, h, w] (rae.py:77-95, without the
+        training-time noise, which genrep adds in train-decoder)."""
         return self.stats.normalize(self.encoder.encode(images))
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        """A raw (un-normalised) encoder latent -> images in [0, 1] (not clamped)."""
+        """A raw (un-normalised) encoder latent [B, C, h, w] -> images [B, 3, H, W] in pixel space,
+        de-normalised with the encoder's mean/std and **not clamped** (values can leave [0, 1])."""
         out = self.decoder(z)
         return out * self.pixel_std + self.pixel_mean
 
     def decode(self, zn: torch.Tensor) -> torch.Tensor:
-        """A normalised latent -> images in [0, 1] (not clamped)."""
+        """A normalised latent [B, C, h, w] -> images [B, 3, H, W] in pixel space ([0, 1] for data-like
+        inputs), **not clamped**, as the reference's RAE.decode (rae.py:97-109)."""
         return self.decode_raw(self.stats.denormalize(zn))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -68,7 +124,7 @@ class RAE(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict:
-        return {"encoder": self.encoder.spec(), "decoder": self.decoder.cfg.to_dict(), "stats_eps": self.stats.eps}
+        return {"encoder": self.encoder_spec, "decoder": self.decoder.cfg.to_dict(), "stats_eps": self.stats.eps}
 
     def save_pretrained(self, directory: str | Path, decoder_state: dict | None = None) -> Path:
         """Write ``rae_config.json`` and ``rae.safetensors`` (decoder weights, latent statistics).
@@ -89,7 +145,7 @@ class RAE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, encoder: FrozenEncoder | None = None) -> "RAE":
-        """Load a saved RAE; the encoder is rebuilt from its spec unless one is given."""
+        """Load a saved RAE; the encoder is built from its spec on first use unless one is given."""
         directory = Path(directory)
         cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not cfg_path.is_file() or not w_path.is_file():
@@ -97,9 +153,14 @@ class RAE(nn.Module):
         cfg = read_json(cfg_path, "RAE config")
         if not isinstance(cfg, dict) or "encoder" not in cfg:
             raise UserError(f"{cfg_path}: not an RAE config (expected an object with 'encoder')")
-        enc = encoder if encoder is not None else build_encoder(**cfg["encoder"])
+        if not isinstance(cfg["encoder"], dict) or not isinstance(cfg.get("decoder"), dict):
+            raise UserError(f"{cfg_path}: 'encoder' and 'decoder' must be objects")
         tensors = load_file(str(w_path))
         stats = LatentStats(tensors["stats.mean"], tensors["stats.var"], eps=cfg.get("stats_eps", 1e-5))
-        decoder = ViTDecoder(DecoderConfig(**cfg["decoder"]))
+        dec_cfg = cfg["decoder"] if "pos_order" in cfg["decoder"] else {**LEGACY_DECODER, **cfg["decoder"]}
+        try:
+            decoder = ViTDecoder(DecoderConfig(**dec_cfg))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{cfg_path}: 'decoder': {exc}") from None
         decoder.load_state_dict({k[len("decoder.") :]: v for k, v in tensors.items() if k.startswith("decoder.")})
-        return cls(enc, stats, decoder).eval()
+        return cls(encoder if encoder is not None else cfg["encoder"], stats, decoder).eval()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 
+ResizeMode = Literal["bicubic", "bicubic-antialias-clamp"]
 EFFNET_LAYERS = {"block16": 16, "block11": 11, "head": None}  # layer name -> ``upto`` of EfficientNetLite0.features
 
 # Known names and their defaults. ``kind`` picks the loader and the token rule; ``source`` is the
@@ -129,10 +130,12 @@ def _rgb(values: Sequence[float], what: str) -> tuple[float, float, float]:
 class FrozenEncoder(nn.Module):
     """A frozen encoder: always in eval mode, no parameter requires grad, encode() runs without grad.
 
-    ``preprocess`` resizes to ``input_size`` (bicubic, align_corners=False, antialiased when
-    downsampling, clamped back to [0, 1]) and normalises with the encoder's own
-    ``pixel_mean``/``pixel_std`` (docs/papers.md s1.2: input pixels are normalised with that encoder's
-    own mean and std); a decoder de-normalises its output with the same numbers.
+    ``preprocess`` is the reference's (bytetriper/RAE src/stage1/rae.py:80-83): only when the image
+    is not ``input_size`` x ``input_size``, a bicubic resize (align_corners=False, no antialiasing,
+    no clamping); then ``(x - pixel_mean) / pixel_std`` with the encoder's own mean and std
+    (docs/papers.md s1.2); a decoder de-normalises its output with the same numbers.
+    ``resize="bicubic-antialias-clamp"`` antialiases when downsampling and clamps the resized
+    image back to [0, 1] (genrep's earlier behaviour).
     """
 
     _mean: Tensor  # buffers registered in __init__
@@ -146,8 +149,12 @@ class FrozenEncoder(nn.Module):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         source: str | None = None,
+        resize: ResizeMode = "bicubic",
     ):
         super().__init__()
+        if resize not in get_args(ResizeMode):
+            raise UserError(f"encoder '{name}': unknown resize '{resize}' (known: {', '.join(get_args(ResizeMode))})")
+        self.resize_mode: ResizeMode = resize
         if int(input_size) < 1:
             raise UserError(f"encoder '{name}': input_size must be positive, got {input_size}")
         self.net = net
@@ -180,8 +187,11 @@ class FrozenEncoder(nn.Module):
         h, w = x.shape[-2:]
         s = self.input_size
         if (h, w) != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False, antialias=h > s or w > s)
-            x = x.clamp(0.0, 1.0)  # bicubic overshoots; keep the pixel range the network was trained on
+            if self.resize_mode == "bicubic":
+                x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False)
+            else:  # bicubic overshoots; keep the pixel range the network was trained on
+                x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False, antialias=h > s or w > s)
+                x = x.clamp(0.0, 1.0)
         return x
 
     def preprocess(self, images: Tensor) -> Tensor:
@@ -202,8 +212,12 @@ class FrozenEncoder(nn.Module):
         return self.encode(images)
 
     def spec(self) -> dict[str, Any]:
-        """JSON-serialisable; ``build_encoder(**spec)`` rebuilds the same encoder."""
-        return {"name": self.name, "source": self.source, "input_size": self.input_size}
+        """JSON-serialisable; ``build_encoder(**spec)`` rebuilds the same encoder (``resize`` only when
+        it is not the default, so specs written before the option existed stay equal)."""
+        spec: dict[str, Any] = {"name": self.name, "source": self.source, "input_size": self.input_size}
+        if self.resize_mode != "bicubic":
+            spec["resize"] = self.resize_mode
+        return spec
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, input_size={self.input_size}, latent_shape={self.latent_shape}"
@@ -236,11 +250,13 @@ class EffNetEncoder(FrozenEncoder):
 
     net: _effnet.EfficientNetLite0
 
-    def __init__(self, input_size: int = 128, layer: str = "block16", token_norm: bool = True):
+    def __init__(
+        self, input_size: int = 128, layer: str = "block16", token_norm: bool = True, resize: ResizeMode = "bicubic"
+    ):
         if layer not in EFFNET_LAYERS:
             raise UserError(f"effnet-lite0: unknown layer '{layer}' (known: {', '.join(EFFNET_LAYERS)})")
         net = _effnet.load_efficientnet_lite0()
-        super().__init__(net, "effnet-lite0", input_size, _effnet.MEAN, _effnet.STD, source="bundled")
+        super().__init__(net, "effnet-lite0", input_size, _effnet.MEAN, _effnet.STD, source="bundled", resize=resize)
         self.layer = layer
         self.token_norm = bool(token_norm)
         self.upto = EFFNET_LAYERS[layer]
@@ -265,7 +281,9 @@ class EffNetEncoder(FrozenEncoder):
 
 def _dinov2_tokens(model: nn.Module, pixels: Tensor) -> Tensor:
     """DINOv2-reg: sequence is [CLS, R registers, patches]; CLS and the R registers are dropped
-    (docs/papers.md s1.2). R = ``config.num_register_tokens`` (4 in the released models; 0 for plain DINOv2)."""
+    (docs/papers.md s1.2). R = ``config.num_register_tokens``: 4 in the released models, where this
+    drops exactly the 5 tokens the reference's Dinov2withNorm drops (bytetriper/RAE
+    src/stage1/encoders/dinov2.py:29-33, a fixed 5); 0 for plain DINOv2."""
     r = getattr(model.config, "num_register_tokens", 0)
     return model(pixel_values=pixels).last_hidden_state[:, 1 + r :]
 
@@ -303,7 +321,7 @@ _DEFAULT_PIXELS = {
 
 def _drop_layernorm_affine(ln: nn.LayerNorm) -> None:
     """docs/papers.md s1.2: the last LayerNorm without its learned scale and shift — a plain per-token normalisation
-    (mean 0, variance 1 over channels); done as the reference code does, in place."""
+    (mean 0, variance 1 over channels); done in place as the reference does (dinov2.py:22-25, siglip2.py, mae.py)."""
     ln.elementwise_affine = False
     ln.weight = None  # type: ignore[assignment]
     ln.bias = None  # type: ignore[assignment]
@@ -346,12 +364,13 @@ class HFEncoder(FrozenEncoder):
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
         source: str | None = None,
+        resize: ResizeMode = "bicubic",
     ):
         kind, model = _hf_base_model(model)
         default_mean, default_std = _DEFAULT_PIXELS[kind]
         mean = default_mean if pixel_mean is None else pixel_mean
         std = default_std if pixel_std is None else pixel_std
-        super().__init__(model, name, input_size, mean, std, source=source)
+        super().__init__(model, name, input_size, mean, std, source=source, resize=resize)
         self.kind = kind
         _, ln_attr, self._tokens = _HF_KINDS[kind]
         _drop_layernorm_affine(getattr(model, ln_attr))
@@ -378,6 +397,7 @@ def hf_encoder_from_model(
     input_size: int,
     pixel_mean: Sequence[float] | None = None,
     pixel_std: Sequence[float] | None = None,
+    resize: ResizeMode = "bicubic",
 ) -> FrozenEncoder:
     """Wrap an already-built transformers model (Dinov2WithRegistersModel / Dinov2Model,
     SiglipVisionModel / SiglipModel, ViTMAEModel / ViTMAEForPreTraining) as a frozen encoder.
@@ -387,7 +407,7 @@ def hf_encoder_from_model(
     ``config._name_or_path`` as source, so it rebuilds only for a registered name and a loadable source.
     """
     source = getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    return HFEncoder(name, model, input_size, pixel_mean, pixel_std, source=source)
+    return HFEncoder(name, model, input_size, pixel_mean, pixel_std, source=source, resize=resize)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -442,13 +462,14 @@ def build_encoder(name: str, source: str | None = None, input_size: int | None =
     """Build a registered encoder (see ENCODERS). ``source`` overrides the hub id with another id or
     a local directory; ``input_size`` the square input resolution. Options: ``layer`` for
     effnet-lite0 ("block16" | "block11" | "head"); ``pixel_mean``/``pixel_std`` for the transformers encoders
-    (default: the image processor config at source if found, else the family's values)."""
+    (default: the image processor config at source if found, else the family's values); ``resize``
+    for all (see :class:`FrozenEncoder`)."""
     if name not in ENCODERS:
         raise UserError(f"unknown encoder '{name}' (known: {', '.join(ENCODERS)})")
     entry = ENCODERS[name]
     size = int(input_size) if input_size is not None else entry["input_size"]
     kind = entry["kind"]
-    allowed = set(entry["options"]) if kind == "effnet" else {"pixel_mean", "pixel_std"}
+    allowed = {"resize", *entry["options"]} if kind == "effnet" else {"pixel_mean", "pixel_std", "resize"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise UserError(
@@ -464,4 +485,5 @@ def build_encoder(name: str, source: str | None = None, input_size: int | None =
         found = _processor_pixels(src)
         pmean, pstd = found if found else (entry["pixel_mean"], entry["pixel_std"])
         mean, std = mean if mean is not None else pmean, std if std is not None else pstd
-    return HFEncoder(name, _load_hf(name, kind, src), size, mean, std, source=src)
+    resize = options.get("resize", "bicubic")
+    return HFEncoder(name, _load_hf(name, kind, src), size, mean, std, source=src, resize=resize)

@@ -1,10 +1,14 @@
 """Latent normalisation statistics (docs/papers.md s1.3).
 
 Latents are normalised per element -- per channel *and* grid position -- with the data set's mean
-and variance: ``z_n = (z - mean) / sqrt(var + eps)``, eps = 1e-5, computed once over the training
+and variance: ``z_n = (z - mean) / sqrt(var + eps)``, eps = 1e-5, exactly as bytetriper/RAE
+src/stage1/rae.py:91-94 (and de-normalised as rae.py:98-101), computed once over the training
 set and stored with the autoencoder. :class:`RunningStats` accumulates them exactly in one
 streaming pass (Chan et al.'s parallel update of count, mean and sum of squared deviations), and
 merges across DDP ranks, so the result does not depend on batch size or the number of processes.
+(The reference's src/calculate_stat.py instead keeps a BatchNorm-style running average of the
+per-batch statistics, momentum 0.1, started at mean 0 / var 1; :func:`stats_from_reference`
+reads the files it writes.)
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from genrep.core.distributed import current
+from genrep.core.errors import UserError
 
 EPS = 1e-5
 
@@ -93,3 +98,41 @@ class LatentStats(torch.nn.Module):
     def denormalize(self, zn: torch.Tensor) -> torch.Tensor:
         """``zn * sqrt(var + eps) + mean`` (the inverse of :meth:`normalize`)"""
         return zn * torch.sqrt(self.var + self.eps) + self.mean
+
+
+def stats_from_reference(payload: object, latent_shape: tuple[int, int, int], where: str) -> LatentStats:
+    """The reference's normalisation statistics as genrep's per-element :class:`LatentStats`.
+
+    ``payload`` is what the reference's ``torch.load(normalization_stat_path)`` returns
+    (bytetriper/RAE src/stage1/rae.py:64-67): a dict with ``mean`` and ``var``, which
+    src/calculate_stat.py writes with the latent's shape without the batch, ``[C, h, w]`` for 2D
+    latents. rae.py:91-94 subtracts and divides them by broadcasting against ``[B, C, h, w]``, so
+    any shape that broadcasts to ``[1, C, h, w]`` (``[C, h, w]``, ``[1, C, h, w]``, ``[C, 1, 1]``,
+    a scalar) is accepted and expanded to ``[C, h, w]``; the numbers are the same. A key that is
+    absent stands for 0 (mean) or 1 (var), as in rae.py:92-93; other keys are ignored, as there.
+    ``payload=None`` (no ``normalization_stat_path``: the reference does not normalise) gives the
+    identity (mean 0, var 1, eps 0).
+    """
+    c, h, w = latent_shape
+    if payload is None:
+        return LatentStats(torch.zeros(c, h, w), torch.ones(c, h, w), eps=0.0)
+    if not isinstance(payload, dict):
+        raise UserError(f"{where}: not a statistics file (expected a dict with 'mean' and 'var')")
+    out = {}
+    for key, fill in (("mean", 0.0), ("var", 1.0)):
+        value = payload.get(key)
+        if value is None:
+            out[key] = torch.full((c, h, w), fill)
+            continue
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise UserError(f"{where}: '{key}' is not a floating-point tensor")
+        try:
+            fits = torch.broadcast_shapes(value.shape, (1, c, h, w)) == (1, c, h, w)
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise UserError(
+                f"{where}: '{key}' has shape {list(value.shape)}, which does not broadcast to the latent [1, {c}, {h}, {w}]"
+            )
+        out[key] = value.float().expand(1, c, h, w)[0].contiguous()
+    return LatentStats(out["mean"], out["var"], eps=EPS)

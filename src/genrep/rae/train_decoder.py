@@ -58,7 +58,7 @@ class TrainDecoderConfig:
     ema_decay: Fraction = 0.9978
     ema_warmup: bool = True  # d_t = min(decay, (1+t)/(10+t)); matters only for short runs
     noise_tau: NonNeg = 0.8
-    noise_dist: Literal["abs-normal", "uniform"] = "abs-normal"
+    noise_dist: Literal["uniform", "abs-normal"] = "uniform"  # sigma = tau U(0,1) as the reference code (rae.py:73-76)
     perceptual: Literal["auto", "lpips", "effnet", "none"] = "auto"
     perceptual_weight: NonNeg = 1.0
     perceptual_resolution: Annotated[int, Bounds(ge=32)] = (
