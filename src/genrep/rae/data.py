@@ -190,16 +190,3 @@ class EpochBatches:
             self._epoch = epoch
             self._order = epoch_order(self.num_items, epoch, self.seed, self.rank, self.world_size)
         return self._order[pos * self.batch_size : (pos + 1) * self.batch_size]
-
-
-def random_hflip(
-    images: torch.Tensor, p: float, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror each image [B, C, H, W] left-right with probability ``p`` (one draw per image, as
-    ``RandomHorizontalFlip(p)`` in the reference's stage-2 transform, src/train.py:251-255).
-    Returns (images, flipped mask [B] bool)."""
-    flip = torch.rand(images.shape[0], generator=generator) < p
-    out = images.clone()
-    if flip.any():
-        out[flip] = images[flip].flip(-1)
-    return out, flip
