@@ -12,10 +12,68 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_shipped_configs_load_into_their_dataclasses():
     assert load_config(DemoConfig, CONFIGS / "demo.yaml") == DemoConfig()
-    assert load_config(TrainDecoderConfig, CONFIGS / "rae" / "train_decoder.yaml") == TrainDecoderConfig()
+    # the laptop recipes: the reference's schedule shapes in steps over max_steps, genrep's EMA warm-up (a short
+    # run's plain EMA would keep much of the initial weights), no GAN in a 1000-step decoder run
+    steps = dict(warmup_epochs=None, decay_end_epoch=None, ema_warmup=True)
+    assert load_config(TrainDecoderConfig, CONFIGS / "rae" / "train_decoder.yaml") == TrainDecoderConfig(
+        **steps, warmup_steps=62, decay_end_steps=1000, gan=False
+    )
     # the shipped stage-2 recipe is the paper's (fp32); the dataclass default measures (precision: auto)
-    assert load_config(TrainDiTConfig, CONFIGS / "rae" / "train_dit.yaml") == TrainDiTConfig(precision="fp32")
+    assert load_config(TrainDiTConfig, CONFIGS / "rae" / "train_dit.yaml") == TrainDiTConfig(
+        **steps, warmup_steps=57, decay_end_steps=1143, precision="fp32"
+    )
     assert TrainDiTConfig().precision == "auto"
+
+
+def test_paper_configs_carry_the_reference_training_values():
+    """configs/rae/paper-*.yaml against bytetriper/RAE configs/stage{1,2}/training (see docs/rae.md)."""
+    from genrep.rae.schedule import resolve, schedule_of, steps_per_epoch
+
+    dit = load_config(TrainDiTConfig, CONFIGS / "rae" / "paper-ditdh-xl-256.yaml")
+    assert (dit.model, dit.global_batch_size, dit.lr, dit.betas, dit.weight_decay) == (
+        "ditdh-XL",
+        1024,
+        2e-4,
+        (0.9, 0.95),
+        0.0,
+    )
+    assert (dit.grad_clip, dit.ema_decay, dit.ema_warmup, dit.hflip, dit.precision, dit.seed) == (
+        1.0,
+        0.9995,
+        False,
+        0.5,
+        "fp32",
+        42,
+    )
+    spe = steps_per_epoch(1_281_167, 1024)
+    assert dit.max_steps == 1400 * spe
+    fn = resolve(schedule_of(dit), dit.lr, spe)
+    assert (fn.type, fn.warmup, fn.decay_end, fn.warmup_from_zero) == ("linear", 40 * spe, 800 * spe, False)
+    dec = load_config(TrainDecoderConfig, CONFIGS / "rae" / "paper-decoder-xl.yaml")
+    spe = steps_per_epoch(1_281_167, 512)
+    assert (dec.decoder, dec.global_batch_size, dec.max_steps, dec.ema_decay, dec.grad_clip) == (
+        "XL",
+        512,
+        16 * spe,
+        0.9978,
+        0.0,
+    )
+    assert (dec.gan, dec.gan_weight, dec.disc_start_epoch, dec.gan_start_epoch, dec.perceptual_start_epoch) == (
+        True,
+        0.75,
+        6.0,
+        8.0,
+        0.0,
+    )
+    assert (dec.noise_tau, dec.noise_dist, dec.diffaug_prob, dec.diffaug_cutout, dec.gen_loss) == (
+        0.8,
+        "uniform",
+        1.0,
+        0.0,
+        "hinge",
+    )
+    fn = resolve(schedule_of(dec), dec.lr, spe)
+    assert (fn.type, fn.warmup, fn.decay_end, fn.warmup_from_zero) == ("cosine", spe, 16 * spe, True)
 
 
 def test_shipped_lco_configs_are_the_defaults():

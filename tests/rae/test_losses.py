@@ -69,7 +69,7 @@ def test_adaptive_weight_is_the_gradient_norm_ratio():
     # by hand: d rec / dw = sign(out - target)^T z / (5*3); d g / dw = -0.1 * 1 z.sum(0) / 5
     grad_rec = torch.sign(out - target).detach().t() @ z / 15
     grad_g = -0.1 * torch.ones(3, 1) * z.sum(0, keepdim=True) / 5
-    expected = grad_rec.norm() / (grad_g.norm() + 1e-4)
+    expected = grad_rec.norm() / (grad_g.norm() + 1e-6)  # the reference's eps (src/train_stage1.py:76)
     lam = adaptive_weight(rec, g, w)
     assert lam.item() == pytest.approx(expected.item(), rel=1e-5)
     assert not lam.requires_grad
@@ -84,6 +84,14 @@ def test_adaptive_weight_is_capped():
     g = out.sum() * 1e-12  # tiny generator gradients: ||grad rec|| / eps alone is ~1e6
     assert adaptive_weight(rec, g, w, max_weight=1e4).item() == pytest.approx(1e4)
     assert adaptive_weight(rec, g, w, max_weight=50.0).item() == pytest.approx(50.0)
+
+
+def test_adaptive_weight_eps_is_the_reference_1e_6():
+    w = torch.ones(1, 1, requires_grad=True)
+    x = torch.ones(1, 1)
+    rec = (x @ w.t()).sum() * 2.0  # d rec / dw = 2
+    g = (x @ w.t()).sum() * 0.0  # no generator gradient: lambda = 2 / eps
+    assert adaptive_weight(rec, g, w, max_weight=1e9).item() == pytest.approx(2.0 / 1e-6, rel=1e-6)
 
 
 def test_gan_schedule():
@@ -206,9 +214,16 @@ def disc() -> FeatureDiscriminator:
 
 
 def test_discriminator_shape_and_trainable_params(disc):
-    assert disc.num_logits == 4
+    assert disc.num_heads == 4
+    # per-token logits (the reference's form): every position of the stride 4, 8, 16, 32 maps at 32 px
     logits = disc(torch.rand(3, 3, 48, 48))
-    assert logits.shape == (3, 4)
+    assert logits.shape == (3, 8 * 8 + 4 * 4 + 2 * 2 + 1 * 1)
+    disc.per_token = False  # the spatially averaged form: one logit per head
+    try:
+        means = disc(torch.rand(3, 3, 48, 48))
+    finally:
+        disc.per_token = True
+    assert means.shape == (3, 4)
     trainable = {n for n, p in disc.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("heads.") for n in trainable)
     assert sum(p.numel() for p in disc.trainable_parameters()) == sum(p.numel() for p in disc.heads.parameters())

@@ -234,7 +234,8 @@ def test_raising_max_steps_on_resume_is_recorded(cache_dir, done_run, tmp_path):
     events = [r for r in rows if "event" in r]
     assert [r["step"] for r in rows if "event" not in r] == [2, 4, 6, 8, 10, 12]
     assert len(events) == 1 and events[0]["step"] == 8 and (events[0]["from"], events[0]["to"]) == (8, 12)
-    assert "LR schedule follows max_steps=12 from step 8" in events[0]["note"]
+    # the reference schedule ends at decay_end (steps or epochs), not at max_steps
+    assert "the LR schedule does not depend on max_steps" in events[0]["note"]
     written = json.loads((run / "metrics.json").read_text())
     assert m["steps"] == written["steps"] == 12 and written["resumed_from"] == 8 and written["final"]["step"] == 12
     assert written["max_steps_changed"] == [{k: events[0][k] for k in ("step", "from", "to", "note")}]
@@ -391,3 +392,48 @@ def test_train_decoder_runs_data_parallel_under_torchrun(cache_dir, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4]  # rank 0 writes the log once, not once per rank
     assert (tmp_path / "ddp" / "model" / "rae.safetensors").exists()
+
+
+def test_resume_with_the_gan_on_equals_an_uninterrupted_run(cache_dir, tmp_path, monkeypatch):
+    """D's weights, optimizer and its own LR schedule (stepped per D update), the DiffAug draws and the
+    fresh 8-bit D input all continue exactly."""
+    kw = dict(
+        max_steps=6,
+        batch_size=2,
+        log_every=1,
+        checkpoint_every=3,
+        gan=True,
+        disc_start_epoch=1 / 128,  # 256 items / 2 = 128 steps per epoch: D from step 1, G from step 2
+        gan_start_epoch=2 / 128,
+        warmup_steps=2,
+        decay_end_steps=6,
+    )
+    train_decoder(_cfg(cache_dir, **kw), tmp_path / "full")
+    import genrep.rae.train_decoder as td
+
+    calls = {"n": 0}
+    real_noise = td.add_latent_noise
+
+    def crash_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return real_noise(*args, **kwargs)
+
+    monkeypatch.setattr(td, "add_latent_noise", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_decoder(_cfg(cache_dir, **kw), tmp_path / "parts")
+    monkeypatch.setattr(td, "add_latent_noise", real_noise)
+    train_decoder(_cfg(cache_dir, **kw), tmp_path / "parts", resume=True)
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "step-00000006.safetensors"))
+    b = load_file(str(tmp_path / "parts" / "checkpoints" / "step-00000006.safetensors"))
+    keys = [k for k in a if not k.startswith("rng.")]
+    assert any(k.startswith("model.disc.heads") for k in keys) and all(torch.equal(a[k], b[k]) for k in keys)
+    rows = [json.loads(line) for line in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
+    assert "d_loss" not in rows[0] and "d_loss" in rows[1] and "g_loss" not in rows[1] and "g_loss" in rows[2]
+    # D's schedule counts its own updates: warm-up from zero over 2 D steps, from step 1 on
+    d_lrs = [r["d_lr"] for r in rows[1:]]
+    assert d_lrs[0] == pytest.approx(2e-4 * 0.5) and d_lrs[1] == pytest.approx(2e-4)
+    assert [r["lr"] for r in rows[:2]] == pytest.approx([1e-3 * 0.5, 1e-3])  # the decoder's from step 0
+    rows_b = [json.loads(line) for line in (tmp_path / "parts" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["d_loss"] for r in rows_b[1:]] == [r["d_loss"] for r in rows[1:]]

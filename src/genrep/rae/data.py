@@ -143,3 +143,50 @@ def load_images(
     if limit is not None:
         ds.files, ds.labels = ds.files[:limit], ds.labels[:limit]
     return ds
+
+
+# --- the reference's training data order and augmentations ------------------------------------------
+
+
+def epoch_order(num_items: int, epoch: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """This rank's item order for ``epoch``, as ``torch.utils.data.DistributedSampler(shuffle=True,
+    seed=seed)`` gives it after ``set_epoch(epoch)`` (what the reference's ``prepare_dataloader``,
+    src/utils/train_utils.py:63-81, samples with; its seed is left at 0): a permutation drawn from
+    ``seed + epoch``, padded by repeating its head to ``world_size * ceil(N / world_size)``, then
+    every ``world_size``-th item from ``rank``."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(num_items, generator=g)
+    total = -(-num_items // world_size) * world_size
+    pad = total - num_items
+    if pad:
+        reps = -(-pad // num_items)
+        order = torch.cat([order, order.repeat(reps)[:pad]])
+    return order[rank:total:world_size]
+
+
+class EpochBatches:
+    """Batches of item indices in the reference's order: each epoch a fresh :func:`epoch_order`,
+    cut into ``steps_per_epoch`` batches of ``batch_size`` with the last partial batch dropped (the
+    loader's ``drop_last=True``). ``batch(step)`` depends on the step only, so a resumed run draws
+    exactly the batches the interrupted one would have."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.num_items, self.batch_size = num_items, batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.steps_per_epoch = (-(-num_items // world_size)) // batch_size
+        if self.steps_per_epoch < 1:
+            raise UserError(
+                f"batch size {batch_size} per process is larger than the {-(-num_items // world_size)} items "
+                f"each of {world_size} process(es) gets per epoch; lower batch_size or use more data"
+            )
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def batch(self, step: int) -> torch.Tensor:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = epoch_order(self.num_items, epoch, self.seed, self.rank, self.world_size)
+        return self._order[pos * self.batch_size : (pos + 1) * self.batch_size]

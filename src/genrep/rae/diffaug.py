@@ -1,6 +1,10 @@
 """DiffAugment (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training").
 
-RAE's stage-1 discriminator sees DiffAug-ed images (docs/papers.md s1.5). The policy
+RAE's stage-1 discriminator sees DiffAug-ed images (docs/papers.md s1.5). train-decoder uses
+:func:`reference_diff_augment`, the reference code's variant (bytetriper/RAE src/disc/diffaug.py:8-104,
+from StyleGAN-T): translation, then colour, then cutout, each applied to the whole batch with
+probability ``prob``, cutout 0 (off) in the released config. :func:`diff_augment` below is the
+original DiffAugment policy code (kept for its own uses). Its policy
 "color,translation,cutout" is a port of the reference PyTorch code: every op is a differentiable
 tensor op on [B, C, H, W], with fresh random parameters per sample and per call, so a batch of real
 and a batch of fake images are augmented separately, as in the original. The reference applies it to
@@ -95,3 +99,65 @@ def diff_augment(x: torch.Tensor, policy: str = DEFAULT_POLICY) -> torch.Tensor:
         for fn in AUGMENTATIONS[name]:
             x = fn(x)
     return x.contiguous()
+
+
+def _round_half_even(x: float) -> int:
+    return int(round(x))  # Python's round, as the reference's ``round(raw * ratio)``
+
+
+def reference_diff_augment(
+    x: torch.Tensor, prob: float = 1.0, cutout: float = 0.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The reference's DiffAug (src/disc/diffaug.py:31-104, without its unused warm-up blur) on a
+    batch [B, C, H, W] in [-1, 1], computed in float32; differentiable.
+
+    Three gates ``torch.rand(3) <= prob`` pick translation / colour / cutout for the whole batch;
+    the per-sample parameters come from one ``rand(7, B, 1, 1)``: a shift of up to
+    ``round(0.125 * size)`` pixels in y and x (zero-padded), brightness + [-0.5, 0.5), saturation
+    x [0, 2), contrast x [0.5, 1.5), and a zeroed square of ``round(cutout * size)`` (none when
+    ``cutout`` is 0). Numbers are drawn in the reference's order, from ``generator`` (a CPU
+    generator) or else the global RNG on the input's device, so with the same seed the output is
+    the reference's.
+    """
+    x = x.float()
+    if prob < 1e-6:
+        return x
+    gates = torch.rand(3, generator=generator) <= prob
+    trans, color, cut = (bool(g) for g in gates)
+    b, _, h, w = x.shape
+    dev = x.device
+    if not (trans or color or cut):
+        return x
+    if generator is not None:
+        r = torch.rand(7, b, 1, 1, generator=generator).to(dev)
+    else:
+        r = torch.rand(7, b, 1, 1, device=dev)
+    if trans:
+        dh, dw = _round_half_even(h * 0.125), _round_half_even(w * 0.125)
+        sh = (r[0] * (2 * dh + 1)).floor().long() - dh
+        sw = (r[1] * (2 * dw + 1)).floor().long() - dw
+        gb, gh, gw = torch.meshgrid(
+            torch.arange(b, device=dev), torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij"
+        )
+        gh = (gh + sh + 1).clamp(0, h + 1)
+        gw = (gw + sw + 1).clamp(0, w + 1)
+        x = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)[gb, gh, gw].permute(0, 3, 1, 2).contiguous()
+    if color:
+        x = x + (r[2].unsqueeze(-1) - 0.5)
+        m = x.mean(dim=1, keepdim=True)
+        x = (x - m) * (r[3].unsqueeze(-1) * 2) + m
+        m = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - m) * (r[4].unsqueeze(-1) + 0.5) + m
+    if cut:
+        ch, cw = _round_half_even(h * cutout), _round_half_even(w * cutout)
+        oh = (r[5] * (h + (1 - ch % 2))).floor().long()
+        ow = (r[6] * (w + (1 - cw % 2))).floor().long()
+        gb, gh, gw = torch.meshgrid(
+            torch.arange(b, device=dev), torch.arange(ch, device=dev), torch.arange(cw, device=dev), indexing="ij"
+        )
+        gh = (gh + oh - ch // 2).clamp(0, h - 1)
+        gw = (gw + ow - cw // 2).clamp(0, w - 1)
+        mask = torch.ones(b, h, w, dtype=x.dtype, device=dev)
+        mask[gb, gh, gw] = 0
+        x = x * mask.unsqueeze(1)
+    return x

@@ -1,13 +1,26 @@
 """Stage-2 training: a DiT / DiT^DH flow-matching model in the RAE latent (docs/papers.md s1.10, s1.13).
 
-The latents (cached by ``cache-latents``) are normalised with the RAE's statistics; each step
-draws a batch, times ``t ~ logit-normal(0, 1)`` mapped through the dimension-dependent shift
-``t' = alpha t / (1 + (alpha - 1) t)`` with ``alpha = sqrt(m / 4096)``, noise, and regresses the
-velocity ``eps - x`` (MSE). AdamW (0.9, 0.95), no weight decay, EMA 0.9995, gradient clipping at
-1.0, label dropout 0.1 for guidance, fp32 by default (bf16 autocast optional: a non-finite loss
-stops the run with a clear message and keeps the last good checkpoint), DDP under torchrun,
-checkpoints and ``--resume`` (``genrep.core.resume``: only the fields in :data:`RESUME_MAY_DIFFER`
-may change on resume).
+The recipe is the reference code's (bytetriper/RAE src/train.py:102-518 with
+configs/stage2/training/ImageNet256/DiTDH-XL_DINOv2-B.yaml) unless a field says otherwise:
+
+- data: the cached latents (``cache-latents``), normalised with the RAE's statistics, drawn in
+  epochs like the reference's ``DistributedSampler`` + ``drop_last`` loader (``sampling: epoch``;
+  ``with-replacement`` draws each batch independently, genrep's earlier order);
+- ``hflip`` (reference ``RandomHorizontalFlip()``, p = 0.5, on the centre crop before encoding):
+  a sample drawn for flipping is re-encoded from its cached image mirrored left-right with the
+  frozen encoder; the others read the cache, which holds the encoder's output for the unflipped
+  image; so every latent is what the reference would encode, without a second cache;
+- times ``t ~ logit-normal(0, 1)`` mapped through ``t' = alpha t / (1 + (alpha - 1) t)``,
+  ``alpha = sqrt(m / 4096)``, noise, and the velocity ``eps - x`` regressed (MSE);
+- AdamW (lr 2e-4, betas (0.9, 0.95), no weight decay), the reference LR schedule
+  (:mod:`genrep.rae.schedule`; paper: constant for 40 epochs, linear to 2e-5 at epoch 800),
+  gradient clipping at 1.0, label dropout 0.1 for guidance;
+- EMA 0.9995 updated after every optimizer step from the first on, no warm-up (``ema_warmup``
+  turns genrep's warm-up on);
+- fp32 by default in the shipped configs (bf16 autocast optional: a non-finite loss stops the
+  run with a clear message and keeps the last good checkpoint), DDP under torchrun, checkpoints
+  and ``--resume`` (``genrep.core.resume``: only the fields in :data:`RESUME_MAY_DIFFER` may
+  change on resume).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from genrep.core.resume import RUN_CONTROL, start_run
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.core.runtime import pick_device, resolve_precision, seed_everything, step_generator
 from genrep.rae.autoencoder import RAE
+from genrep.rae.data import EpochBatches
 from genrep.rae.dit import DiT, DiTPreset, dit_config
 from genrep.rae.dit_io import save_dit
 from genrep.rae.flow import class_balanced_labels, flow_matching_loss, shift_alpha
@@ -37,6 +51,7 @@ from genrep.rae.latents import META as LATENT_META
 from genrep.rae.latents import as_numpy_images, load_cache
 from genrep.rae.reconstruct import resolve_model_dir
 from genrep.rae.sample import SampleConfig, class_grid_png, generate
+from genrep.rae.schedule import LRSchedule, ScheduleType, build_scheduler, schedule_of, steps_per_epoch, uses_epochs
 
 # run-control fields that --resume accepts changed: the step budget, logging, checkpointing, the device, and the
 # periodic sample grids / evaluations (they draw from their own generators and never touch training)
@@ -52,14 +67,25 @@ class TrainDiTConfig:
     model: DiTPreset = "ditdh-tiny"
     model_args: dict[str, int] = field(default_factory=dict)  # DiTConfig fields over the preset (width, depth, ...)
     max_steps: Count = 2000
-    batch_size: Count = 64
+    batch_size: Count = 64  # per process
+    global_batch_size: Optional[Count] = None  # reference training.global_batch_size: batch_size = this / processes
+    sampling: Literal["epoch", "with-replacement"] = "epoch"
+    hflip: Fraction = 0.5  # reference RandomHorizontalFlip(p=0.5); 0: off
     lr: Positive = 2e-4
-    warmup_steps: NonNegInt = 0
+    # the LR schedule (genrep.rae.schedule; the reference's scheduler keys): constant for 40 epochs, then linear
+    # to final_lr at epoch 800; a value in steps wins over the one in epochs
+    lr_schedule: ScheduleType = "linear"
+    warmup_epochs: Optional[NonNeg] = 40.0
+    warmup_steps: Optional[NonNegInt] = None
+    decay_end_epoch: Optional[NonNeg] = 800.0
+    decay_end_steps: Optional[NonNegInt] = None
+    final_lr: Optional[NonNeg] = 2e-5  # None: lr (no decay)
+    warmup_from_zero: bool = False
     betas: tuple[Fraction, Fraction] = (0.9, 0.95)
     weight_decay: NonNeg = 0.0
     grad_clip: NonNeg = 1.0
     ema_decay: Fraction = 0.9995
-    ema_warmup: bool = True
+    ema_warmup: bool = False  # True: d_t = min(decay, (1+t)/(10+t)) (genrep's option; not the reference)
     class_dropout: Fraction = 0.1
     shift: bool = True
     shift_base: Count = 4096
@@ -148,6 +174,50 @@ def _agreed_precision(requested: str, device: torch.device, info) -> tuple[str, 
     return choice[0]  # type: ignore[return-value]  # set on every rank by the broadcast
 
 
+def process_batch(batch_size: int, global_batch_size: int | None, world_size: int, command: str) -> int:
+    """The per-process batch: ``global_batch_size / world_size`` when the global one is given
+    (reference src/train.py:150-156 asserts divisibility), else ``batch_size``."""
+    if global_batch_size is None:
+        return batch_size
+    if global_batch_size % world_size:
+        raise UserError(
+            f"{command}: global_batch_size {global_batch_size} is not divisible by the {world_size} processes"
+        )
+    return global_batch_size // world_size
+
+
+def schedule_steps(per_epoch: int, sched: LRSchedule, command: str) -> int:
+    """``steps_per_epoch`` for the LR schedule; a schedule in epochs needs at least one step per epoch."""
+    if uses_epochs(sched) and per_epoch < 1:
+        raise UserError(f"{command}: lr_schedule is given in epochs but an epoch has no full batch")
+    return per_epoch
+
+
+class _Flipper:
+    """The reference's random horizontal flip on latents (module docstring): a flipped sample's
+    latent is the encoder's output for its cached image mirrored, normalised like the cache."""
+
+    def __init__(self, rae: RAE, cache, device: torch.device):
+        if rae.encoder.spec() != cache.meta.get("encoder"):
+            from genrep.rae.encoders import build_encoder
+
+            encoder = build_encoder(**cache.meta["encoder"])
+        else:
+            encoder = rae.encoder
+        self.encoder, self.stats, self.cache = encoder.to(device), rae.stats, cache
+        self.device = device
+
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+        flip = torch.rand(idx.shape[0], generator=gen) < p
+        if not flip.any():
+            return x
+        mirrored = self.cache.target(idx[flip]).flip(-1).to(self.device)
+        x = x.clone()
+        z = self.encoder.encode(mirrored)
+        x[flip.to(x.device)] = self.stats.normalize(z.to(self.stats.mean.device)).to(x.device, x.dtype)
+        return x
+
+
 def train_step(
     net,
     model: DiT,
@@ -190,6 +260,7 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
     if not (Path(latents_dir) / LATENT_META).is_file():
         raise UserError(f"{latents_dir}: not a latent cache (no {LATENT_META}; run 'genrep rae cache-latents')")
     info = init_distributed()
+    batch = process_batch(cfg.batch_size, cfg.global_batch_size, info.world_size, "train-dit")
     device = pick_device(cfg.device)
     run = RunDir(out)
     begin = start_run(
@@ -228,6 +299,10 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
         **cfg.model_args,
     )
     model = DiT(model_cfg).to(device)
+    n = len(latents)
+    batches = EpochBatches(n, batch, cfg.seed, info.rank, info.world_size) if cfg.sampling == "epoch" else None
+    per_epoch = steps_per_epoch(n, batch, info.world_size)
+    flipper = _Flipper(rae, cache, device) if cfg.hflip > 0 else None
     alpha = shift_alpha(rae.latent_shape, cfg.shift_base) if cfg.shift else 1.0
     ema = EMA(model, cfg.ema_decay, warmup=cfg.ema_warmup)
     net: torch.nn.Module = model
@@ -236,9 +311,8 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    )
+    lr_sched = schedule_of(cfg)
+    sched = build_scheduler(opt, lr_sched, cfg.lr, schedule_steps(per_epoch, lr_sched, "train-dit"))
     ckpt = begin.checkpointer
     if begin.resumed:
         begin.load(model=model, optimizer=opt, ema=ema, scheduler=sched)
@@ -246,13 +320,16 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
     log_path = run / "train_log.jsonl"
 
     monitor = _Monitor(cfg, run, rae, alpha, cache.meta, len(class_names), device)
-    n, t0, seen, last = len(latents), time.perf_counter(), 0, {}
+    t0, seen, last = time.perf_counter(), 0, {}
     flops = 3 * model.flops_per_sample()
     with progress_bar(cfg.max_steps - start, f"train {cfg.model}", disable=not info.is_main) as bar:
         for step in range(start, cfg.max_steps):
             gen = step_generator(cfg.seed, info.rank, step)
-            idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+            idx = batches.batch(step) if batches is not None else torch.randint(0, n, (batch,), generator=gen)
             x, y = latents[idx].to(device), labels[idx].to(device)
+            if flipper is not None:
+                x = flipper(x, idx, cfg.hflip, gen)
+            lr_now = opt.param_groups[0]["lr"]
             try:
                 loss, grad_norm = train_step(net, model, opt, x, y, alpha, gen, cfg.grad_clip, precision)
             except FloatingPointError as e:
@@ -262,14 +339,16 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
                 ) from None
             sched.step()
             ema.update(model)
-            seen += cfg.batch_size
+            seen += batch
             bar.advance()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                 elapsed = time.perf_counter() - t0
                 last = {
                     "step": step + 1,
+                    "epoch": round((step + 1) / per_epoch, 4) if per_epoch else None,
                     "loss": loss.item(),
                     "grad_norm": grad_norm,
+                    "lr": lr_now,
                     "samples_per_s": seen * info.world_size / elapsed,
                     "gflops_per_s": seen * flops / elapsed / 1e9,
                     "precision": precision,
