@@ -89,6 +89,7 @@ def train_throughput(on_the_fly: bool, steps: int, cache: Path, out: Path) -> fl
         max_steps=steps,
         batch_size=64,
         perceptual="none",
+        gan=False,
         on_the_fly=on_the_fly,
         log_every=steps,
         checkpoint_every=10**9,

@@ -56,6 +56,9 @@ def main() -> None:
                 batch_size=args.batch,
                 lr=args.lr,
                 warmup_steps=100,
+                decay_end_steps=args.steps,  # laptop recipe: cosine over this run, EMA warm-up, no GAN
+                ema_warmup=True,
+                gan=False,
                 noise_tau=tau,
                 perceptual="none",
                 log_every=50,

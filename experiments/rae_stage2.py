@@ -27,6 +27,11 @@ STAGE1 = Path("runs/exp_rae_stage1")  # experiments/rae_stage1.py: latents (10k,
 FIGURES = Path("docs/figures/rae")
 
 
+# laptop recipe for the short runs here (the reference's is configs/rae/paper-ditdh-xl-256.yaml): constant LR
+# after genrep's default warm-up, EMA warm-up, no flips (each would re-encode half of every batch)
+LAPTOP_DIT = dict(warmup_epochs=None, decay_end_epoch=None, final_lr=None, ema_warmup=True, hflip=0.0)
+
+
 def _save(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2))
@@ -61,7 +66,7 @@ def _train(
             log_every=25,
             checkpoint_every=200,
             device="cpu",
-            **kw,
+            **{**LAPTOP_DIT, **kw},
         )
         train_dit(cfg, out, resume=True)
     return json.loads((out / "metrics.json").read_text())
@@ -199,6 +204,9 @@ def exp_shift(args) -> dict:
                 batch_size=32,
                 lr=1e-3,
                 warmup_steps=50,
+                decay_end_steps=args.shift_decoder_steps,  # laptop recipe: cosine over this run, EMA warm-up, no GAN
+                ema_warmup=True,
+                gan=False,
                 noise_tau=0.8,
                 perceptual="none",
                 log_every=50,
