@@ -239,7 +239,7 @@ def test_sample_with_another_stage1_decoder(rae_run, tmp_path):
     trained, other = RAE.from_pretrained(rae_run / "model"), RAE.from_pretrained(rae_run / "model")
     other.stats.mean.add_(1.0)
     assert torch.equal(swap_decoder(trained, other, "x").stats.mean, trained.stats.mean)  # the DiT's statistics
-    other.encoder.input_size = 64
+    other.encoder_spec = {**other.encoder_spec, "input_size": 64}
     with pytest.raises(UserError, match="encoder .* differs"):
         swap_decoder(trained, other, "x")
 

@@ -109,8 +109,8 @@ def swap_decoder(trained: RAE, other: RAE, where) -> RAE:
     of the same encoder (e.g. a plain or a noise-augmented one) decodes them after de-normalising with
     those statistics.
     """
-    if other.encoder.spec() != trained.encoder.spec():
-        raise UserError(f"{where}: its encoder {other.encoder.spec()} differs from the DiT's {trained.encoder.spec()}")
+    if other.encoder_spec != trained.encoder_spec:  # specs, so that no encoder is built (decoding needs none)
+        raise UserError(f"{where}: its encoder {other.encoder_spec} differs from the DiT's {trained.encoder_spec}")
     other.stats = trained.stats
     return other
 
