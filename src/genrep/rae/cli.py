@@ -247,17 +247,22 @@ def eval_cmd(samples, dataset, split, config_path, overrides, out):
     "diffusers_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="A diffusers AutoencoderRAE directory -> a genrep RAE.",
+    help="A diffusers AutoencoderRAE directory -> OUT/rae, a genrep RAE.",
 )
 @click.option(
     "--to-diffusers",
     "to_diffusers",
     type=click.Path(path_type=Path),
     default=None,
-    help="A genrep RAE directory -> a diffusers AutoencoderRAE directory.",
+    help="A genrep RAE directory -> OUT/diffusers, an AutoencoderRAE directory.",
+)
+@click.option(
+    "--encoder-source",
+    default=None,
+    help="With --diffusers / --to-diffusers: hub id or directory of the encoder weights (default: the released one).",
 )
 @OUT
-def convert_cmd(reference, root, diffusers_dir, to_diffusers, out):
+def convert_cmd(reference, root, diffusers_dir, to_diffusers, encoder_source, out):
     """Convert released or foreign checkpoints to genrep directories (and genrep RAEs to diffusers)."""
     from genrep.core.errors import UserError
 
@@ -270,6 +275,8 @@ def convert_cmd(reference, root, diffusers_dir, to_diffusers, out):
         raise UserError("convert: give exactly one of --reference CONFIG.yaml, --diffusers DIR, --to-diffusers RAE_DIR")
     if root is not None and reference is None:
         raise UserError("convert: --root only applies to --reference")
+    if encoder_source is not None and reference is not None:
+        raise UserError("convert: --encoder-source only applies to --diffusers and --to-diffusers")
     if reference is not None:
         from genrep.rae.convert import convert_reference
 
@@ -278,10 +285,18 @@ def convert_cmd(reference, root, diffusers_dir, to_diffusers, out):
     elif diffusers_dir is not None:
         from genrep.rae.diffusers_interop import rae_from_diffusers
 
-        rae_from_diffusers(diffusers_dir).save_pretrained(out / "rae")
-        click.echo(f"wrote {out / 'rae'}")
+        rae = rae_from_diffusers(diffusers_dir, encoder_source=encoder_source)
+        rae.save_pretrained(out / "rae")
+        note = "" if rae.encoder_spec.get("source") else " (decodes offline; encoding needs --encoder-source)"
+        click.echo(f"wrote {out / 'rae'}{note}")
     else:
+        from genrep.rae.autoencoder import RAE
         from genrep.rae.diffusers_interop import rae_to_diffusers
+        from genrep.rae.encoders import build_encoder
 
-        path = rae_to_diffusers(to_diffusers, out / "diffusers")
+        encoder = None
+        if encoder_source is not None:
+            spec = RAE.from_pretrained(to_diffusers).encoder_spec
+            encoder = build_encoder(**{**spec, "source": encoder_source})
+        path = rae_to_diffusers(to_diffusers, out / "diffusers", encoder=encoder)
         click.echo(f"wrote {path}")
