@@ -117,8 +117,11 @@ def reference_params(cfg) -> dict:
     )
 
 
-def reference_rows(reference: Path, names: tuple[str, ...], batch: int, rounds: int, min_time: float) -> list[dict]:
-    """genrep's training step against the reference's, fp32 and bf16 autocast (median of alternating rounds)."""
+def reference_rows(
+    reference: Path, names: tuple[str, ...], batch: int, rounds: int, min_time: float, bf16_batch: int
+) -> list[dict]:
+    """genrep's training step against the reference's, fp32 (batch ``batch``) and bf16 autocast (batch
+    ``bf16_batch``: a CPU without bf16 instructions runs it tens of times slower), median of alternating rounds."""
     import statistics
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
@@ -140,14 +143,15 @@ def reference_rows(reference: Path, names: tuple[str, ...], batch: int, rounds: 
         torch.manual_seed(0)
         ours, theirs = DiT(cfg), DiTwDDTHead(**reference_params(cfg))
         transport = create_transport("Linear", "velocity", time_dist_type="logit-normal_0_1", time_dist_shift=alpha)
-        x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
         gen = torch.Generator().manual_seed(0)
         for precision in ("fp32", "bf16"):
+            n = batch if precision == "fp32" else bf16_batch
+            x, y = torch.randn(n, *shape), torch.randint(0, 10, (n,))
             steps = {}
             for label, model in (("genrep", ours), ("reference", theirs)):
                 opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.95), weight_decay=0.0)
 
-                def step(model=model, opt=opt, label=label):
+                def step(model=model, opt=opt, label=label, x=x, y=y, precision=precision):
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                         if label == "genrep":
                             loss = flow_matching_loss(model, x, y, alpha, generator=gen)
@@ -180,10 +184,10 @@ def reference_md(rows: list[dict], batch: int, quick: bool) -> str:
     return f"""
 Against the reference (`python bench/rae_stage2.py{" --quick" if quick else ""} --reference DIR`): the
 training step of genrep's DiT^DH and of the reference's `DiTwDDTHead` + `Transport.training_losses`
-(same config, batch {batch}, latent 320 x 4 x 4, same AdamW), timed in alternation, medians:
+(same config and batch, latent 320 x 4 x 4, same AdamW), timed in alternation, medians:
 
-| model | precision | reference samples/s | genrep samples/s | genrep / reference |
-|---|---|---|---|---|
+| model | precision | batch | reference samples/s | genrep samples/s | genrep / reference |
+|---|---|---|---|---|---|
 {table}
 """
 
@@ -194,6 +198,9 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--reference", type=Path, default=None, help="a bytetriper/RAE checkout to time against")
     ap.add_argument("--only-reference", action="store_true", help="only the comparison with --reference")
+    ap.add_argument(
+        "--bf16-batch", type=int, default=64, help="batch of the bf16 comparison (small on CPUs without bf16)"
+    )
     args = ap.parse_args()
     os.environ.setdefault("GENREP_NO_PROGRESS", "1")
     t = 0.5 if args.quick else 3.0
@@ -203,9 +210,8 @@ def main() -> None:
     ref_md = ""
     if args.reference is not None:
         rounds = 3 if args.quick else 5
-        ref_md = reference_md(
-            reference_rows(args.reference, ("ditdh-tiny", "ditdh-S"), 64, rounds, t / 2), 64, args.quick
-        )
+        ref_rows = reference_rows(args.reference, ("ditdh-tiny", "ditdh-S"), 64, rounds, t / 2, args.bf16_batch)
+        ref_md = reference_md(ref_rows, args.quick)
         if args.only_reference:
             print(ref_md)
             return

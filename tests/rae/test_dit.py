@@ -7,6 +7,7 @@ from genrep.rae.dit import (
     Block,
     DiT,
     apply_rope,
+    rope_table,
     dit_config,
     grid_angles,
     rope_2d_angles,
@@ -65,9 +66,9 @@ def test_patchify_round_trips():
 def test_adaln_zero_every_block_is_the_identity_and_the_model_outputs_zeros_at_init(name):
     cfg = dit_config(name, in_channels=32, grid=4, num_classes=10)
     model = DiT(cfg).train()
-    blocks = [(model.blocks, model.rope_angles, cfg.width)]
+    blocks = [(model.blocks, model.rope, cfg.width)]
     if cfg.has_head:
-        blocks.append((model.head_blocks, model.head_rope_angles, cfg.head_width))
+        blocks.append((model.head_blocks, model.head_rope, cfg.head_width))
     for stack, angles, width in blocks:
         for block in stack:
             x = torch.randn(2, cfg.tokens, width)
@@ -81,7 +82,7 @@ def test_block_stops_being_the_identity_once_its_modulation_is_trained():
     block = Block(64, 4, 4.0, qk_norm=True)
     torch.nn.init.normal_(block.adaLN[-1].weight, std=0.1)
     x = torch.randn(2, 4, 64)
-    assert not torch.allclose(block(x, torch.randn(2, 64), grid_angles(2, 16)), x)
+    assert not torch.allclose(block(x, torch.randn(2, 64), rope_table(grid_angles(2, 16))), x)
 
 
 @pytest.mark.parametrize("name", ["dit-tiny", "ditdh-tiny"])
@@ -129,7 +130,7 @@ def test_rope_preserves_norms_and_scores_depend_only_on_relative_position():
 
     def rotate(v, r, c):
         angles = rope_2d_angles(torch.tensor([r]), torch.tensor([c]), head_dim).double()
-        return apply_rope(v[None], angles)[0]
+        return apply_rope(v[None], rope_table(angles))[0]
 
     assert torch.allclose(rotate(q, 3, 5).norm(), q.norm())
     score = rotate(q, 1, 2) @ rotate(k, 4, 0)

@@ -182,9 +182,17 @@ def rope_2d_angles(rows: Tensor, cols: Tensor, head_dim: int, theta: float = 100
     return torch.cat([rows.float()[:, None] * freqs, cols.float()[:, None] * freqs], dim=1)
 
 
-def apply_rope(x: Tensor, angles: Tensor) -> Tensor:
-    """Rotate adjacent pairs ``(x[2i], x[2i+1])`` of ``x [..., N, head_dim]`` by ``angles [N, head_dim/2]``."""
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+def rope_table(angles: Tensor) -> Tensor:
+    """``[2, N, head_dim/2]``: the cosines and sines of ``angles``, computed once per model (the
+    reference's ``freqs_cos`` / ``freqs_sin`` buffers, without their pair repetition)."""
+    return torch.stack([angles.cos(), angles.sin()])
+
+
+def apply_rope(x: Tensor, table: Tensor) -> Tensor:
+    """Rotate adjacent pairs ``(x[2i], x[2i+1])`` of ``x [..., N, head_dim]`` by the angles whose
+    :func:`rope_table` is ``table``; the same products and sums as the reference's
+    ``t * cos + rotate_half(t) * sin``."""
+    cos, sin = table[0].to(x.dtype), table[1].to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
@@ -284,12 +292,12 @@ class Attention(nn.Module):
         self.k_norm = ModulatedNorm(width // heads, gain=True) if qk_norm else nn.Identity()
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, angles: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, rope: Tensor | None) -> Tensor:
         b, n, w = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
-        if angles is not None:
-            q, k = apply_rope(q, angles), apply_rope(k, angles)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v)
         return self.proj(out.transpose(1, 2).reshape(b, n, w))
 
@@ -319,10 +327,10 @@ class Block(nn.Module):
         self.mlp = SwiGLU(width, swiglu_hidden(width, mlp_ratio))
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
-    def forward(self, x: Tensor, c: Tensor, angles: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, rope: Tensor | None) -> Tensor:
         mod = self.adaLN(c if c.dim() == 3 else c[:, None])
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), angles)
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -361,8 +369,8 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(
             Block(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.norm_gain) for _ in range(cfg.depth)
         )
-        angles = grid_angles(side, cfg.width // cfg.heads) if cfg.rope else None
-        self.register_buffer("rope_angles", angles, persistent=False)
+        rope = rope_table(grid_angles(side, cfg.width // cfg.heads)) if cfg.rope else None
+        self.register_buffer("rope", rope, persistent=False)  # [2, N, head_dim/2] cos, sin
         out_dim = cfg.patch**2 * cfg.out_channels
         if cfg.has_head:
             self.head_x_embed = nn.Conv2d(cfg.in_channels, cfg.head_width, cfg.patch, cfg.patch)  # re-embeds x_t
@@ -372,8 +380,8 @@ class DiT(nn.Module):
                 Block(cfg.head_width, cfg.head_heads, cfg.mlp_ratio, cfg.qk_norm, cfg.norm_gain)
                 for _ in range(cfg.head_depth)
             )
-            head_angles = grid_angles(side, cfg.head_width // cfg.head_heads) if cfg.rope else None
-            self.register_buffer("head_rope_angles", head_angles, persistent=False)
+            head_rope = rope_table(grid_angles(side, cfg.head_width // cfg.head_heads)) if cfg.rope else None
+            self.register_buffer("head_rope", head_rope, persistent=False)
             self.final_layer = FinalLayer(cfg.head_width, out_dim, cfg.norm_gain)
         else:
             self.final_layer = FinalLayer(cfg.width, out_dim, cfg.norm_gain)
@@ -431,13 +439,13 @@ class DiT(nn.Module):
         if self.pos_table is not None:
             z = z + self.pos_table
         for block in self.blocks:
-            z = block(z, c, self.rope_angles)
+            z = block(z, c, self.rope)
         if cfg.has_head:
             # DDT head: input = the noisy latent re-embedded; per-token condition = backbone output + time
             c_tok = self.head_cond(F.silu(t_emb[:, None] + z))
             h = self.head_x_embed(x).flatten(2).transpose(1, 2)
             for block in self.head_blocks:
-                h = block(h, c_tok, self.head_rope_angles)
+                h = block(h, c_tok, self.head_rope)
             out = self.final_layer(h, c_tok)
         else:
             out = self.final_layer(z, c)
