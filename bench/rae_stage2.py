@@ -88,11 +88,11 @@ def compile_rows(names: tuple[str, ...], batch: int, min_time: float) -> list[di
 
 def sampling(name: str, steps: int, batch: int, min_time: float) -> float:
     from genrep.rae.dit import DiT, dit_config
-    from genrep.rae.flow import euler_sample, shift_alpha, time_grid
+    from genrep.rae.flow import euler_sample, reference_grid, shift_alpha
 
     model = DiT(dit_config(name, in_channels=320, grid=4, num_classes=10)).eval()
     y = torch.randint(0, 10, (batch,))
-    grid = time_grid(steps, shift_alpha((320, 4, 4)))
+    grid = reference_grid(steps + 1, max(shift_alpha((320, 4, 4)), 1.0))  # steps solver steps on the sampler's grid
 
     def run():
         with torch.no_grad():
