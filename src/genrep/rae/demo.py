@@ -28,7 +28,7 @@ class RAEDemoProfile:
     dit_batch: int
     dit_lr: float
     generated: int  # class-balanced samples
-    sample_steps: int  # Euler steps
+    sample_steps: int  # grid points of the sampler (the reference's num_steps): sample_steps - 1 Euler steps
     cfg_scale: float
     real_images: int  # real test images for fd_effnet / precision / recall (2x training images for the classifier)
 
@@ -178,7 +178,7 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
         f"A DiT^DH (preset ditdh-tiny: backbone 256 wide x 4, DDT head 512 wide x 2; {tm['params'] / 1e6:.1f}M "
         f"parameters) was trained with flow matching in the normalised latent {tuple(tm['latent_shape'])} for "
         f"{p.dit_steps} steps of batch {p.dit_batch} (schedule shift alpha = sqrt(m / 4096) = {tm['shift_alpha']:.3f}; "
-        f"precision {tm['precision']['chosen']}: {tm['precision']['reason']}). Samples: {p.sample_steps} Euler steps, "
+        f"precision {tm['precision']['chosen']}: {tm['precision']['reason']}). Samples: {p.sample_steps - 1} Euler steps on the reference grid ({p.sample_steps} points from t = 1 to shift(0.001)), "
         f"classifier-free guidance {p.cfg_scale} at every t, decoded by the stage-1 decoder; one row per class ("
         + ", ".join(sm["class_names"] or [])
         + ")."

@@ -100,7 +100,7 @@ class TrainDiTConfig:
     )
     eval_num: Count = 200
     eval_real: Count = 1000  # real test images (and 2x training images for the class-accuracy classifier)
-    eval_steps: Count = 50  # Euler steps for periodic samples and evaluations
+    eval_steps: Count = 50  # sampler grid points (Euler steps + 1) for periodic samples and evaluations
     keep_checkpoints: NonNegInt = 2
     seed: int = 0
     device: str = "auto"
