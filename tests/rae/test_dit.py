@@ -7,10 +7,10 @@ from genrep.rae.dit import (
     Block,
     DiT,
     apply_rope,
-    rope_table,
     dit_config,
     grid_angles,
     rope_2d_angles,
+    rope_table,
 )
 from genrep.rae.vit_parts import num_params
 
