@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from genrep.core.config import read_yaml
 from genrep.core.errors import UserError
-from genrep.core.files import read_text
 from genrep.core.rundir import atomic_write_bytes
 from genrep.rae.convert_stage2 import load_reference_dit, sampling_from_reference, shift_from_misc
 from genrep.rae.dit_io import save_dit
@@ -26,16 +26,7 @@ from genrep.rae.dit_io import save_dit
 
 def read_reference_yaml(path: Path) -> dict:
     """The reference's OmegaConf YAML, read as plain YAML (its files use no interpolation)."""
-    text = read_text(path, "reference config")
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UserError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: expected a mapping with stage_2, sampler, guidance and misc blocks")
-    return doc
+    return read_yaml(path)
 
 
 def convert_reference(config: Path, root: Path, out: Path) -> dict[str, Any]:
