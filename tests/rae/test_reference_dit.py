@@ -191,7 +191,7 @@ def test_convert_cli_bad_inputs_exit_2_and_write_nothing(tmp_path, capsys):
         "lightning_ckpt": {**doc, "stage_2": {**doc["stage_2"], "ckpt": "lightning.pt"}},
     }
     expected = {
-        "no_stage2": "missing block 'stage_2'",
+        "no_stage2": "missing block 'stage_2' (or 'stage_1'",
         "latent": "latent_size",
         "sde": "sampler.mode",
         "ckpt": "not found",
@@ -239,3 +239,25 @@ def test_a_converted_yaml_with_all_blocks_samples_and_decodes_as_the_reference_s
         pixels = rae.decode(z)
     assert rae._encoder is None  # decoding built no encoder
     assert _max_diff(pixels, ref["pixels"]) <= TOL
+
+
+def test_a_stage1_only_yaml_converts_to_an_rae_alone(tmp_path):
+    from genrep.rae import load_rae
+
+    root = FIXTURES.parent
+    out = tmp_path / "decoder_only"
+    code = _run(
+        "rae",
+        "convert",
+        "--reference",
+        str(root / "stage1" / "stage1.yaml"),
+        "--root",
+        str(root / "stage1"),
+        "--out",
+        str(out),
+    )
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["rae"]
+    ref = load_file(str(root / "stage1" / "reference.safetensors"))
+    with torch.no_grad():
+        assert _max_diff(load_rae(out / "rae").decode(ref["decode_in"]), ref["decode_out"]) <= TOL

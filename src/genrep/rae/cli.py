@@ -281,7 +281,8 @@ def convert_cmd(reference, root, diffusers_dir, to_diffusers, encoder_source, ou
         from genrep.rae.convert import convert_reference
 
         summary = convert_reference(reference, root if root is not None else Path.cwd(), out)
-        click.echo(f"wrote {', '.join(summary['written'])} in {out} (shift {summary['shift_alpha']:.4f})")
+        shift = f" (shift {summary['shift_alpha']:.4f})" if summary["shift_alpha"] is not None else ""
+        click.echo(f"wrote {', '.join(summary['written'])} in {out}{shift}")
     elif diffusers_dir is not None:
         from genrep.rae.diffusers_interop import rae_from_diffusers
 

@@ -29,12 +29,36 @@ def read_reference_yaml(path: Path) -> dict:
     return read_yaml(path)
 
 
+def _stage1(doc: dict, root: Path, where: str):
+    from genrep.rae.convert_stage1 import rae_from_reference
+
+    block = doc["stage_1"]
+    if not isinstance(block, dict) or "params" not in block:
+        raise UserError(f"{where}: stage_1 must be a mapping with params")
+    return rae_from_reference(block["params"], root, f"{where}: stage_1.params")
+
+
+def _write_rae(rae, out: Path) -> None:
+    final, tmp = out / "rae", out / ".rae.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    rae.save_pretrained(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.replace(final)
+
+
 def convert_reference(config: Path, root: Path, out: Path) -> dict[str, Any]:
-    """Convert; returns a summary (what was written, the shift, the sampling settings)."""
+    """Convert; returns a summary (what was written, the shift, the sampling settings). A YAML with
+    only a ``stage_1`` block (``configs/stage1/pretrained/*.yaml``) gives ``OUT/rae`` alone."""
     doc = read_reference_yaml(config)
     where = str(config)
     if "stage_2" not in doc:
-        raise UserError(f"{where}: missing block 'stage_2'")
+        if doc.get("stage_1") is None:
+            raise UserError(f"{where}: missing block 'stage_2' (or 'stage_1' for a decoder alone)")
+        rae = _stage1(doc, root, where)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_rae(rae, out)
+        return {"written": ["rae"], "shift_alpha": None, "sampling": None, "dit": None}
     misc = doc.get("misc") or {}
     if not isinstance(misc, dict):
         raise UserError(f"{where}: misc must be a mapping")
@@ -62,12 +86,7 @@ def convert_reference(config: Path, root: Path, out: Path) -> dict[str, Any]:
             raise UserError(f"{where}: guidance.guidance_model works on another latent or label set than stage_2")
     rae = None
     if doc.get("stage_1") is not None:
-        from genrep.rae.convert_stage1 import rae_from_reference
-
-        block = doc["stage_1"]
-        if not isinstance(block, dict) or "params" not in block:
-            raise UserError(f"{where}: stage_1 must be a mapping with params")
-        rae = rae_from_reference(block["params"], root, f"{where}: stage_1.params")
+        rae = _stage1(doc, root, where)
         if tuple(rae.latent_shape) != (cfg.in_channels, cfg.grid, cfg.grid):
             raise UserError(f"{where}: stage_1's latent {tuple(rae.latent_shape)} does not match stage_2's")
 
