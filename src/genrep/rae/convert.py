@@ -24,11 +24,6 @@ from genrep.rae.convert_stage2 import load_reference_dit, sampling_from_referenc
 from genrep.rae.dit_io import save_dit
 
 
-def read_reference_yaml(path: Path) -> dict:
-    """The reference's OmegaConf YAML, read as plain YAML (its files use no interpolation)."""
-    return read_yaml(path)
-
-
 def _stage1(doc: dict, root: Path, where: str):
     from genrep.rae.convert_stage1 import rae_from_reference
 
@@ -38,10 +33,11 @@ def _stage1(doc: dict, root: Path, where: str):
     return rae_from_reference(block["params"], root, f"{where}: stage_1.params")
 
 
-def _write_rae(rae, out: Path) -> None:
-    final, tmp = out / "rae", out / ".rae.tmp"
+def _install(out: Path, name: str, write) -> None:
+    """``write(tmp)`` fills a scratch directory that then replaces ``out/name`` (whole or not at all)."""
+    final, tmp = out / name, out / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    rae.save_pretrained(tmp)
+    write(tmp)
     if final.exists():
         shutil.rmtree(final)
     tmp.replace(final)
@@ -50,14 +46,14 @@ def _write_rae(rae, out: Path) -> None:
 def convert_reference(config: Path, root: Path, out: Path) -> dict[str, Any]:
     """Convert; returns a summary (what was written, the shift, the sampling settings). A YAML with
     only a ``stage_1`` block (``configs/stage1/pretrained/*.yaml``) gives ``OUT/rae`` alone."""
-    doc = read_reference_yaml(config)
+    doc = read_yaml(config)  # the reference's OmegaConf files are plain YAML (no interpolation)
     where = str(config)
     if "stage_2" not in doc:
         if doc.get("stage_1") is None:
             raise UserError(f"{where}: missing block 'stage_2' (or 'stage_1' for a decoder alone)")
         rae = _stage1(doc, root, where)
         out.mkdir(parents=True, exist_ok=True)
-        _write_rae(rae, out)
+        _install(out, "rae", rae.save_pretrained)
         return {"written": ["rae"], "shift_alpha": None, "sampling": None, "dit": None}
     misc = doc.get("misc") or {}
     if not isinstance(misc, dict):
@@ -99,15 +95,10 @@ def convert_reference(config: Path, root: Path, out: Path) -> dict[str, Any]:
     if rae is not None:
         parts.append(("rae", rae))
     for name, obj in parts:
-        final, tmp = out / name, out / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
         if name == "rae":
-            obj.save_pretrained(tmp)
+            _install(out, name, obj.save_pretrained)
         else:
-            save_dit(tmp, obj, obj.state_dict(), rae_dir, alpha, class_names)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.replace(final)
+            _install(out, name, lambda tmp, m=obj: save_dit(tmp, m, m.state_dict(), rae_dir, alpha, class_names))
         written.append(name)
     sample_cfg: dict[str, Any] = {"dit": str((out / "dit").resolve()), **settings}
     if guide is not None:

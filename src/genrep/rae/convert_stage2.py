@@ -153,6 +153,24 @@ _BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
 _FIXED = re.compile(r"(pos_embed|(enc_|dec_)?feat_rope\.freqs_(cos|sin))$")
 
 
+def _renames(cfg: DiTConfig) -> list[tuple[str, str]]:
+    """(reference prefix, genrep prefix) of every tensor outside the blocks (the module table)."""
+    renames = [
+        ("y_embedder.embedding_table.", "y_embed.table."),
+        ("t_embedder.", "t_embed."),
+        ("final_layer.norm_final.", "final_layer.norm."),
+        ("final_layer.adaLN_modulation.", "final_layer.adaLN."),
+        ("final_layer.linear.", "final_layer.linear."),
+    ]
+    if cfg.has_head:
+        return renames + [
+            ("s_embedder.proj.", "x_embed."),
+            ("x_embedder.proj.", "head_x_embed."),
+            ("s_projector.", "head_cond."),
+        ]
+    return renames + [("x_embedder.proj.", "x_embed.")]
+
+
 def _genrep_name(key: str, cfg: DiTConfig) -> str | None:
     """The genrep name of a reference tensor, or None for a fixed table (checked separately)."""
     if _FIXED.match(key):
@@ -163,22 +181,7 @@ def _genrep_name(key: str, cfg: DiTConfig) -> str | None:
         if cfg.has_head and i >= cfg.depth:
             return f"head_blocks.{i - cfg.depth}.{rest}"
         return f"blocks.{i}.{rest}"
-    renames = [
-        ("y_embedder.embedding_table.", "y_embed.table."),
-        ("t_embedder.", "t_embed."),
-        ("final_layer.norm_final.", "final_layer.norm."),
-        ("final_layer.adaLN_modulation.", "final_layer.adaLN."),
-        ("final_layer.linear.", "final_layer.linear."),
-    ]
-    if cfg.has_head:
-        renames += [
-            ("s_embedder.proj.", "x_embed."),
-            ("x_embedder.proj.", "head_x_embed."),
-            ("s_projector.", "head_cond."),
-        ]
-    else:
-        renames += [("x_embedder.proj.", "x_embed.")]
-    for old, new in renames:
+    for old, new in _renames(cfg):
         if key.startswith(old):
             return new + key[len(old) :]
     return key  # unknown: reported as unmapped by the caller
@@ -235,23 +238,12 @@ def dit_state_from_reference(state: dict[str, Tensor], cfg: DiTConfig, where: st
 
 
 def _reference_name(name: str, cfg: DiTConfig) -> str:
-    """genrep name -> reference name (for error messages)."""
-    m = re.fullmatch(r"head_blocks\.(\d+)\.(.+)", name)
+    """genrep name -> reference name (for error messages): :func:`_genrep_name` backwards."""
+    m = re.fullmatch(r"(head_)?blocks\.(\d+)\.(.+)", name)
     if m:
-        return f"blocks.{int(m.group(1)) + cfg.depth}.{m.group(2).replace('adaLN.', 'adaLN_modulation.')}"
-    m = _BLOCK.fullmatch(name)
-    if m:
-        return f"blocks.{m.group(1)}.{m.group(2).replace('adaLN.', 'adaLN_modulation.')}"
-    pairs = [
-        ("y_embed.table.", "y_embedder.embedding_table."),
-        ("t_embed.", "t_embedder."),
-        ("final_layer.norm.", "final_layer.norm_final."),
-        ("final_layer.adaLN.", "final_layer.adaLN_modulation."),
-        ("head_x_embed.", "x_embedder.proj."),
-        ("head_cond.", "s_projector."),
-        ("x_embed.", "s_embedder.proj." if cfg.has_head else "x_embedder.proj."),
-    ]
-    for new, old in pairs:
+        i = int(m.group(2)) + (cfg.depth if m.group(1) else 0)
+        return f"blocks.{i}.{m.group(3).replace('adaLN.', 'adaLN_modulation.')}"
+    for old, new in _renames(cfg):
         if name.startswith(new):
             return old + name[len(new) :]
     return name
