@@ -76,11 +76,56 @@ def test_paper_configs_carry_the_reference_training_values():
     assert (fn.type, fn.warmup, fn.decay_end, fn.warmup_from_zero) == ("cosine", spe, 16 * spe, True)
 
 
+def test_lco_paper_configs_carry_the_reference_training_values():
+    """configs/lco/paper-*.yaml against LCO-Embedding/LCO-Embedding Training/train_VL.sh + train_VL_any2any.py
+    (with Hugging Face Trainer's defaults); see docs/lco.md, "Mapping to the reference code"."""
+    from genrep.lco.train import TrainConfig
+
+    mm = load_config(TrainConfig, CONFIGS / "lco" / "paper-multimodal.yaml")
+    assert (mm.batch_size, mm.epochs, mm.lr, mm.warmup_steps, mm.schedule, mm.weight_decay, mm.grad_clip) == (
+        1056,
+        2.0,
+        4e-4,
+        100,
+        "linear",
+        0.0,
+        1.0,
+    )
+    assert (mm.lora.r, mm.lora.alpha, mm.lora.dropout, mm.lora.scope, mm.lora.targets) == (
+        64,
+        128.0,
+        0.05,
+        "reference",
+        [],
+    )
+    assert (mm.max_length, mm.thumbnail, mm.eval_max_length, mm.eval_max_pixels) == (650, 700, 300, 1280 * 28 * 28)
+    assert (mm.temperature, mm.gather, mm.dtype, mm.quantize, mm.seed, mm.grad_checkpointing) == (
+        0.03,
+        "global",
+        "bfloat16",
+        "nf4",
+        42,
+        True,
+    )
+    assert (mm.method, mm.backbone, mm.checkpoint_every, mm.log_every) == (
+        "lora",
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        200,
+        5,
+    )
+    text = load_config(TrainConfig, CONFIGS / "lco" / "paper-text-only.yaml")
+    assert text.batch_size == 768  # the paper's text-only global batch; everything else is the script's
+    assert {k: v for k, v in vars(text).items() if k not in ("batch_size", "data", "chunk_size")} == {
+        k: v for k, v in vars(mm).items() if k not in ("batch_size", "data", "chunk_size")
+    }
+
+
 def test_shipped_lco_configs_are_the_defaults():
     from genrep.lco.evaluate import EvalConfig
     from genrep.lco.train import TrainConfig
 
-    assert load_config(TrainConfig, CONFIGS / "lco" / "train.yaml") == TrainConfig()
+    # the laptop config: the reference recipe (the dataclass defaults) with a shorter content budget
+    assert load_config(TrainConfig, CONFIGS / "lco" / "train.yaml") == TrainConfig(max_length=128)
     assert load_config(EvalConfig, CONFIGS / "lco" / "eval.yaml") == EvalConfig()
 
 
@@ -112,7 +157,7 @@ def test_closed_option_sets_are_literal_types_that_match_their_tables():
     "cls_path, override, choices",
     [
         ("genrep.lco.train:TrainConfig", "method=qlora", "'lora', 'full', 'head'"),
-        ("genrep.lco.train:TrainConfig", "gather=all", "'none', 'local', 'full'"),
+        ("genrep.lco.train:TrainConfig", "gather=all", "'global', 'full', 'local', 'none'"),
         ("genrep.rae.train_decoder:TrainDecoderConfig", "decoder=M", "'tiny', 'S', 'B', 'L', 'XL'"),
         ("genrep.rae.train_dit:TrainDiTConfig", "model=dit-M", "'dit-tiny'"),
     ],

@@ -1,6 +1,6 @@
 """torchrun --nproc_per_node 2 scripts_loss_ddp.py OUT: the LCO InfoNCE under DDP (gloo) on a fixed global batch
 of 8 anchors / 8 positives / 8 negatives, each rank on its half (and on an uneven 5/3 split), against one process
-on the whole batch. Rank 0 writes the errors to OUT as JSON."""
+on the whole batch, for every gather mode. Rank 0 writes the errors to OUT as JSON."""
 
 from __future__ import annotations
 
@@ -112,6 +112,21 @@ ddp = torch.nn.parallel.DistributedDataParallel(model)
 full_batch_backward(encoder(ddp), a, p, n, temperature=TAU, gather="local")
 out["chunked_local_vs_plain_local_err"] = err(local_chunked, grads(model))
 
+# (e) gather="global" (the reference): every rank's loss is the global batch's; DDP's averaged gradient is the
+# full-batch gradient divided by the world size, through the plain and the chunked path
+model = make()
+ddp = torch.nn.parallel.DistributedDataParallel(model)
+g_loss = full_batch_backward(encoder(ddp), a, p, n, temperature=TAU, gather="global")
+out["global_loss_err"] = abs(g_loss - ref_loss)
+out["ddp_global_grad_err"] = err(grads(model), [g / info.world_size for g in ref_grads])
+model = make()
+ddp = torch.nn.parallel.DistributedDataParallel(model)
+g_loss = chunked_contrastive_backward(
+    encoder(ddp), a, p, n, chunk_size=3, temperature=TAU, gather="global", no_sync=ddp.no_sync
+)
+out["chunked_global_loss_err"] = abs(g_loss - ref_loss)
+out["chunked_global_grad_err"] = err(grads(model), [g / info.world_size for g in ref_grads])
+
 # uneven ranks (5 / 3 rows per side): padding in the "full" gather, offsets in both modes
 sizes = [5, 3]
 a, p, n = split(A, sizes), split(P, sizes), split(N, sizes)
@@ -125,6 +140,11 @@ both = torch.tensor([l_local, l_full], dtype=torch.float64)
 dist.all_reduce(both)
 out["uneven_loss_err"] = float((both / info.world_size - uneven_loss).abs().max())
 out["uneven_full_grad_err"] = err(grads(model), uneven_grads)
+model = make()  # "global" with uneven ranks: still the full-batch loss, and its gradient / world size
+l_global = chunked_contrastive_backward(encoder(model), a, p, n, chunk_size=2, temperature=TAU, gather="global")
+average_grads(model)
+out["uneven_global_loss_err"] = abs(l_global - ref_loss)
+out["uneven_global_grad_err"] = err(grads(model), [g / info.world_size for g in ref_grads])
 
 # the per-rank errors: the worst of both ranks
 errs = torch.tensor(list(out.values()), dtype=torch.float64)

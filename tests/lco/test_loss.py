@@ -44,7 +44,7 @@ def test_info_nce_by_hand_with_negatives():
     )
     expected = (l1 + l2) / 2
     assert info_nce(A, P, N, temperature=tau).item() == pytest.approx(expected, rel=1e-6)
-    for gather in ("none", "local", "full"):  # one process: the modes agree
+    for gather in ("none", "local", "full", "global"):  # one process: the modes agree
         assert info_nce(A, P, N, temperature=tau, gather=gather).item() == pytest.approx(expected, rel=1e-6)
     assert ContrastiveLoss(temperature=tau)(A, P, N).item() == pytest.approx(expected, rel=1e-6)
 
@@ -66,7 +66,7 @@ def test_info_nce_matches_cross_entropy(m):
 def test_default_temperature_is_the_papers():
     for fn in (info_nce, chunked_contrastive_backward, full_batch_backward):
         assert inspect.signature(fn).parameters["temperature"].default == 0.03
-        assert inspect.signature(fn).parameters["gather"].default == "local"
+        assert inspect.signature(fn).parameters["gather"].default == "global"
     assert ContrastiveLoss().temperature == 0.03
 
 
@@ -170,7 +170,7 @@ def test_invalid_inputs():
     with pytest.raises(ValueError, match="encode must return"):
         full_batch_backward(lambda items: torch.zeros(1, 3), ANCHORS, POSITIVES, None)
     with pytest.raises(ValueError, match="gather"):
-        info_nce(A, P, gather="global")
+        info_nce(A, P, gather="reference")
     with pytest.raises(ValueError, match="temperature"):
         ContrastiveLoss(temperature=0.0)
     with pytest.raises(ValueError, match="anchor and positive"):
@@ -201,4 +201,8 @@ def test_two_process_gather_and_grad_cache(tmp_path):
     assert r["chunked_full_grad_err"] < 1e-6 and r["chunked_loss_err"] < 1e-6  # (c)
     assert r["chunked_local_vs_plain_local_err"] < 1e-6
     assert r["uneven_loss_err"] < 1e-6 and r["uneven_full_grad_err"] < 1e-6  # 5 / 3 rows per rank
-    assert r["ddp_local_grad_err"] > 1e-3  # (d) the reference's gather drops the other ranks' loss terms
+    assert r["ddp_local_grad_err"] > 1e-3  # (d) the "local" gather drops the other ranks' loss terms
+    # (e) the default, the reference's: each rank's loss is the global batch's, the gradient full-batch / world size
+    assert r["global_loss_err"] < 1e-6 and r["ddp_global_grad_err"] < 1e-6
+    assert r["chunked_global_loss_err"] < 1e-6 and r["chunked_global_grad_err"] < 1e-6
+    assert r["uneven_global_loss_err"] < 1e-6 and r["uneven_global_grad_err"] < 1e-6

@@ -11,7 +11,13 @@ import torch
 from PIL import Image
 
 from genrep.core.errors import UserError
-from genrep.lco.backbones import language_linear_names, load_backbone, tower_parameters
+from genrep.lco.backbones import (
+    language_linear_names,
+    load_backbone,
+    reference_lora_names,
+    set_max_pixels,
+    tower_parameters,
+)
 from genrep.lco.embedding import EmbeddingModel
 
 from .tiny_vlms import tiny_idefics3, tiny_qwen2vl
@@ -79,9 +85,18 @@ def test_embeddings_unit_norm_in_input_order(tiny):
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     alone = np.concatenate([_encode(em, [x]) for x in mixed])
     assert np.abs(out - alone).max() < 1e-4
-    # the training path (one forward per modality signature) puts them back in the same order
+    # the training path (one forward per modality signature) puts them back in the same order; it
+    # places an interleaved item's image before its text (the reference trainer), encode after (its MTEB wrapper)
     with torch.no_grad():
-        assert np.abs(em.embed_batch(mixed).numpy() - alone).max() < 1e-4
+        trained = em.embed_batch(mixed).numpy()
+    em.prompts.eval_order = em.prompts.train_order
+    alone_train_order = np.concatenate([_encode(em, [x]) for x in mixed])
+    em.prompts.eval_order = "text-first"
+    assert np.abs(trained - alone_train_order).max() < 1e-4
+    single = [i for i, x in enumerate(mixed) if x not in INTERLEAVED]
+    assert np.abs(trained[single] - alone[single]).max() < 1e-4
+    both = [i for i, x in enumerate(mixed) if x in INTERLEAVED]
+    assert np.abs(trained[both] - alone[both]).max() > 1e-3
     # the pixels matter: different images (and an image added to a text) give different embeddings
     imgs = _encode(em, IMAGES)
     gram = imgs @ imgs.T
@@ -112,10 +127,15 @@ def test_prompt_puts_suffix_after_the_image(tiny):
     assert p.prompt.count(token) == 1
     assert p.prompt.index(token) < p.prompt.index("\n" + IMAGE_SUFFIX)
     assert p.prompt.rstrip().endswith("assistant") or p.prompt.rstrip().endswith("Assistant:")
-    both = em.prompt(INTERLEAVED[1])
+    assert p.prompt.index("\n" + IMAGE_SUFFIX) == p.prompt.index("\nSummarize the above image in one word:")
+    text = INTERLEAVED[1]["text"]
+    both = em.prompt(INTERLEAVED[1], order="media-first")  # the reference trainer: images, text, suffix
     assert both.prompt.count(token) == 2
-    assert both.prompt.rindex(token) < both.prompt.index(INTERLEAVED[1]["text"])
-    assert both.prompt.index(INTERLEAVED[1]["text"]) < both.prompt.index("in one word:")
+    assert both.prompt.rindex(token) < both.prompt.index(text)
+    assert both.prompt.index(text + "\nSummarize the above in one word:") > 0  # the interleaved suffix
+    encoded = em.prompt(INTERLEAVED[1])  # encode's default, the reference MTEB wrapper: text, images, suffix
+    assert encoded.prompt.index(text) < encoded.prompt.index(token)
+    assert encoded.prompt.rindex(token) < encoded.prompt.index("\nSummarize the above in one word:")
     # after the processor: the placeholder is expanded to several image tokens, all before the suffix
     enc = em._inputs([p])
     ids = enc["input_ids"][0].tolist()
@@ -140,6 +160,35 @@ def test_lora_targets_are_the_language_model(tiny):
     towers = tower_parameters(bb.model)
     assert towers
     assert not set(towers) & {n + ".weight" for n in names}
+
+
+def test_reference_lora_targets_cover_the_model_body(tiny):
+    """The reference's rule: every linear layer under ``model.model`` but the LM head; on the Qwen2-VL family
+    the body holds the vision tower and merger as well as the language model."""
+    name, bb, _ = tiny
+    names = reference_lora_names(bb.model)
+    assert set(language_linear_names(bb.model)) <= set(names)
+    assert not any("lm_head" in n for n in names)
+    assert all(n.startswith("model.") for n in names)
+    linears = {n for n, m in bb.model.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert {n[len("model.") :] for n in names} == linears
+    if name == "qwen2vl":
+        assert any("visual" in n for n in names)  # the vision tower and merger get adapters too
+
+
+def test_max_pixels_caps_the_image_tokens(tiny):
+    name, bb, _ = tiny
+    big = Image.new("RGB", (448, 448), (200, 30, 30))
+    if name != "qwen2vl":  # fixed-size processors: no pixel budget, nothing changes
+        assert not set_max_pixels(bb.processor, 56 * 56)
+        return
+    counts = []
+    for budget in (448 * 448, 112 * 112):
+        em = EmbeddingModel(bb, max_pixels=budget)
+        assert em.max_pixels == budget
+        enc = em._inputs([em.prompt(big)])
+        counts.append(int((enc["input_ids"] == bb.model.config.image_token_id).sum()))
+    assert counts[1] < counts[0]
 
 
 def test_load_backbone_round_trip(tiny):

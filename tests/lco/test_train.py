@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from genrep.cli import main
@@ -149,7 +150,10 @@ def test_merge_soup_and_methods(setup, tmp_path):
     assert np.abs(load_model(str(tmp_path / "ft" / "model")).encode(texts, show_progress=False) - base).max() > 1e-4
 
 
-def test_text_only_training_leaves_vision_weights_unchanged(tmp_path):
+@pytest.mark.parametrize("scope", ["reference", "language"])
+def test_text_only_training_leaves_vision_weights_unchanged(tmp_path, scope):
+    """Text-only data never reaches the vision tower: even where the reference's LoRA scope puts adapters on
+    it, they get no gradient, and the merged tower is the base tower bit for bit."""
     tiny_qwen2vl(tmp_path / "vlm")
     data = tmp_path / "t.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in _rows(8)) + "\n")
@@ -166,14 +170,45 @@ def test_text_only_training_leaves_vision_weights_unchanged(tmp_path):
         device="cpu",
         log_every=1,
     )
-    cfg.lora.r, cfg.lora.alpha = 4, 8
+    cfg.lora.r, cfg.lora.alpha, cfg.lora.scope = 4, 8, scope
     train(cfg, tmp_path / "run")
     merged = load_model(str(tmp_path / "run" / "model"))
     after = tower_parameters(merged.backbone.model)
     assert before.keys() == after.keys() and before
     assert all(torch.equal(before[k], after[k]) for k in before)
     lm_keys = [k for k in _adapter(tmp_path / "run")]
-    assert lm_keys and not any("visual" in k for k in lm_keys)
+    assert lm_keys and any("visual" in k for k in lm_keys) == (scope == "reference")
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+
+
+@pytest.mark.slow  # torchrun, 2 processes
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_two_process_default_gather_is_the_references_gradient(setup, tmp_path, chunk):
+    """The trainer's own step under torchrun (2 ranks, gloo), default settings: every rank scores the global
+    batch, so DDP's averaged gradient is the one-process full-batch gradient / world size (what the reference's
+    optimizer and gradient clipping see), and every rank's loss is the global batch's."""
+    lm, data = setup
+    script = str(Path(__file__).with_name("scripts_train_grad_ddp.py"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GENREP_NO_PROGRESS": "1"}
+    proc = subprocess.run(
+        _torchrun(script, lm, str(data), str(tmp_path / "ddp.st"), str(chunk)), env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run(
+        [sys.executable, script, lm, str(data), str(tmp_path / "one.st"), str(chunk)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp, one = load_file(str(tmp_path / "ddp.st")), load_file(str(tmp_path / "one.st"))
+    assert ddp.keys() == one.keys() and len(ddp) > 2
+    assert float((ddp.pop("loss") - one.pop("loss")).abs()) < 1e-5
+    assert max(float(one[k].abs().max()) for k in one) > 1e-3  # a gradient that is not trivially zero
+    assert max(float((ddp[k] - one[k] / 2).abs().max()) for k in one) <= 1e-5
 
 
 @pytest.mark.slow  # torchrun, 2 processes
@@ -294,6 +329,52 @@ def test_user_errors_are_one_line(setup, tmp_path, capsys):
         load_backbone(lm, quantize="nf4", device="cpu")
     with pytest.raises(UserError, match="method: unknown"):
         train(_cfg(setup, method="adapter"), tmp_path / "m")
+
+
+def test_reference_format_jsonl_trains_as_is(tmp_path, monkeypatch, capsys):
+    """A JSONL in the reference's format (text + image_path sides, "" for absent, paths relative to the working
+    directory) trains through the CLI on a tiny Qwen2-VL with the reference budgets given as flags; the saved model
+    keeps the evaluation budgets. A missing image is a one-line error naming the file, line and field."""
+    from tests.lco.test_data import REFERENCE_ROWS
+
+    tiny_qwen2vl(tmp_path / "vlm")
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (900, 300), (200, 40, 40)).save(tmp_path / "images" / "cat.png")
+    rows = REFERENCE_ROWS * 2
+    data = tmp_path / "ref.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    args = ["lco", "train", "--backbone", str(tmp_path / "vlm"), "--data", "ref.jsonl", "--batch-size", "2"]
+    flags = ["--epochs", "1", "--max-length", "16", "--thumbnail", "112", "--max-pixels", "12544"]
+    sets = ["--set", "lora.r=4", "--set", "warmup_steps=1", "--set", "device=cpu", "--set", "log_every=1"]
+    main([*args, *flags, *sets, "--out", "run"])
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["steps"] == 2 and m["train_rows"] == 4 and m["gather"] == "global" and m["quantize"] == ""
+    assert np.isfinite(m["final"]["loss"])
+    spec = json.loads((tmp_path / "run" / "model" / "lco_model.json").read_text())
+    assert (spec["max_length"], spec["max_pixels"]) == (300, 1280 * 28 * 28)
+    assert spec["prompts"]["train_order"] == "media-first" and spec["prompts"]["eval_order"] == "text-first"
+    emb = load_model("run/model")
+    assert emb.encode([{"text": "a cat", "image": Image.new("RGB", (64, 64))}], show_progress=False).shape[0] == 1
+    rows[3] = {**rows[3], "anchor": {"image_path": "images/gone.png", "text": ""}}
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, *sets, "--out", "run2"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.count("\n") == 0
+    assert "ref.jsonl:4: anchor.image_path: file not found" in err and not (tmp_path / "run2").exists()
+
+
+def test_epochs_and_the_linear_schedule(setup, tmp_path):
+    """``epochs`` sets the step count (24 rows / batch 8 = 3 steps per epoch); the LR follows HF Trainer's linear
+    warmup and decay (0 at the first step)."""
+    cfg = _cfg(setup, epochs=2.0, max_steps=1, warmup_steps=2, lr=1e-3, checkpoint_every=100)
+    m = train(cfg, tmp_path / "run")
+    assert m["steps"] == 6 and m["epochs"] == 2.0
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    # the logged lr is the one for the next step: s / 2 while warming up, then (6 - s) / 4
+    assert lrs == pytest.approx([1e-3 * f for f in (0.5, 1.0, 0.75, 0.5, 0.25, 0.0)])
 
 
 def test_merge_and_soup_commands_write_config_and_metrics(setup, tmp_path):
@@ -417,3 +498,30 @@ def test_raised_budget_on_resume_is_recorded_and_fresh_starts_over(setup, lco_do
     assert [r["step"] for r in _log(run)] == [1, 2] and "resumed_from" not in json.loads(
         (run / "metrics.json").read_text()
     )
+
+
+def test_kbit_lora_goes_through_prepare_model_for_kbit_training(setup, monkeypatch):
+    """With 4-bit base weights the reference calls peft's prepare_model_for_kbit_training before adding LoRA;
+    so does apply_method(kbit=True). ``quantize: auto`` picks NF4 only for LoRA on CUDA with bitsandbytes."""
+    import peft
+
+    from genrep.lco.adapters import LoraSettings, apply_method
+    from genrep.lco.embedding import EmbeddingModel
+    from genrep.lco.train import resolve_quantize
+
+    lm, _ = setup
+    calls = []
+    real = peft.prepare_model_for_kbit_training
+
+    def spy(model, **kw):
+        calls.append(kw)
+        return real(model, **kw)
+
+    monkeypatch.setattr(peft, "prepare_model_for_kbit_training", spy)
+    emb = EmbeddingModel.from_pretrained(lm)
+    params = apply_method(emb, "lora", LoraSettings(r=2, alpha=4), kbit=True, grad_checkpointing=True)
+    assert calls == [{"use_gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}]
+    assert params and all(p.requires_grad for p in params)
+    assert resolve_quantize(_cfg(setup), torch.device("cpu")) == ""
+    assert resolve_quantize(_cfg(setup, quantize="nf4"), torch.device("cpu")) == "nf4"  # then a one-line error
+    assert resolve_quantize(_cfg(setup, method="full"), torch.device("cuda")) == ""

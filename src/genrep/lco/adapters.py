@@ -1,7 +1,12 @@
 """What training changes in the backbone: LoRA (the paper's recipe), full fine-tuning, or a linear head.
 
-docs/papers.md s2.6: LoRA r = 64, alpha = 128 (alpha = 16 for text-only runs), dropout
-0.05 on the language model's linear layers, the vision/audio towers frozen. The two alternatives
+docs/papers.md s2.6: LoRA r = 64, alpha = 128 (the reference's training scripts; the paper quotes 16 for
+text-only runs), dropout 0.05, the base weights frozen. Which linear layers get an adapter is ``scope``:
+``reference`` picks them as the reference's ``Training/train_VL_any2any.py`` does (every linear layer of the
+model body except the LM head, which on Qwen2.5-VL includes the vision tower and merger: see
+:func:`genrep.lco.backbones.reference_lora_names`), ``language`` the language model's decoder only. With 4-bit
+base weights (QLoRA) the model first goes through peft's ``prepare_model_for_kbit_training``, as in the
+reference. The two alternatives
 are the paper's ablation (Qwen2.5-VL-7B: LoRA 71.98 > full FT 66.49): ``full`` trains every
 language-model weight (towers, connectors and LM head frozen); ``head`` freezes the whole backbone
 and trains one linear projection on the pooled embedding (initialised to the identity).
@@ -20,14 +25,19 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 
 from genrep.core.errors import UserError
 from genrep.core.files import read_json
 from genrep.core.rundir import atomic_write_json
-from genrep.lco.backbones import TOWER_WORDS, language_linear_names, load_backbone
+from genrep.lco.backbones import (
+    TOWER_WORDS,
+    language_linear_names,
+    load_backbone,
+    reference_lora_names,
+)
 from genrep.lco.embedding import EmbeddingModel, PromptConfig
 
 METHODS = ("lora", "full", "head")
@@ -36,18 +46,45 @@ FROZEN_IN_FULL = tuple(w for w in TOWER_WORDS if w != "embed_tokens")
 MODEL_FILE = "lco_model.json"
 
 
+LoraScope = Literal["reference", "language"]
+
+
 @dataclass
 class LoraSettings:
-    """LoRA hyper-parameters (docs/papers.md s2.6: r 64, alpha 128 multimodal / 16 text-only, dropout 0.05)."""
+    """LoRA hyper-parameters (the reference's ``Training/train_VL.sh``: r 64, alpha 128, dropout 0.05)."""
 
     r: int = 64
-    alpha: float = 16.0
+    alpha: float = 128.0
     dropout: float = 0.05
-    targets: list[str] = field(default_factory=list)  # module names; empty = every LM linear layer
+    scope: LoraScope = "reference"  # reference (every body linear but lm_head) | language (the decoder's only)
+    targets: list[str] = field(default_factory=list)  # explicit module names; overrides scope
 
 
-def apply_method(emb: EmbeddingModel, method: str, lora: LoraSettings | None = None) -> list[torch.nn.Parameter]:
-    """Freeze the backbone and make the method's parameters trainable; returns them."""
+def lora_targets(model: torch.nn.Module, lora: LoraSettings) -> list[str]:
+    """The module names that get a LoRA adapter: ``lora.targets`` if given, else by ``lora.scope``."""
+    if lora.targets:
+        return list(lora.targets)
+    if lora.scope == "reference":
+        return reference_lora_names(model)
+    if lora.scope == "language":
+        return language_linear_names(model)
+    raise UserError(f"lora.scope: unknown '{lora.scope}' (reference or language)")
+
+
+def apply_method(
+    emb: EmbeddingModel,
+    method: str,
+    lora: LoraSettings | None = None,
+    *,
+    kbit: bool = False,
+    grad_checkpointing: bool = False,
+) -> list[torch.nn.Parameter]:
+    """Freeze the backbone and make the method's parameters trainable; returns them.
+
+    ``kbit`` (4-bit base weights): LoRA goes through ``peft.prepare_model_for_kbit_training`` first, as the
+    reference does (non-quantized weights such as norms and embeddings cast to float32; the input embeddings
+    made to require grad; gradient checkpointing turned on when ``grad_checkpointing``).
+    """
     if method not in METHODS:
         raise UserError(f"method: unknown '{method}' (one of {', '.join(METHODS)})")
     model = emb.backbone.model
@@ -57,7 +94,15 @@ def apply_method(emb: EmbeddingModel, method: str, lora: LoraSettings | None = N
         from peft import LoraConfig, get_peft_model
 
         lora = lora or LoraSettings()
-        targets = lora.targets or language_linear_names(model)
+        targets = lora_targets(model, lora)
+        if kbit:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=grad_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
         cfg = LoraConfig(
             r=lora.r,
             lora_alpha=lora.alpha,  # type: ignore[arg-type]  # float alpha works
@@ -125,6 +170,7 @@ def save_model(emb: EmbeddingModel, out: str | Path, *, method: str, backbone: s
         "method": method,
         "layer": emb.layer,
         "max_length": emb.max_length,
+        "max_pixels": emb.max_pixels,
         "normalize": emb.normalize,
         "prompts": dataclasses.asdict(emb.prompts),
         **(info or {}),
@@ -185,6 +231,7 @@ def load_model(
         layer=spec.get("layer", -1),
         max_length=spec.get("max_length", 512),
         normalize=spec.get("normalize", True),
+        max_pixels=spec.get("max_pixels", 0),
     )
     if spec["method"] == "lora":
         from peft import PeftModel

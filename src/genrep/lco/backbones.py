@@ -218,7 +218,7 @@ def language_linear_names(model: torch.nn.Module) -> list[str]:
     language model's linear layers only, vision/audio towers frozen)."""
     names = []
     for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) and type(module).__name__ not in ("Linear4bit", "Linear8bitLt"):
+        if not _is_linear(module):
             continue
         parts = name.split(".")
         if ".layers." not in f".{name}." or any(w in p for p in parts for w in TOWER_WORDS):
@@ -227,6 +227,53 @@ def language_linear_names(model: torch.nn.Module) -> list[str]:
     if not names:
         raise UserError(f"no language-model linear layers found in {type(model).__name__} for LoRA")
     return names
+
+
+LINEAR_CLASSES = ("Linear4bit", "Linear8bitLt")  # bitsandbytes' quantized linears count as linear layers
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ in LINEAR_CLASSES
+
+
+def reference_lora_names(model: torch.nn.Module) -> list[str]:
+    """LoRA targets as the reference picks them (``Training/train_VL_any2any.py``, ``find_all_llm_linear_names``):
+    every linear layer inside the model's body (its ``model`` attribute, when it has one) whose name does not
+    contain ``lm_head``.
+
+    What that covers depends on the architecture: on Qwen2.5-VL (transformers >= 4.52, the reference's
+    4.57.1) the body holds the vision tower, the merger and the language model, so the vision tower's and the
+    merger's linears are adapted too (their base weights stay frozen); on the Qwen2.5-Omni thinker the body is
+    the language model alone; on a causal LM it is the decoder. A model without a ``model`` attribute (the
+    bundled TinyVLM) contributes every linear layer except the LM head (its projector included).
+    """
+    body = getattr(model, "model", None)
+    root, prefix = (body, "model.") if isinstance(body, torch.nn.Module) else (model, "")
+    names = [f"{prefix}{n}" for n, m in root.named_modules() if n and _is_linear(m) and "lm_head" not in n]
+    if not names:
+        raise UserError(f"no linear layers found in {type(model).__name__} for LoRA")
+    return sorted(names)
+
+
+def set_max_pixels(processor: Any, max_pixels: int) -> bool:
+    """Cap the pixels per image of a processor with a pixel budget (the Qwen2-VL family: ``size["longest_edge"]``,
+    formerly ``max_pixels``), as the reference's MTEB wrapper does with ``max_pixels=1280*28*28``. Returns False
+    (and changes nothing) for processors that resize to a fixed size instead."""
+    ip = getattr(processor, "image_processor", None)
+    if ip is None or max_pixels <= 0:
+        return False
+    size: Any = getattr(ip, "size", None)
+    changed = False
+    if isinstance(size, dict) and "longest_edge" in size and "shortest_edge" in size:
+        ip.size = {**size, "longest_edge": int(max_pixels)}
+        changed = True
+    elif getattr(size, "longest_edge", None) is not None and getattr(size, "shortest_edge", None) is not None:
+        size.longest_edge = int(max_pixels)  # transformers 5's SizeDict: the pixel budget of smart_resize
+        changed = True
+    if hasattr(ip, "max_pixels"):
+        ip.max_pixels = int(max_pixels)
+        changed = True
+    return changed
 
 
 def tower_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:

@@ -30,11 +30,15 @@ def lco() -> None:
 @click.option(
     "--method", type=click.Choice(["lora", "full", "head"]), default=None, help="What to train (default lora)."
 )
+@click.option("--epochs", type=float, default=None, help="Epochs to train (the reference: 2); 0 = --max-steps.")
 @click.option("--max-steps", type=int, default=None)
 @click.option("--batch-size", type=int, default=None, help="Global batch of triplets.")
 @click.option("--chunk-size", type=int, default=None, help="GradCache chunk size (0 = off).")
 @click.option("--lr", type=float, default=None)
 @click.option("--grad-checkpointing/--no-grad-checkpointing", default=None)
+@click.option("--max-length", type=int, default=None, help="Content tokens kept in training (the reference: 650).")
+@click.option("--max-pixels", type=int, default=None, help="Pixels per training image (0 = the processor's own).")
+@click.option("--thumbnail", type=int, default=None, help="Training images shrunk to fit N x N (700; 0 = off).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 @CONFIG
 @SET
@@ -43,11 +47,15 @@ def train_cmd(
     backbone,
     data,
     method,
+    epochs,
     max_steps,
     batch_size,
     chunk_size,
     lr,
     grad_checkpointing,
+    max_length,
+    max_pixels,
+    thumbnail,
     resume,
     config_path,
     overrides,
@@ -62,11 +70,15 @@ def train_cmd(
         backbone=backbone,
         data=data,
         method=method,
+        epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
         chunk_size=chunk_size,
         lr=lr,
         grad_checkpointing=grad_checkpointing,
+        max_length=max_length,
+        max_pixels=max_pixels,
+        thumbnail=thumbnail,
     )
     cfg = load_config(TrainConfig, config_path, overrides, flags=flags)
     m = train(cfg, out, resume=resume)
@@ -85,16 +97,23 @@ def train_cmd(
 )
 @click.option("--limit", type=int, default=None, help="Only the first N queries / pairs.")
 @click.option("--batch-size", type=int, default=None)
+@click.option("--max-length", type=int, default=None, help="Content tokens kept (default: the model's; 300).")
+@click.option("--max-pixels", type=int, default=None, help="Pixels per image (default: the model's; 1280*28*28).")
 @CONFIG
 @SET
 @OUT
-def eval_cmd(model, tasks, limit, batch_size, config_path, overrides, out):
+def eval_cmd(model, tasks, limit, batch_size, max_length, max_pixels, config_path, overrides, out):
     """Retrieval, STS and zero-shot classification of an embedding model."""
     from genrep.core.config import load_config
     from genrep.lco.evaluate import EvalConfig, evaluate
 
     flags = _flags(
-        model=_trained(model) if model else model, tasks=list(tasks) or None, limit=limit, batch_size=batch_size
+        model=_trained(model) if model else model,
+        tasks=list(tasks) or None,
+        limit=limit,
+        batch_size=batch_size,
+        max_length=max_length,
+        max_pixels=max_pixels,
     )
     cfg = load_config(EvalConfig, config_path, overrides, flags=flags)
     m = evaluate(cfg, out)

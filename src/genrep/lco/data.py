@@ -1,10 +1,16 @@
 """Contrastive training data: JSONL triplets and the bundled HSK zh<->en pairs.
 
-The reference format (docs/papers.md s2.8): one JSON object per line with ``anchor``,
-``positive`` and optionally ``negative``, each side an object with any of ``text``, ``image``
-(a path, relative to the JSONL file), ``audio`` (a .wav/.npy path) and ``video`` (a directory of
-frames or a list of frame paths); a plain string is a text. Errors name the file, the line and
-the field. Images, audio and video are loaded lazily, when a batch is embedded.
+One JSON object per line with ``anchor``, ``positive`` and optionally ``negative``. Each side is an
+object with any of ``text``, ``image`` (a path, relative to the JSONL file), ``audio`` (a .wav/.npy
+path) and ``video`` (a directory of frames or a list of frame paths); a plain string is a text.
+
+The reference's own format (``Training/README.md``, read by ``Training/train_VL_any2any.py``) is read
+as is: sides like ``{"text": "...", "image_path": ""}``, where an empty string means "absent" (a side
+with only an image has ``"text": ""``) and ``image_path`` is absolute or relative to the directory the
+training runs in (as the reference resolves it; a path that only exists relative to the JSONL file is
+accepted too). Errors name the file, the line and the field; a missing image fails before training.
+Images, audio and video are loaded lazily, when a batch is embedded; training images are shrunk to the
+reference's 700 px thumbnail (``load_media(thumbnail=...)``).
 
 Offline data: the 4,354 HSK example sentences (package ``hsk-sentences-audio``) as zh<->en pairs,
 cleaned (placeholder translations dropped) and split train/test so that no Chinese or English
@@ -24,6 +30,7 @@ from genrep.core.jsonl import iter_jsonl
 
 SIDES = ("anchor", "positive", "negative")
 FIELDS = ("text", "image", "audio", "video")
+REFERENCE_IMAGE = "image_path"  # the reference format's image field (cwd-relative, "" = none)
 
 
 @dataclass
@@ -33,6 +40,17 @@ class Triplet:
     negative: dict | None = None
 
 
+def _resolve(p: str, key: str, base: Path | None) -> Path:
+    """A media path: absolute as is; ``image_path`` relative to the working directory first (the reference),
+    every other field (and an ``image_path`` only found there) relative to the JSONL file's directory."""
+    path = Path(p)
+    if path.is_absolute() or base is None:
+        return path
+    if key == REFERENCE_IMAGE and path.exists():
+        return path
+    return base / path
+
+
 def _side(value: Any, where: str, base: Path | None) -> dict:
     if isinstance(value, str):
         if not value.strip():
@@ -40,29 +58,32 @@ def _side(value: Any, where: str, base: Path | None) -> dict:
         return {"text": value}
     if not isinstance(value, dict):
         raise UserError(f"{where}: expected an object with text/image/audio/video or a string")
-    unknown = set(value) - set(FIELDS)
+    allowed = (*FIELDS, REFERENCE_IMAGE)
+    unknown = set(value) - set(allowed)
     if unknown:
-        raise UserError(f"{where}: unknown field(s) {sorted(unknown)} (allowed: {', '.join(FIELDS)})")
+        raise UserError(f"{where}: unknown field(s) {sorted(unknown)} (allowed: {', '.join(allowed)})")
+    if value.get("image") and value.get(REFERENCE_IMAGE):
+        raise UserError(f"{where}: both 'image' and 'image_path' are given; use one")
     out: dict = {}
-    for key in FIELDS:
-        if value.get(key) is None:
+    for key in (*FIELDS, REFERENCE_IMAGE):
+        v = value.get(key)
+        if v is None or v == "":  # the reference format writes "" for an absent text or image
             continue
-        v = value[key]
         if key == "text":
-            if not isinstance(v, str) or not v.strip():
-                raise UserError(f"{where}.text: expected a non-empty string")
+            if not isinstance(v, str):
+                raise UserError(f"{where}.text: expected a string")
             out["text"] = v
             continue
         paths = v if isinstance(v, list) else [v]
-        if not all(isinstance(p, str) for p in paths):
+        if not paths or not all(isinstance(p, str) and p for p in paths):
             raise UserError(f"{where}.{key}: expected a path (or a list of paths for video)")
-        resolved = [str((base / p) if base is not None and not Path(p).is_absolute() else Path(p)) for p in paths]
+        resolved = [str(_resolve(p, key, base)) for p in paths]
         for p in resolved:
             if not Path(p).exists():
                 raise UserError(f"{where}.{key}: file not found: {p}")
-        out[key] = resolved if isinstance(v, list) else resolved[0]
+        out["image" if key == REFERENCE_IMAGE else key] = resolved if isinstance(v, list) else resolved[0]
     if not out:
-        raise UserError(f"{where}: needs at least one of {', '.join(FIELDS)}")
+        raise UserError(f"{where}: needs at least one of {', '.join(FIELDS)} (or image_path) that is not empty")
     return out
 
 
@@ -110,13 +131,19 @@ def write_triplets(path: str | Path, rows: list[Triplet]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def load_media(side: dict) -> dict:
-    """Replace paths by loaded media: PIL images, float audio arrays (16 kHz mono), frame lists."""
+def load_media(side: dict, thumbnail: int = 0) -> dict:
+    """Replace paths by loaded media: PIL images, float audio arrays (16 kHz mono), frame lists.
+
+    ``thumbnail > 0`` shrinks an image (never enlarges it) to fit in a ``thumbnail`` x ``thumbnail`` square,
+    keeping its aspect ratio, with PIL's ``Image.thumbnail`` as the reference trainer does (700 px)."""
     out = dict(side)
     if "image" in out and isinstance(out["image"], str):
         from PIL import Image
 
-        out["image"] = Image.open(out["image"]).convert("RGB")
+        image = Image.open(out["image"]).convert("RGB")
+        if thumbnail > 0:
+            image.thumbnail((thumbnail, thumbnail))
+        out["image"] = image
     if "audio" in out and isinstance(out["audio"], str):
         out["audio"] = _load_audio(out["audio"])
     if "video" in out and isinstance(out["video"], (str, list)):

@@ -32,10 +32,14 @@ import torch.nn.functional as F
 
 from genrep.core.errors import UserError
 from genrep.core.progress import track
-from genrep.lco.backbones import Backbone, load_backbone
+from genrep.lco.backbones import Backbone, load_backbone, set_max_pixels
 
-MODALITIES = ("image", "video", "audio", "text")  # media first, then text, as in the reference prompts
+MODALITIES = ("image", "video", "audio", "text")  # the modality signature's order (media, then text)
 SUFFIX_TEMPLATE = "\nSummarize the above {modality} in one word:"
+INTERLEAVED_SUFFIX = "\nSummarize the above in one word:"
+Order = Literal["media-first", "text-first"]
+EVAL_MAX_LENGTH = 300  # content tokens when encoding (the reference MTEB wrapper, LCO_Embedding.py)
+EVAL_MAX_PIXELS = 1280 * 28 * 28  # pixels per image when encoding (ibid., the processor's max_pixels)
 
 
 Side = Literal["query", "document"]
@@ -49,16 +53,28 @@ def check_side(side: str) -> None:
 
 @dataclass
 class PromptConfig:
-    """Suffix prompts (docs/papers.md s2.4). ``suffix`` maps a modality key (text, image, audio, video, or
-    an interleaved key such as ``image+text``) to its suffix; missing keys use ``template`` with the
-    modality names joined by "and". ``query`` / ``document`` override per side."""
+    """Suffix prompts and the order of an item's parts (docs/papers.md s2.4).
+
+    ``suffix`` maps a modality key (text, image, audio, video, or an interleaved key such as ``image+text``)
+    to its suffix; a single modality without an entry uses ``template`` (``"\nSummarize the above text in one
+    word:"``), an interleaved item ``interleaved`` (``"\nSummarize the above in one word:"``), as the
+    reference (``Training/train_VL_any2any.py``, ``_process_item``; the MTEB wrapper ``LCO_Embedding.py``).
+    ``query`` / ``document`` override per side.
+
+    Order of an interleaved item's parts in the user turn: ``train_order`` while training (the reference
+    trainer: images, then the text, then the suffix), ``eval_order`` when encoding (the reference MTEB wrapper's
+    fused inputs: the text, then the image, then the suffix).
+    """
 
     template: str = SUFFIX_TEMPLATE
+    interleaved: str = INTERLEAVED_SUFFIX
     suffix: dict[str, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)
     document: dict[str, str] = field(default_factory=dict)
     system: str = ""  # an optional system message ("" = the template's default)
     chat_template: bool = True  # False: raw "content + suffix" even where a chat template exists
+    train_order: Order = "media-first"
+    eval_order: Order = "text-first"
 
     def suffix_for(self, key: str, side: Side = "document") -> str:
         check_side(side)
@@ -67,8 +83,9 @@ class PromptConfig:
             return per_side[key]
         if key in self.suffix:
             return self.suffix[key]
-        names = " and ".join(key.split("+"))
-        return self.template.format(modality=names)
+        if "+" in key:
+            return self.interleaved
+        return self.template.format(modality=key)
 
 
 @dataclass
@@ -127,14 +144,20 @@ class EmbeddingModel:
         *,
         prompts: PromptConfig | None = None,
         layer: int = -1,
-        max_length: int = 512,
+        max_length: int = EVAL_MAX_LENGTH,
         normalize: bool = True,
+        max_pixels: int = EVAL_MAX_PIXELS,
     ):
         self.backbone = backbone
         self.prompts = prompts or PromptConfig()
+        for name in ("train_order", "eval_order"):
+            if getattr(self.prompts, name) not in ("media-first", "text-first"):
+                raise UserError(f"prompts.{name}: unknown '{getattr(self.prompts, name)}' (media-first or text-first)")
         self.layer = layer
-        self.max_length = max_length
+        self.max_length = max_length  # content tokens kept (the reference: 300 when encoding, 650 in training)
         self.normalize = normalize
+        self.max_pixels = 0  # pixels per image for processors with a pixel budget (0 = the processor's own)
+        self.set_max_pixels(max_pixels)
         self.head: torch.nn.Module | None = None  # an optional trained projection (method "head")
         self.forward_module: torch.nn.Module | None = None  # e.g. the DDP wrapper while training
         tok = backbone.tokenizer
@@ -147,6 +170,12 @@ class EmbeddingModel:
         self._keep_logits = "logits_to_keep" in forward
         # Causal LMs take explicit position ids; M-RoPE models derive them from the mask themselves.
         self._pass_positions = backbone.kind == "causal-lm" and "position_ids" in forward
+
+    def set_max_pixels(self, max_pixels: int) -> None:
+        """Cap the pixels per image (Qwen2-VL-family processors; the reference evaluates with 1280*28*28).
+        Processors that resize to a fixed size keep it, and ``max_pixels`` stays 0."""
+        if max_pixels and set_max_pixels(self.backbone.processor, max_pixels):
+            self.max_pixels = int(max_pixels)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -178,8 +207,10 @@ class EmbeddingModel:
             return text
         return tok.decode(ids[: self.max_length])
 
-    def prompt(self, item: Any, side: Side = "document") -> _Prepared:
-        """The exact prompt string an item is embedded with (plus its media)."""
+    def prompt(self, item: Any, side: Side = "document", order: Order | None = None) -> _Prepared:
+        """The exact prompt string an item is embedded with (plus its media). ``order`` places the text and
+        the media of an interleaved item (default: the prompts' ``eval_order``)."""
+        order = order or self.prompts.eval_order
         item = as_item(item)
         key = modality_key(item)
         for m in item:
@@ -194,12 +225,19 @@ class EmbeddingModel:
         if self.backbone.kind == "causal-lm":
             content: Any = text + suffix
         else:
-            content = (
+            media = (
                 [{"type": "image"} for _ in images]
                 + [{"type": "video"} for _ in videos]
                 + [{"type": "audio"} for _ in audios]
-                + [{"type": "text", "text": text + suffix}]
             )
+            if not media:  # a text: one part, content and suffix
+                content = [{"type": "text", "text": text + suffix}]
+            elif "text" not in item:
+                content = media + [{"type": "text", "text": suffix}]
+            elif order == "text-first":
+                content = [{"type": "text", "text": text}] + media + [{"type": "text", "text": suffix}]
+            else:
+                content = media + [{"type": "text", "text": text}, {"type": "text", "text": suffix}]
         if use_chat:
             messages = [{"role": "user", "content": content}]
             if self.prompts.system:
@@ -249,8 +287,9 @@ class EmbeddingModel:
         return torch.stack([last_token_pool(hidden[i], enc["attention_mask"]) for i in picks])
 
     def embed_batch(self, items: Sequence[Any], side: Side = "document") -> torch.Tensor:
-        """Embeddings ``[B, d]`` of one batch, in order, with autograd as the caller has it (training)."""
-        prepared = [self.prompt(x, side) for x in items]
+        """Embeddings ``[B, d]`` of one batch, in order, with autograd as the caller has it (training: the
+        prompts' ``train_order``)."""
+        prepared = [self.prompt(x, side, self.prompts.train_order) for x in items]
         keys = {p.key for p in prepared}
         if len(keys) == 1:
             h = self.forward_hidden(prepared)[0]
@@ -294,7 +333,7 @@ class EmbeddingModel:
             raise UserError(f"convert_to: unknown '{convert_to}' (numpy or torch)")
         was_training = self.model.training
         self.model.eval()
-        prepared = [self.prompt(x, side) for x in items]
+        prepared = [self.prompt(x, side, self.prompts.eval_order) for x in items]
         order = list(range(len(prepared)))
         if sort_by_length:  # by modality signature, then longest first: batches pad little
             order.sort(key=lambda i: (prepared[i].key, -prepared[i].length))

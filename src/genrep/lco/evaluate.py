@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from genrep.core.config import Count
+from genrep.core.config import Count, NonNegInt
 from genrep.core.errors import UserError
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.lco.data import hsk_pairs_split, json_lines, load_media
@@ -46,6 +46,8 @@ class EvalConfig:
     class_prompt: str = ""
     device: str = "auto"
     layers: list[int] = field(default_factory=list)  # also report anisotropy at these hidden-state layers
+    max_length: Optional[Count] = None  # content tokens kept (None = the model's own; the reference: 300)
+    max_pixels: Optional[NonNegInt] = None  # pixels per image (None = the model's own; the reference: 1280*28*28)
 
 
 def _read_jsonl(path: Path, what: str) -> list[dict]:
@@ -207,6 +209,10 @@ def evaluate(cfg: EvalConfig, out: str | Path, emb: EmbeddingModel | None = None
         from genrep.core.runtime import pick_device
 
         emb = load_model(cfg.model, device=pick_device(cfg.device))
+    if cfg.max_length is not None:
+        emb.max_length = cfg.max_length
+    if cfg.max_pixels is not None:
+        emb.set_max_pixels(cfg.max_pixels)
     results = {task: run_task(emb, task, cfg) for task in cfg.tasks}
     first = results[cfg.tasks[0]]
     headline = {

@@ -287,7 +287,9 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
                 backbone=str(bdir),
                 data=str(data_path),
                 method="lora",
-                lora=LoraSettings(r=r.lora_r, alpha=r.lora_alpha, dropout=r.lora_dropout),
+                # the decoder's linears and cosine decay: the settings docs/lco.md's results were measured with
+                lora=LoraSettings(r=r.lora_r, alpha=r.lora_alpha, dropout=r.lora_dropout, scope="language"),
+                schedule="cosine",
                 max_steps=r.steps,
                 batch_size=r.batch_size,
                 lr=r.lr,

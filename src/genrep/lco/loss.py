@@ -10,19 +10,25 @@ negative per anchor) and ``s`` is the dot product of unit vectors.
 
 Cross-rank gathering (``gather``):
 
+* ``"global"`` (default, the reference's ``Training/train_VL_any2any.py``, ``compute_loss``): anchors,
+  positives and negatives are all gathered with :func:`genrep.core.distributed.all_gather_keep_grad`
+  (only the local slice carries a gradient) and every rank computes the loss of *every* anchor of the
+  global batch. Each rank back-propagates the global loss into its own rows only, so after DDP's
+  averaging the parameter gradient is exactly the single-process full-batch gradient divided by the
+  world size ``W`` (what the reference's optimizer and its gradient clipping see).
+* ``"full"``: the local anchors against candidates gathered differentiably (as
+  ``torch.distributed.nn.functional.all_gather``): the loss of rank ``r`` depends on the candidates of
+  every rank, so the backward sums over ranks the gradients for each gathered slice and hands them to the
+  rank that owns it. With DDP's gradient averaging the parameter gradient is then the gradient of the mean
+  over ranks of the per-rank losses, which equals the single-process full-batch gradient exactly (``W``
+  times ``"global"``'s) when every rank holds the same number of anchors (with uneven ranks each rank's
+  mean is weighted equally, as DDP always does). Every rank must run backward.
+* ``"local"``: the local anchors against gathered candidates, only the local slice carrying a gradient.
+  The terms of the other ranks' anchors are dropped, so the averaged gradient only approximates the
+  full-batch gradient (a cheaper variant some contrastive codebases use; not the reference).
 * ``"none"``: candidates are the local positives and negatives only, even under DDP.
-* ``"local"`` (default, the reference behaviour): candidates are gathered with
-  :func:`genrep.core.distributed.all_gather_keep_grad`; only the local slice carries a gradient. The
-  loss of rank ``r`` also depends on the candidates of the other ranks, and those terms of the gradient
-  are dropped, so under DDP the averaged gradient only approximates the full-batch gradient.
-* ``"full"``: candidates are gathered differentiably (as ``torch.distributed.nn.functional.all_gather``):
-  the loss of rank ``r`` depends on the candidates of every rank, so the backward sums over ranks the
-  gradients for each gathered slice and hands them to the rank that owns it. With DDP's gradient averaging
-  the parameter gradient is then the gradient of the mean over ranks of the per-rank losses, which equals
-  the single-process full-batch gradient exactly when every rank holds the same number of anchors (with
-  uneven ranks each rank's mean is weighted equally, as DDP always does). Every rank must run backward.
 
-In a single process the three modes are identical.
+In a single process the four modes are identical.
 
 GradCache (Gao et al. 2021): :func:`chunked_contrastive_backward` encodes the batch chunk by chunk without
 a graph, takes the gradient of the loss w.r.t. the embeddings, then re-encodes each chunk with a graph and
@@ -46,7 +52,7 @@ import torch.distributed as dist
 
 from genrep.core.distributed import all_gather_keep_grad, current
 
-GatherMode = Literal["none", "local", "full"]
+GatherMode = Literal["global", "full", "local", "none"]
 GATHER_MODES: tuple[str, ...] = typing.get_args(GatherMode)
 DEFAULT_TEMPERATURE = 0.03
 
@@ -113,12 +119,13 @@ def info_nce(
     negative: torch.Tensor | None = None,
     *,
     temperature: float = DEFAULT_TEMPERATURE,
-    gather: GatherMode = "local",
+    gather: GatherMode = "global",
 ) -> torch.Tensor:
-    """InfoNCE of the local anchors against the positives and hard negatives of the global batch.
+    """InfoNCE of the anchors against the positives and hard negatives of the global batch.
 
     ``L = -1/B sum_i log( exp(s(a_i, p_i)/tau) / sum_{c in P u N} exp(s(a_i, c)/tau) )``, with ``B`` the
-    number of *local* anchors (the result is the mean over them).
+    number of anchors scored: every anchor of the global batch with ``gather="global"``, the *local*
+    anchors otherwise (the result is the mean over them).
 
     Args:
         anchor: ``[B, d]`` anchor embeddings. All inputs must already be L2-normalised (they are not
@@ -128,7 +135,7 @@ def info_nce(
             ``gather != "none"`` it must be given on every rank or on none (each rank may hold a
             different number of rows).
         temperature: ``tau``; the paper's 0.03 by default.
-        gather: ``"none"``, ``"local"`` or ``"full"`` (see the module docstring).
+        gather: ``"global"`` (the reference), ``"full"``, ``"local"`` or ``"none"`` (see the module docstring).
 
     Candidates are ``concat(positives of ranks 0..W-1, negatives of ranks 0..W-1)``; the target of local
     anchor ``i`` is the number of positive rows on lower ranks plus ``i``. Logits are computed in at
@@ -146,12 +153,17 @@ def info_nce(
     offset = 0
     pos, neg = positive, negative
     if gather != "none" and current().enabled:
-        pos_counts = _row_counts(positive.shape[0], anchor.device)
-        offset = sum(pos_counts[: current().rank])
-        if gather == "local":
+        if gather == "global":  # every rank scores every anchor of the global batch
+            anchor = all_gather_keep_grad(anchor)
+            pos = all_gather_keep_grad(positive)
+            neg = None if negative is None else all_gather_keep_grad(negative)
+        elif gather == "local":
+            offset = sum(_row_counts(positive.shape[0], anchor.device)[: current().rank])
             pos = all_gather_keep_grad(positive)
             neg = None if negative is None else all_gather_keep_grad(negative)
         else:
+            pos_counts = _row_counts(positive.shape[0], anchor.device)
+            offset = sum(pos_counts[: current().rank])
             pos = _all_gather_full_grad(positive, pos_counts)
             if negative is not None:
                 neg = _all_gather_full_grad(negative, _row_counts(negative.shape[0], anchor.device))
@@ -168,7 +180,7 @@ class ContrastiveLoss:
     """``info_nce`` with a fixed temperature and gather mode: ``loss = ContrastiveLoss()(a, p, n)``."""
 
     temperature: float = DEFAULT_TEMPERATURE
-    gather: GatherMode = "local"
+    gather: GatherMode = "global"
 
     def __post_init__(self) -> None:
         _check_gather(self.gather)
@@ -219,10 +231,10 @@ def full_batch_backward(
     negatives: Sequence[Any] | None,
     *,
     temperature: float = DEFAULT_TEMPERATURE,
-    gather: GatherMode = "local",
+    gather: GatherMode = "global",
 ) -> float:
     """Encode anchors, positives and negatives (in that order, one call each) with a graph, compute
-    :func:`info_nce` and back-propagate it into the parameters' ``.grad``. Returns the (local) loss.
+    :func:`info_nce` and back-propagate it into the parameters' ``.grad``. Returns the loss (global or local, as ``gather`` says).
 
     ``encode(items)`` must return the ``[len(items), d]`` L2-normalised embeddings of ``items``;
     ``negatives`` has ``m * len(anchors)`` items (any ``m >= 0``) or is ``None``.
@@ -262,7 +274,7 @@ def chunked_contrastive_backward(
     *,
     chunk_size: int,
     temperature: float = DEFAULT_TEMPERATURE,
-    gather: GatherMode = "local",
+    gather: GatherMode = "global",
     no_sync: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> float:
     """GradCache: the parameter gradients of :func:`full_batch_backward` with the memory of one chunk.
@@ -280,16 +292,17 @@ def chunked_contrastive_backward(
     ``chunk_size >= len(negatives or anchors)`` the encode calls, and hence the RNG stream, are those of
     :func:`full_batch_backward`.
 
-    The embedding gradient of step 2 is what the same ``gather`` mode gives: with ``"full"`` it includes
-    the other ranks' loss terms (exact global gradients under DDP averaging), with ``"local"`` only this
-    rank's loss (the reference approximation), as in :func:`full_batch_backward`.
+    The embedding gradient of step 2 is what the same ``gather`` mode gives, as in :func:`full_batch_backward`:
+    with ``"global"`` the gradient of the global batch's loss w.r.t. this rank's rows (the reference), with
+    ``"full"`` the sum over ranks of their losses' gradients (exact global gradients under DDP averaging), with
+    ``"local"`` only this rank's loss.
 
     ``no_sync``: optional zero-argument callable returning a context manager, e.g. ``ddp_model.no_sync``.
     The forward and backward of every chunk but the last run inside it, so DDP all-reduces once, in the
     last chunk's backward. (With DDP, modules with buffers and ``broadcast_buffers=True`` need the same
     number of chunks on every rank; modules with batch statistics are not chunk-invariant.)
 
-    Returns the loss (of the local anchors, as a float). Items are opaque and only sliced with ``[i:j]``.
+    Returns the loss (as :func:`info_nce` computes it for ``gather``, a float). Items are opaque and only sliced with ``[i:j]``.
     """
     negatives = _validate(anchors, positives, negatives, temperature, gather)
     if not isinstance(chunk_size, int) or chunk_size < 1:
