@@ -2,7 +2,10 @@
 
 docs/papers.md s2.9: anisotropy (mean off-diagonal cosine similarity of embeddings)
 per layer and per modality (text-only contrastive training lowers it for the other modalities too),
-and the kernel alignment between modalities: mutual k-nearest neighbours (k = 10) and linear CKA.
+and the kernel alignment between the first two views, as the reference's
+``Analysis/kernel_alignment.py`` computes it (rows L2-normalised first; :mod:`genrep.lco.geometry`):
+mutual k-nearest neighbours (k = 10), CKNNA at the same k, linear CKA with the biased HSIC and
+with the unbiased HSIC of Song et al. 2012.
 
 The data are paired *views* of the same content: the HSK test pairs (views ``zh`` and ``en``), or a
 JSONL file whose rows hold one item per modality (``{"text": ..., "image": path}`` gives views
@@ -21,7 +24,7 @@ from genrep.core.errors import UserError
 from genrep.core.rundir import RunDir, atomic_write_bytes
 from genrep.lco.data import hsk_pairs_split, json_lines, load_media
 from genrep.lco.embedding import MODALITIES
-from genrep.lco.geometry import anisotropy, linear_cka, mutual_knn_alignment, plot_anisotropy
+from genrep.lco.geometry import anisotropy, cknna, linear_cka, mutual_knn_alignment, plot_anisotropy, unbiased_cka
 
 
 @dataclass
@@ -83,11 +86,15 @@ def analyze(cfg: AnalyzeConfig, out: str | Path) -> dict:
             v: emb.encode(views[v], batch_size=cfg.batch_size, layers=layers, description=f"{spec} {v}") for v in names
         }
         a, b = names[0], names[1]
+        pairs = [(embs[a][i], embs[b][i]) for i in range(len(layers))]
         results[spec] = {
             "layers": layers,
             "anisotropy": {v: [anisotropy(embs[v][i]) for i in range(len(layers))] for v in names},
-            f"mutual_knn@{cfg.k}": [mutual_knn_alignment(embs[a][i], embs[b][i], cfg.k) for i in range(len(layers))],
-            "cka": [linear_cka(embs[a][i], embs[b][i]) for i in range(len(layers))],
+            f"mutual_knn@{cfg.k}": [mutual_knn_alignment(x, y, cfg.k) for x, y in pairs],
+            # CKNNA needs two neighbours at least: None at k = 1
+            f"cknna@{cfg.k}": [cknna(x, y, cfg.k) if cfg.k >= 2 else None for x, y in pairs],
+            "cka": [linear_cka(x, y) for x, y in pairs],
+            "unbiased_cka": [unbiased_cka(x, y) for x, y in pairs],
         }
         del emb
     series = {f"{m} / {v}": r["anisotropy"][v] for m, r in results.items() for v in names}
@@ -110,12 +117,18 @@ def _alignment_plot(results: dict, k: int, names: list[str]) -> bytes:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for spec, r in results.items():
-        axes[0].plot(r["layers"], r[f"mutual_knn@{k}"], marker=".", label=spec)
-        axes[1].plot(r["layers"], r["cka"], marker=".", label=spec)
-    axes[0].set_title(f"mutual k-NN (k={k}): {names[0]} vs {names[1]}")
+        (line,) = axes[0].plot(r["layers"], r[f"mutual_knn@{k}"], marker=".", label=f"{spec} mutual k-NN")
+        knn = [(layer, v) for layer, v in zip(r["layers"], r[f"cknna@{k}"]) if v is not None]
+        if knn:
+            axes[0].plot(*zip(*knn), ls="--", marker=".", color=line.get_color(), label=f"{spec} CKNNA")
+        axes[1].plot(r["layers"], r["cka"], marker=".", color=line.get_color(), label=f"{spec} CKA")
+        axes[1].plot(
+            r["layers"], r["unbiased_cka"], ls="--", marker=".", color=line.get_color(), label=f"{spec} unbiased"
+        )
+    axes[0].set_title(f"k-NN alignment (k={k}): {names[0]} vs {names[1]}")
     axes[1].set_title(f"linear CKA: {names[0]} vs {names[1]}")
     for ax in axes:
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=6)
     return figure_png(fig)
