@@ -236,3 +236,26 @@ def test_mteb_evaluates_a_meta_by_loading_it(mteb, lm, tmp_path):
     result = mteb.evaluate(meta, MockSTSTask(), cache=mteb.ResultCache(tmp_path / "c"), show_progress_bar=False)
     assert np.isfinite(_scores(result)["MockSTSTask"])
     assert (tmp_path / "c" / "results" / "genrep__by-meta" / meta.revision / "MockSTSTask.json").is_file()
+
+
+def test_eval_command_runs_mteb_tasks(mteb, lm, tmp_path, capsys):
+    """``genrep lco eval --task mteb:NAME``: mteb's offline mock tasks by class name, scores in metrics.json,
+    mteb's results under --out/mteb/ by the model's name and revision; a task the model cannot embed is a
+    one-line error with exit code 2, and an unknown task name too."""
+    from genrep.cli import main
+
+    main(["lco", "eval", "--model", f"base:{lm}", "--task", "mteb:MockSTSTask", "--out", str(tmp_path / "e")])
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    task = m["tasks"]["mteb:MockSTSTask"]
+    assert np.isfinite(m["main_score"]) and task["mteb_model"] == "genrep/lm" and len(task["mteb_revision"]) == 12
+    stored = list((tmp_path / "e" / "mteb").rglob("MockSTSTask.json"))
+    assert len(stored) == 1 and task["mteb_revision"] in str(stored[0]) and "genrep__lm" in str(stored[0])
+    for bad, message in (
+        ("mteb:MockImageClassificationTask", "needs image input"),
+        ("mteb:NoSuchTask", "mteb has no task of that name"),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(["lco", "eval", "--model", f"base:{lm}", "--task", bad, "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and err.count("\n") == 0 and message in err, err

@@ -93,7 +93,7 @@ def train_cmd(
     "--task",
     "tasks",
     multiple=True,
-    help="hsk-retrieval (default), retrieval:DIR, seadoc:DIR, sts:FILE, classification:FILE.",
+    help="hsk-retrieval (default), retrieval:DIR, seadoc:DIR, sts:FILE, classification:FILE, mteb:NAME.",
 )
 @click.option("--limit", type=int, default=None, help="Only the first N queries / pairs.")
 @click.option("--batch-size", type=int, default=None)
@@ -117,7 +117,7 @@ def eval_cmd(model, tasks, limit, batch_size, max_length, max_pixels, config_pat
     )
     cfg = load_config(EvalConfig, config_path, overrides, flags=flags)
     m = evaluate(cfg, out)
-    shown = {k: m[k] for k in ("recall@1", "ndcg@10", "anisotropy", "spearman", "accuracy") if k in m}
+    shown = {k: m[k] for k in ("recall@1", "ndcg@10", "anisotropy", "spearman", "accuracy", "main_score") if k in m}
     click.echo(
         f"{cfg.model}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()) + f"; {Path(out) / 'metrics.json'}"
     )

@@ -181,10 +181,46 @@ def classification(emb: EmbeddingModel, path: Path, cfg: EvalConfig) -> dict:
     return {**res, "labels": labels, "class_prompt": template, "anisotropy": anisotropy(x)}
 
 
-def run_task(emb: EmbeddingModel, task: str, cfg: EvalConfig) -> dict:
+def mteb_task(emb: EmbeddingModel, task_name: str, cfg: EvalConfig, cache: Path) -> dict:
+    """One mteb task (``mteb.get_task(NAME)``; mteb downloads its data) through
+    :mod:`genrep.lco.mteb_adapter`, results cached under ``cache`` by the model's name and a hash of its
+    weights and settings. mteb's offline mock tasks are reachable by class name (``MockSTSTask``), to check a
+    set-up without the network. A task needing a modality the model lacks is a one-line error."""
+    from genrep.core.rundir import model_dir
+    from genrep.lco import mteb_adapter
+    from genrep.lco.adapters import MODEL_FILE
+
+    mteb = mteb_adapter._mteb()
+    try:
+        task = mteb.get_task(task_name)
+    except KeyError:
+        import mteb.mocks.mock_tasks as mocks
+
+        mock = getattr(mocks, task_name, None)
+        if not (isinstance(mock, type) and task_name.startswith("Mock")):
+            raise UserError(f"--task mteb:{task_name}: mteb has no task of that name") from None
+        task = mock()
+    root = None if cfg.model.startswith("base:") else model_dir(cfg.model, MODEL_FILE)
+    encoder = mteb_adapter.MTEBEncoder(emb, cfg.batch_size, mteb_adapter._default_name(cfg.model, root))
+    result = mteb_adapter.evaluate(encoder, [task], cache=mteb.ResultCache(cache))
+    scores = {r.task_name: float(r.get_score()) for r in result.task_results}
+    meta = encoder.mteb_model_meta
+    return {
+        "main_score": scores[task.metadata.name],
+        "mteb_main_score_name": task.metadata.main_score,
+        "mteb_model": meta.name,
+        "mteb_revision": meta.revision,
+    }
+
+
+def run_task(emb: EmbeddingModel, task: str, cfg: EvalConfig, out: Path | None = None) -> dict:
     name, _, arg = task.partition(":")
     if name == "hsk-retrieval":
         return hsk_retrieval(emb, cfg)
+    if name == "mteb":
+        if not arg:
+            raise UserError(f"--task {task}: give the mteb task name as mteb:NAME")
+        return mteb_task(emb, arg, cfg, Path(out or ".") / "mteb")
     if not arg and name in ("retrieval", "seadoc", "sts", "classification"):
         raise UserError(f"--task {task}: give the data path as {name}:PATH")
     if name in ("retrieval", "seadoc"):
@@ -194,7 +230,8 @@ def run_task(emb: EmbeddingModel, task: str, cfg: EvalConfig) -> dict:
     if name == "classification":
         return classification(emb, Path(arg), cfg)
     raise UserError(
-        f"--task: unknown task '{task}' (hsk-retrieval, retrieval:DIR, seadoc:DIR, sts:FILE, classification:FILE)"
+        f"--task: unknown task '{task}' (hsk-retrieval, retrieval:DIR, seadoc:DIR, sts:FILE, classification:FILE, "
+        "mteb:NAME)"
     )
 
 
@@ -213,11 +250,21 @@ def evaluate(cfg: EvalConfig, out: str | Path, emb: EmbeddingModel | None = None
         emb.max_length = cfg.max_length
     if cfg.max_pixels is not None:
         emb.set_max_pixels(cfg.max_pixels)
-    results = {task: run_task(emb, task, cfg) for task in cfg.tasks}
+    results = {task: run_task(emb, task, cfg, run.path) for task in cfg.tasks}
     first = results[cfg.tasks[0]]
     headline = {
         k: first[k]
-        for k in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "anisotropy", "spearman", "accuracy")
+        for k in (
+            "recall@1",
+            "recall@5",
+            "recall@10",
+            "mrr",
+            "ndcg@10",
+            "anisotropy",
+            "spearman",
+            "accuracy",
+            "main_score",
+        )
         if k in first
     }
     metrics = {"model": cfg.model, **headline, "tasks": results}
