@@ -133,6 +133,9 @@ def test_mteb_adapter_protocol(lm, tmp_path, monkeypatch):
     np.testing.assert_allclose(enc.similarity_pairwise(direct, direct), 1.0, atol=1e-5)
     probs = enc.calculate_probs(direct, direct)
     np.testing.assert_allclose(probs.sum(1), 1.0) and np.testing.assert_array_equal(probs.argmax(1), [0, 1, 2])
+    logits = 100.0 * np.asarray(sim, dtype=np.float64)  # the reference wrapper's scale (LCO_Embedding.py)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(probs), expected / expected.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
     if importlib.util.find_spec("mteb") is not None:  # a real mteb.ModelMeta (tests/lco/test_mteb_adapter.py has more)
         monkeypatch.setenv("MTEB_CACHE", str(tmp_path))  # importing mteb makes its default cache folder
         meta = enc.mteb_model_meta

@@ -700,9 +700,9 @@ class MTEBEncoder:
         return self._encode(items, side=_side(prompt_type), batch_size=batch_size, description="fused", torch_out=True)
 
     def calculate_probs(self, text_embeddings: Any, image_embeddings: Any) -> Any:
-        """Zero-shot class probabilities ``[images, texts]`` (torch): softmax over texts of the image-text cosine
-        / 0.03 (the training temperature)."""
-        return torch.softmax(self.similarity(image_embeddings, text_embeddings) / 0.03, dim=-1)
+        """Zero-shot class probabilities ``[images, texts]`` (torch): softmax over texts of 100 x the image-text
+        cosine, as the reference's MIEB wrapper (``LCO_Embedding.py``, ``calculate_probs``; CLIP's logit scale)."""
+        return torch.softmax(self.similarity(image_embeddings, text_embeddings) * 100.0, dim=-1)
 
 
 def _tensor(x: Any) -> Any:
