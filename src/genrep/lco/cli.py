@@ -1,4 +1,4 @@
-"""``genrep lco ...``: train, eval, analyze, merge, soup, grsl, pretrain-vlm, grsl-experiment."""
+"""``genrep lco ...``: train, eval, analyze, merge, soup, export, grsl, pretrain-vlm, grsl-experiment."""
 
 from __future__ import annotations
 
@@ -192,6 +192,35 @@ def soup_cmd(models, weights, out):
     souped = soup(dirs, out, list(weights) or None)
     run.write_metrics({"soup_of": [str(d) for d in dirs], "weights": list(weights) or None, "model": str(souped)})
     click.echo(f"soup of {len(dirs)} runs in {souped}")
+
+
+@lco.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["sentence-transformers"]),
+    required=True,
+    help="Target format: a directory that sentence_transformers.SentenceTransformer(OUT) loads.",
+)
+@click.option("--model", required=True, type=click.Path(path_type=Path), help="A trained model directory or run.")
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Load the export and compare its token ids and embeddings with genrep's on probe texts.",
+)
+@OUT
+def export_cmd(fmt, model, check, out):
+    """Export a trained model for other libraries (sentence-transformers: merged weights, tokenizer with the
+    suffix-prompt chat template, last-token pooling, normalisation); OUT also gets export.json."""
+    from genrep.lco.export_st import EXPORT_FILE, export_sentence_transformers
+
+    info = export_sentence_transformers(model, out, check=check)
+    line = f"exported {info['method']} model {info['source']} as {fmt} to {out}"
+    if "check" in info:
+        worst = max(r["max_abs_diff"] for r in info["check"]["sides"].values())
+        line += f"; check: max |diff| {worst:.1e} on {info['check']['texts']} texts"
+    click.echo(f"{line}; {Path(out) / EXPORT_FILE}")
 
 
 @lco.command("grsl")
