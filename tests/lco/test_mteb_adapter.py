@@ -80,7 +80,7 @@ def test_meta_is_a_real_model_meta(mteb, lm):
     meta = enc.mteb_model_meta
     assert isinstance(meta, mteb.models.ModelMeta)
     assert meta.name == "genrep/lm" and re.fullmatch(r"[0-9a-f]{12}", meta.revision)
-    assert meta.modalities == ["text"] and meta.embed_dim == 32 and meta.max_tokens == 512
+    assert meta.modalities == ["text"] and meta.embed_dim == 32 and meta.max_tokens == 300  # the reference: 300
     assert meta.n_parameters == sum(p.numel() for p in enc.model.model.parameters())
     assert meta.similarity_fn_name.value == "cosine" and meta.framework == ["PyTorch"]
     assert meta.loader is mteb_adapter.mteb_loader and meta.loader_kwargs["model"] == f"base:{lm}"
