@@ -85,6 +85,8 @@ def test_cli_exports_a_lora_run_that_sentence_transformers_loads(lora_run, lm, t
         assert info["check"]["sides"][side]["token_ids_identical"]
         assert info["check"]["sides"][side]["max_abs_diff"] < 1e-5
     assert not (out / ".export-staging").exists()
+    metrics = json.loads((out / "metrics.json").read_text())  # the run files every command writes
+    assert metrics["check"] == info["check"] and (out / "config.yaml").is_file()
     loaded, got, _ = _assert_same(out, lora_run / "model")
     tok = loaded[0].tokenizer
     assert tok.padding_side == "right" and tok.chat_template.startswith("{% set lco")

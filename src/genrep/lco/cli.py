@@ -212,10 +212,18 @@ def soup_cmd(models, weights, out):
 @OUT
 def export_cmd(fmt, model, check, out):
     """Export a trained model for other libraries (sentence-transformers: merged weights, tokenizer with the
-    suffix-prompt chat template, last-token pooling, normalisation); OUT also gets export.json."""
+    suffix-prompt chat template, last-token pooling, normalisation); OUT also gets export.json, config.yaml and
+    metrics.json."""
+    from genrep.core.rundir import RunDir
     from genrep.lco.export_st import EXPORT_FILE, export_sentence_transformers
 
     info = export_sentence_transformers(model, out, check=check)
+    run = RunDir(out)  # beside the model's files (sentence-transformers ignores them), as every run command
+    run.write_config({"format": fmt, "model": str(model), "check": check})
+    run.write_metrics(
+        {"format": fmt, "source": info["source"], "source_sha256": info["source_sha256"], "check": info.get("check")},
+        command="lco export",
+    )
     line = f"exported {info['method']} model {info['source']} as {fmt} to {out}"
     if "check" in info:
         worst = max(r["max_abs_diff"] for r in info["check"]["sides"].values())
