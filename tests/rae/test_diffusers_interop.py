@@ -553,6 +553,8 @@ def test_the_convert_command_runs_both_directions(tmp_path):
         "rae", "convert", "--to-diffusers", str(rae_dir), "--encoder-source", str(enc_dir), "--out", str(tmp_path / "d")
     )
     assert code == 0
+    for out, written in ((tmp_path / "g", ["rae"]), (tmp_path / "d", ["diffusers"])):  # the run files too
+        assert json.loads((out / "metrics.json").read_text())["written"] == written and (out / "config.yaml").is_file()
     back = diffusers.AutoencoderRAE.from_pretrained(tmp_path / "d" / "diffusers").eval()
     with torch.no_grad():
         assert (back.decode(z).sample - genrep_rae.decode(z)).abs().max().item() < 1e-5

@@ -220,7 +220,9 @@ def test_a_converted_yaml_with_all_blocks_samples_and_decodes_as_the_reference_s
         "rae", "convert", "--reference", str(root / "sample" / "sample.yaml"), "--root", str(root), "--out", str(out)
     )
     assert code == 0
-    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["dit", "guide", "rae", "sample.yaml"]
+    listed = sorted(p.name for p in out.iterdir() if p.name != ".lock")
+    assert listed == ["config.yaml", "dit", "guide", "metrics.json", "rae", "sample.yaml"]
+    assert sorted(json.loads((out / "metrics.json").read_text())["written"]) == ["dit", "guide", "rae", "sample.yaml"]
     ref = load_file(str(root / "sample" / "outputs.safetensors"))
     cfg = _sample_cfg(out)
     assert (cfg.steps, cfg.sampler, cfg.guidance, cfg.scale, cfg.interval) == (
@@ -257,7 +259,7 @@ def test_a_stage1_only_yaml_converts_to_an_rae_alone(tmp_path):
         str(out),
     )
     assert code == 0
-    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["rae"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["config.yaml", "metrics.json", "rae"]
     ref = load_file(str(root / "stage1" / "reference.safetensors"))
     with torch.no_grad():
         assert _max_diff(load_rae(out / "rae").decode(ref["decode_in"]), ref["decode_out"]) <= TOL

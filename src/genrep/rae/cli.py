@@ -277,12 +277,22 @@ def convert_cmd(reference, root, diffusers_dir, to_diffusers, encoder_source, ou
         raise UserError("convert: --root only applies to --reference")
     if encoder_source is not None and reference is not None:
         raise UserError("convert: --encoder-source only applies to --diffusers and --to-diffusers")
+    from genrep.core.rundir import RunDir
+
+    config = {
+        "reference": None if reference is None else str(reference),
+        "root": None if reference is None else str(root if root is not None else Path.cwd()),
+        "diffusers": None if diffusers_dir is None else str(diffusers_dir),
+        "to_diffusers": None if to_diffusers is None else str(to_diffusers),
+        "encoder_source": encoder_source,
+    }
     if reference is not None:
         from genrep.rae.convert import convert_reference
 
         summary = convert_reference(reference, root if root is not None else Path.cwd(), out)
         shift = f" (shift {summary['shift_alpha']:.4f})" if summary["shift_alpha"] is not None else ""
         click.echo(f"wrote {', '.join(summary['written'])} in {out}{shift}")
+        metrics = {"written": list(summary["written"]), "shift_alpha": summary["shift_alpha"]}
     elif diffusers_dir is not None:
         from genrep.rae.diffusers_interop import rae_from_diffusers
 
@@ -290,6 +300,7 @@ def convert_cmd(reference, root, diffusers_dir, to_diffusers, encoder_source, ou
         rae.save_pretrained(out / "rae")
         note = "" if rae.encoder_spec.get("source") else " (decodes offline; encoding needs --encoder-source)"
         click.echo(f"wrote {out / 'rae'}{note}")
+        metrics = {"written": ["rae"], "encoder_source": rae.encoder_spec.get("source")}
     else:
         from genrep.rae.autoencoder import RAE
         from genrep.rae.diffusers_interop import rae_to_diffusers
@@ -301,3 +312,7 @@ def convert_cmd(reference, root, diffusers_dir, to_diffusers, encoder_source, ou
             encoder = build_encoder(**{**spec, "source": encoder_source})
         path = rae_to_diffusers(to_diffusers, out / "diffusers", encoder=encoder)
         click.echo(f"wrote {path}")
+        metrics = {"written": ["diffusers"], "encoder_weights": encoder is not None}
+    run = RunDir(out)  # only after a conversion succeeded: a failed one leaves --out as it was
+    run.write_config(config)
+    run.write_metrics(metrics, command="rae convert")
