@@ -1,8 +1,15 @@
 import asyncio
+import json
 import socket
 
 import httpx
+import pydantic
 import pytest
+
+try:  # the official client, a dev dependency: its tests skip without it, the rest still run
+    import openai
+except ImportError:  # pragma: no cover
+    openai = None
 
 from genrep.cli import main
 from genrep.core.errors import UserError
@@ -10,7 +17,7 @@ from genrep.diting.llm import LLMError, LLMServer, LocalBackend, OpenAIBackend, 
 from genrep.diting.llm.local import cut_at_stop, transcript
 from genrep.diting.llm.sampling import SeededSampler
 
-from .fakes import EchoBackend
+from .fakes import EchoBackend, ScriptedBackend
 
 
 @pytest.fixture
@@ -89,13 +96,144 @@ def test_models_route_and_openai_style_errors(echo_server):
             "no messages": post({"model": "m"}),
             "bad message": post({"messages": [{"role": "user"}]}),
             "bad temperature": post({"messages": [], "temperature": "hot"}),
-            "stream": post({"messages": [{"role": "user", "content": "x"}], "stream": True}),
+            "stream": post({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}),
+            "n": post({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+            "stream_options alone": post({"messages": [{"role": "user", "content": "x"}], "stream_options": {}}),
+            "image part": post({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}),
+            "bad content": post({"messages": [{"role": "user", "content": 3}]}),
         }
         assert {k: r.status_code for k, r in bad.items()} == dict.fromkeys(bad, 400)
         assert bad["no messages"].json()["error"]["param"] == "messages"
         assert bad["bad message"].json()["error"]["message"].startswith("messages[0] must be an object")
         assert bad["stream"].json()["error"]["type"] == "invalid_request_error"
+        assert bad["n"].json()["error"]["param"] == "n"
+        assert bad["image part"].json()["error"]["param"] == "messages[0].content[0]"
         assert http.get("/nothing").status_code == 404
+
+
+needs_openai = pytest.mark.skipif(openai is None, reason="the openai package is not installed (pip install openai)")
+
+
+def _openai(server: LLMServer) -> "openai.OpenAI":
+    """The official client against ``server`` (``server.url`` ends in /v1 already); no retries."""
+    return openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=30)
+
+
+@needs_openai
+def test_the_official_openai_client_gets_a_chat_completion(echo_server):
+    server, backend = echo_server
+    with _openai(server) as client:
+        r = client.chat.completions.create(
+            model="echo-1", messages=[{"role": "user", "content": "hi there"}], n=1, temperature=0.3, seed=7
+        )
+    assert (r.object, r.model, len(r.choices)) == ("chat.completion", "echo-1", 1)
+    assert (r.choices[0].message.role, r.choices[0].message.content) == ("assistant", "echo: hi there")
+    assert r.choices[0].finish_reason == "stop" and r.usage is not None and r.usage.total_tokens == 2 + 3
+    assert backend.calls[-1][1] == Sampling(temperature=0.3, seed=7)
+
+
+@needs_openai
+def test_content_as_a_list_of_text_parts_is_joined_in_order(echo_server):
+    server, backend = echo_server
+    parts = [{"type": "text", "text": "one "}, {"type": "text", "text": "two"}]
+    with _openai(server) as client:
+        r = client.chat.completions.create(
+            model="echo-1",
+            messages=[
+                {"role": "system", "content": [{"type": "text", "text": "S"}]},
+                {"role": "user", "content": parts},
+            ],
+        )
+        assert r.choices[0].message.content == "echo: one two"
+        assert backend.calls[-1][0] == [{"role": "system", "content": "S"}, {"role": "user", "content": "one two"}]
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+        with pytest.raises(
+            openai.BadRequestError, match="messages\\[0\\].content\\[1\\]: content part type 'image_url'"
+        ):
+            client.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": [parts[0], image]}])
+
+
+@needs_openai
+def test_n_above_one_is_a_400_naming_n(echo_server):
+    server, _ = echo_server
+    with _openai(server) as client, pytest.raises(openai.BadRequestError, match="'n' must be 1") as err:
+        client.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "x"}], n=2)
+    assert err.value.status_code == 400 and err.value.param == "n"
+
+
+class Verdict(pydantic.BaseModel):
+    label: str
+    score: int
+
+
+@needs_openai
+def test_response_format_json_schema_json_object_and_parse_reach_the_backend():
+    backend = ScriptedBackend(['{"label": "good", "score": 4}', '{"a": 1}', '{"label": "bad", "score": 1}'])
+    schema_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "Verdict", "schema": Verdict.model_json_schema(), "strict": True},
+    }
+    messages = [{"role": "user", "content": "judge"}]
+    with LLMServer(backend) as server, _openai(server) as client:
+        r = client.chat.completions.create(model="scripted", messages=messages, response_format=schema_format)
+        assert Verdict.model_validate_json(r.choices[0].message.content or "") == Verdict(label="good", score=4)
+        assert backend.calls[-1][1].response_format == schema_format
+        r = client.chat.completions.create(model="scripted", messages=messages, response_format={"type": "json_object"})
+        assert r.choices[0].message.content == '{"a": 1}'
+        assert backend.calls[-1][1].response_format == {"type": "json_object"}
+        parsed = client.chat.completions.parse(model="scripted", messages=messages, response_format=Verdict)
+    assert parsed.choices[0].message.parsed == Verdict(label="bad", score=1)
+    sent = backend.calls[-1][1].response_format
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Verdict"
+    assert sent["json_schema"]["strict"] is True and set(sent["json_schema"]["schema"]["properties"]) == {
+        "label",
+        "score",
+    }
+
+
+@needs_openai
+def test_streaming_through_the_official_client(echo_server):
+    server, _ = echo_server
+    messages = [{"role": "user", "content": "流 stream me"}]
+    with _openai(server) as client:
+        chunks = list(client.chat.completions.create(model="echo-1", messages=messages, stream=True))
+        assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: 流 stream me"
+        assert [c.choices[0].finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
+        assert all(c.usage is None for c in chunks)
+        with_usage = list(
+            client.chat.completions.create(
+                model="echo-1", messages=messages, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        assert with_usage[-1].choices == [] and with_usage[-1].usage is not None
+        assert (with_usage[-1].usage.prompt_tokens, with_usage[-1].usage.completion_tokens) == (3, 4)
+        assert with_usage[-2].choices[0].finish_reason == "stop"
+        with pytest.raises(openai.APIError, match="injected failure"):  # a failure mid-stream is an error event
+            list(
+                client.chat.completions.create(
+                    model="echo-1", messages=[{"role": "user", "content": "fail"}], stream=True
+                )
+            )
+        # the connection is still usable after streams (keep-alive, chunked framing intact)
+        assert client.chat.completions.create(model="echo-1", messages=messages).choices[0].message.content
+
+
+def test_the_raw_event_stream_ends_with_done(echo_server):
+    server, _ = echo_server
+    body = {"messages": [{"role": "user", "content": "x"}], "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.Client(base_url=server.url) as http, http.stream("POST", "/chat/completions", json=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    kinds = [json.loads(e[6:]) for e in events[:-1]]
+    assert [k["choices"][0]["delta"] if k["choices"] else "usage" for k in kinds] == [
+        {"role": "assistant", "content": ""},
+        {"content": "echo: x"},
+        {},
+        "usage",
+    ]
 
 
 def test_a_backend_failure_is_a_502(echo_server):

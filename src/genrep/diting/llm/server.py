@@ -4,9 +4,19 @@ Serving the bundled local model this way lets every OpenAI-compatible tool (and 
 :class:`~genrep.diting.llm.openai_client.OpenAIBackend`) use it, and gives tests and benchmarks a
 real server to talk to. Requests are handled by ``http.server.ThreadingHTTPServer`` (one thread
 per connection, HTTP/1.1 keep-alive); the backend runs on one asyncio loop in its own thread, so
-concurrent requests reach it concurrently. Non-streaming only. Fields a request leaves out take
-:class:`Sampling`'s defaults (temperature 0, not OpenAI's 1), except that no ``seed`` means
-unseeded. A malformed request gets a 400 with an OpenAI-style error body; a backend failure a
+concurrent requests reach it concurrently. Fields a request leaves out take :class:`Sampling`'s
+defaults (temperature 0, not OpenAI's 1), except that no ``seed`` means unseeded. A message's
+``content`` is a string or a list of ``{"type": "text", "text": ...}`` parts (joined in order; any
+other part type is a 400). ``n`` must be 1 (or absent): one choice per request.
+
+``stream: true`` answers with server-sent events in OpenAI's ``chat.completion.chunk`` form: a
+chunk with the assistant role, the content, a chunk with the ``finish_reason``, with
+``stream_options: {"include_usage": true}`` a chunk with the usage and no choices, then
+``data: [DONE]``. genrep's backends answer whole completions, not token by token, so the content
+comes as one delta once the backend has answered (the role chunk is sent at once). A backend
+failure after the stream has started is an ``error`` event in place of the rest.
+
+A malformed request gets a 400 with an OpenAI-style error body; a backend failure a
 502. The server listens on loopback unless ``allow_remote=True`` (``--allow-remote``), because
 it has no authentication; an invalid or unresolvable host, a port in use and a port that needs
 privileges are one-line errors.
@@ -15,6 +25,7 @@ privileges are one-line errors.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import ipaddress
 import json
@@ -25,6 +36,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -112,14 +124,53 @@ def _integer(req: dict, name: str) -> int | None:
     return value
 
 
+def _content(content: object, i: int) -> str:
+    """A message's content as one string: a string, or a list of text parts joined in order."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise BadRequest(f"messages[{i}].content must be a string or a list of text parts", f"messages[{i}].content")
+    texts = []
+    for j, part in enumerate(content):
+        where = f"messages[{i}].content[{j}]"
+        if not isinstance(part, dict):
+            raise BadRequest(f"{where} must be an object such as {{'type': 'text', 'text': '...'}}", where)
+        if part.get("type") != "text":
+            raise BadRequest(
+                f"{where}: content part type {part.get('type')!r} is not supported (only 'text' parts are)", where
+            )
+        if not isinstance(part.get("text"), str):
+            raise BadRequest(f"{where}: a text part needs a string 'text'", where)
+        texts.append(part["text"])
+    return "".join(texts)
+
+
 def _messages(req: dict) -> list[dict]:
     messages = req.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty list", "messages")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
             raise BadRequest(f"messages[{i}] must be an object with string 'role' and 'content'", f"messages[{i}]")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    return [{"role": m["role"], "content": _content(m["content"], i)} for i, m in enumerate(messages)]
+
+
+def _stream_options(req: dict) -> tuple[bool, bool]:
+    """(stream, include_usage) of a request."""
+    stream = req.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", "stream")
+    options = req.get("stream_options")
+    if options is None:
+        return bool(stream), False
+    if not isinstance(options, dict):
+        raise BadRequest("'stream_options' must be an object", "stream_options")
+    if not stream:
+        raise BadRequest("'stream_options' is only allowed when 'stream' is true", "stream_options")
+    include_usage = options.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise BadRequest("'stream_options.include_usage' must be a boolean", "stream_options")
+    return True, include_usage
 
 
 def _stop(req: dict) -> tuple[str, ...]:
@@ -133,16 +184,28 @@ def _stop(req: dict) -> tuple[str, ...]:
     raise BadRequest("'stop' must be a string or a list of strings", "stop")
 
 
-def parse_request(body: bytes) -> tuple[list[dict], Sampling]:
-    """The messages and sampling of a chat-completions request body; :class:`BadRequest` if malformed."""
+@dataclass(frozen=True)
+class ChatRequest:
+    """A parsed chat-completions request: what the backend is asked, and how to answer."""
+
+    messages: list[dict]
+    sampling: Sampling
+    stream: bool = False
+    include_usage: bool = False
+
+
+def parse_request(body: bytes) -> ChatRequest:
+    """A chat-completions request body, parsed; :class:`BadRequest` if malformed or unsupported."""
     try:
         req = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the request body is not JSON") from None
     if not isinstance(req, dict):
         raise BadRequest("the request body must be a JSON object")
-    if req.get("stream"):
-        raise BadRequest("streaming is not supported", "stream")
+    n = _integer(req, "n")
+    if n is not None and n != 1:
+        raise BadRequest(f"'n' must be 1: this server answers one choice per request (got n={n})", "n")
+    stream, include_usage = _stream_options(req)
     max_tokens = _integer(req, "max_tokens")
     if max_tokens is None:
         max_tokens = _integer(req, "max_completion_tokens")
@@ -160,7 +223,15 @@ def parse_request(body: bytes) -> tuple[list[dict], Sampling]:
         stop=_stop(req),
         response_format=response_format,
     )
-    return _messages(req), sampling
+    return ChatRequest(_messages(req), sampling, stream, include_usage)
+
+
+def _usage(completion: Completion) -> dict[str, int]:
+    return {
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+    }
 
 
 def completion_body(completion: Completion) -> dict[str, Any]:
@@ -177,16 +248,44 @@ def completion_body(completion: Completion) -> dict[str, Any]:
                 "finish_reason": completion.finish_reason,
             }
         ],
-        "usage": {
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-        },
+        "usage": _usage(completion),
     }
+
+
+def chunk_body(
+    chunk_id: str, created: int, model: str, delta: dict | None, finish_reason: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk``: a choice with ``delta`` (none when ``delta`` is None, as the usage chunk)."""
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+    return {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        **extra,
+    }
+
+
+def stream_chunks(completion: Completion, chunk_id: str, created: int, include_usage: bool) -> list[dict[str, Any]]:
+    """The chunks after the role chunk: the content as one delta, the finish reason, the usage if asked."""
+    chunks = [chunk_body(chunk_id, created, completion.model, {"content": completion.text})]
+    chunks.append(chunk_body(chunk_id, created, completion.model, {}, completion.finish_reason))
+    if include_usage:
+        chunks.append(chunk_body(chunk_id, created, completion.model, None, usage=_usage(completion)))
+    return chunks
 
 
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+
+
+def _failure(backend: Backend, err: BaseException) -> tuple[int, dict[str, Any]]:
+    """The status and error body for a backend that failed: 502 for an LLMError, 500 for a bug in it."""
+    if isinstance(err, LLMError):
+        return 502, error_body(err.reason, "server_error")
+    log.error("backend %s failed", backend.name, exc_info=err)  # a bug in the backend: report it, keep serving
+    return 500, error_body(f"{type(err).__name__}: {err}", "server_error")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -226,18 +325,49 @@ class _Handler(BaseHTTPRequestHandler):
         if self._route() != "/chat/completions":
             return self._send(404, error_body(f"no route POST {self.path}"))
         try:
-            messages, sampling = parse_request(body)
+            request = parse_request(body)
         except BadRequest as err:
             return self._send(400, error_body(err.message, param=err.param))
-        work = asyncio.run_coroutine_threadsafe(self.server.backend.complete(messages, sampling), self.server.loop)
+        backend = self.server.backend
+        work = asyncio.run_coroutine_threadsafe(backend.complete(request.messages, request.sampling), self.server.loop)
+        if request.stream:
+            return self._stream(work, request.include_usage)
         try:
             completion = work.result()
-        except LLMError as err:
-            return self._send(502, error_body(err.reason, "server_error"))
-        except Exception as err:  # a bug in the backend: report it, keep serving
-            log.exception("backend %s failed", self.server.backend.name)
-            return self._send(500, error_body(f"{type(err).__name__}: {err}", "server_error"))
+        except Exception as err:
+            status, body_ = _failure(backend, err)
+            return self._send(status, body_)
         self._send(200, completion_body(completion))
+
+    def _event(self, data: str) -> None:
+        """One server-sent event as one HTTP chunk, flushed."""
+        payload = f"data: {data}\n\n".encode()
+        self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+        self.wfile.flush()
+
+    def _stream(self, work: concurrent.futures.Future[Completion], include_usage: bool) -> None:
+        """Answer with server-sent events: the role chunk at once, the rest once the backend has answered."""
+        chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            role = chunk_body(chunk_id, created, self.server.backend.model, {"role": "assistant", "content": ""})
+            self._event(json.dumps(role, ensure_ascii=False))
+            try:
+                chunks = stream_chunks(work.result(), chunk_id, created, include_usage)
+            except Exception as err:  # the status is sent already: an error event instead of the rest
+                chunks = [_failure(self.server.backend, err)[1]]
+            for chunk in chunks:
+                self._event(json.dumps(chunk, ensure_ascii=False))
+            self._event("[DONE]")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:  # the client went away mid-stream
+            work.cancel()
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
