@@ -83,7 +83,6 @@ def _bootstrap_means(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(per-system mean, per-system bootstrap means (B, S) over items drawn with replacement)."""
     onehot = (system[:, None] == np.arange(n_systems)[None]).astype(float)
-    n = onehot.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         point = exact_group_means(scores, system, n_systems)  # exact sums: equal multisets tie exactly
         if resamples <= 0 or n_items < 2:

@@ -473,13 +473,26 @@ def permutation_flips(n_units: int, permutations: int = SPA_PERMUTATIONS, seed: 
     return np.rint(u) == 0
 
 
-def _swapped_sum_nonpositive(flips: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _float_sums_exact(v: np.ndarray) -> bool:
+    """Whether every signed partial sum of any two rows of ``v`` (finite values) is exact in float64: all
+    values are integer multiples of one ``2**-q`` (q <= 30: integers, halves, quarters ...) and twice
+    the scaled total stays below ``2**52``. Then the matrix products need no exact re-check."""
+    for q in range(31):
+        w = np.ldexp(v, q)
+        if np.array_equal(w, np.round(w)):
+            return 2.0 * float(np.abs(w).sum()) < 2.0**52
+    return False
+
+
+def _swapped_sum_nonpositive(flips: np.ndarray, x: np.ndarray, y: np.ndarray, exact: bool = False) -> np.ndarray:
     """Per permutation, whether the sum of ``x_k - y_k`` over the swapped units is <= 0, decided exactly.
 
     A float matrix product decides the clear cases; rows within its rounding bound of 0 are redone
     with ``math.fsum`` over the swapped ``x_k`` and ``-y_k`` (exact sum, rounded once: its sign is the
     sign of the true sum), so ties (e.g. the identity permutation, equal systems) are never lost."""
     approx = flips.astype(float) @ (x - y)
+    if exact:  # the float product is already exact (``_float_sums_exact``)
+        return approx <= 0
     scale = float(np.abs(x).sum() + np.abs(y).sum())
     bound = 4.0 * (len(x) + 2) * np.finfo(float).eps * scale
     out = approx <= 0
@@ -500,13 +513,14 @@ def pairwise_p_values(scores: np.ndarray, flips: np.ndarray) -> np.ndarray:
     s = np.asarray(scores, float)
     n = s.shape[0]
     p = np.full((n, n), math.nan)
+    exact = _float_sums_exact(s[np.isfinite(s)])
     for i in range(n):
         for j in range(i + 1, n):
             shared = np.isfinite(s[i]) & np.isfinite(s[j])
             if shared.any():
                 # null = observed - 2 * (sum over swapped units of s_ik - s_jk), so null >= observed
                 # exactly when that swapped sum is <= 0
-                p[i, j] = float(np.mean(_swapped_sum_nonpositive(flips[:, shared], s[i, shared], s[j, shared])))
+                p[i, j] = float(np.mean(_swapped_sum_nonpositive(flips[:, shared], s[i, shared], s[j, shared], exact)))
     return p
 
 
