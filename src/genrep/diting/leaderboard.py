@@ -32,7 +32,7 @@ import numpy as np
 from genrep.core.errors import UserError
 from genrep.core.rundir import atomic_write_bytes, atomic_write_text
 from genrep.diting.limits import check_bootstrap
-from genrep.diting.metaeval import Key, ratings_from_judgments, resample_counts
+from genrep.diting.metaeval import Key, exact_group_means, ratings_from_judgments, resample_counts
 from genrep.diting.schema import DIMENSIONS, Item, Judgment
 
 OVERALL = "overall"
@@ -83,9 +83,8 @@ def _bootstrap_means(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(per-system mean, per-system bootstrap means (B, S) over items drawn with replacement)."""
     onehot = (system[:, None] == np.arange(n_systems)[None]).astype(float)
-    n = onehot.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        point = scores @ onehot / n
+        point = exact_group_means(scores, system, n_systems)  # exact sums: equal multisets tie exactly
         if resamples <= 0 or n_items < 2:
             return point, None
         W = resample_counts(n_items, resamples, seed)[:, item]

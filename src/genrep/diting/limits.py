@@ -30,3 +30,16 @@ def check_bootstrap(resamples: object, seed: object) -> None:
     s = _integer(seed)
     if s is None or s < 0:
         raise UserError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+MAX_PERMUTATIONS = 100_000  # permutation-test draws: (permutations x items) sign flips are held in memory at once
+
+
+def check_permutations(permutations: object, seed: object) -> None:
+    """Raise a one-line UserError naming 'permutations' or 'seed' when either is out of range."""
+    n = _integer(permutations)
+    if n is None or not 1 <= n <= MAX_PERMUTATIONS:
+        raise UserError(f"permutations must be an integer from 1 to {MAX_PERMUTATIONS}, got {permutations!r}")
+    s = _integer(seed)
+    if s is None or s < 0:
+        raise UserError(f"permutation seed must be a non-negative integer, got {seed!r}")

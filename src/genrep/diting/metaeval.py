@@ -15,8 +15,12 @@ Statistics (pure functions over arrays, the grouping an explicit argument, as in
   then averaged) or ``system`` (per system across items, then averaged). A group with fewer than
   two segments or a constant side has no correlation and is skipped (mt-metrics-eval's default: NaNs
   are dropped, not replaced by 0); the number of groups used is reported;
-- system level: per system the mean metric and the mean human score over the segments they share,
-  then the correlations over systems and the pairwise accuracy of system pairs;
+- system level: per system the mean metric and the mean human score over the segments they share
+  (summed exactly with ``math.fsum``, so that equal multisets of scores give equal means whatever
+  their order), then the correlations over systems, the pairwise accuracy of system pairs and the
+  soft pairwise accuracy (Thompson, Mathur, Deutsch & Finkelstein, WMT 2024, as mt-metrics-eval):
+  ``1 - mean_{i<j} |p_human(i>j) - p_metric(i>j)|`` with one-sided paired permutation p-values over
+  the items both systems have (default 1000 permutations, seed 4, as mt-metrics-eval);
 - pairwise accuracy with ties, ``acc_eq`` (Deutsch, Foster & Freitag 2023, "Ties Matter"): over the
   pairs of segments in the same group, a pair is correct when human and metric order it the same
   way or both tie; the metric ties a pair when ``|m_i - m_j| <= eps``. Grouped, it is the mean of
@@ -56,7 +60,7 @@ from genrep.core.files import _printable
 from genrep.core.jsonl import iter_jsonl
 from genrep.core.rundir import atomic_write_text
 from genrep.diting.limits import MAX_RESAMPLES as MAX_RESAMPLES  # re-exported: the bound on resamples
-from genrep.diting.limits import check_bootstrap
+from genrep.diting.limits import check_bootstrap, check_permutations
 from genrep.diting.rubric import CRITERIA
 from genrep.diting.schema import DIMENSIONS, Judgment
 
@@ -64,6 +68,8 @@ Key = tuple[str, str]  # (item_id, system)
 CORRELATIONS = ("pearson", "spearman", "kendall")
 GROUPINGS = ("none", "item", "system")
 LOWER_IS_BETTER = frozenset({"ter"})
+SPA_PERMUTATIONS = 1000  # mt-metrics-eval's default number of permutations (``num_permutations``)
+SPA_SEED = 4  # mt-metrics-eval's default seed of its pairwise permutation test
 _CHUNK = 200  # bootstrap rows per block in the pair computations (bounds memory to ~ _CHUNK x pairs)
 
 
@@ -428,13 +434,127 @@ def _segment_accuracy(a: Aligned, grouping: str, counts: np.ndarray | None) -> d
     }
 
 
+def exact_mean(values: Iterable[float]) -> float:
+    """The mean via ``math.fsum``: the correctly rounded sum divided by the count (NaN when empty).
+
+    A plain float sum rounds after every addition, so its result depends on the order and the grouping
+    of the values (``0.1 + 0.2 + 0.7`` and ``0.7 + 0.2 + 0.1`` differ in the last bit). ``fsum``
+    returns the exact sum rounded once, a function of the multiset of values alone: two systems with
+    the same segment scores in any order get bit-identical means and therefore tie exactly."""
+    v = [float(x) for x in values]
+    return math.fsum(v) / len(v) if v else math.nan
+
+
+def exact_group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """``exact_mean`` of ``values`` per group index ``0 .. n_groups - 1`` (NaN for an empty group)."""
+    values, groups = np.asarray(values, float), np.asarray(groups)
+    return np.array([exact_mean(values[groups == g]) for g in range(n_groups)])
+
+
 def system_means(a: Aligned) -> tuple[np.ndarray, np.ndarray]:
-    """Per system (in ``a.systems`` order) the mean human and the mean metric score over its segments."""
-    n = np.bincount(a.system, minlength=len(a.systems))
-    return (np.bincount(a.system, a.human, len(a.systems)) / n, np.bincount(a.system, a.metric, len(a.systems)) / n)
+    """Per system (in ``a.systems`` order) the mean human and the mean metric score over its segments,
+    summed exactly (``exact_mean``) so that systems with equal multisets of scores compare equal."""
+    k = len(a.systems)
+    return exact_group_means(a.human, a.system, k), exact_group_means(a.metric, a.system, k)
 
 
-def _system_level(a: Aligned, counts: np.ndarray | None) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------
+# soft pairwise accuracy (system level)
+
+
+def permutation_flips(n_units: int, permutations: int = SPA_PERMUTATIONS, seed: int = SPA_SEED) -> np.ndarray:
+    """(permutations, n_units) booleans: True where a permutation swaps the two systems' scores of a unit.
+
+    Each unit is swapped independently with probability 1/2. The draw follows mt-metrics-eval's
+    (``numpy.random.default_rng(seed).random`` in float32, rounded to the nearest integer; 0 means
+    swap), so on complete data the same seed gives the same permutations."""
+    check_permutations(permutations, seed)
+    u = np.random.default_rng(seed).random(size=(permutations, n_units), dtype=np.float32)
+    return np.rint(u) == 0
+
+
+def _float_sums_exact(v: np.ndarray) -> bool:
+    """Whether every signed partial sum of any two rows of ``v`` (finite values) is exact in float64: all
+    values are integer multiples of one ``2**-q`` (q <= 30: integers, halves, quarters ...) and twice
+    the scaled total stays below ``2**52``. Then the matrix products need no exact re-check."""
+    for q in range(31):
+        w = np.ldexp(v, q)
+        if np.array_equal(w, np.round(w)):
+            return 2.0 * float(np.abs(w).sum()) < 2.0**52
+    return False
+
+
+def _swapped_sum_nonpositive(flips: np.ndarray, x: np.ndarray, y: np.ndarray, exact: bool = False) -> np.ndarray:
+    """Per permutation, whether the sum of ``x_k - y_k`` over the swapped units is <= 0, decided exactly.
+
+    A float matrix product decides the clear cases; rows within its rounding bound of 0 are redone
+    with ``math.fsum`` over the swapped ``x_k`` and ``-y_k`` (exact sum, rounded once: its sign is the
+    sign of the true sum), so ties (e.g. the identity permutation, equal systems) are never lost."""
+    approx = flips.astype(float) @ (x - y)
+    if exact:  # the float product is already exact (``_float_sums_exact``)
+        return approx <= 0
+    scale = float(np.abs(x).sum() + np.abs(y).sum())
+    bound = 4.0 * (len(x) + 2) * np.finfo(float).eps * scale
+    out = approx <= 0
+    for r in np.flatnonzero(np.abs(approx) <= bound):
+        f = flips[r]
+        out[r] = math.fsum([*x[f].tolist(), *(-y[f]).tolist()]) <= 0
+    return out
+
+
+def pairwise_p_values(scores: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """One-sided paired permutation p-values that system ``i`` is better than system ``j``.
+
+    ``scores`` is (systems, units) with NaN where a system has no score for a unit; ``flips`` is
+    ``permutation_flips(units, ...)``. For the pair (i, j), over the units both have: the observed
+    statistic is ``sum_k (s_ik - s_jk)``; a permutation swaps the two scores of the units it flips; the
+    p-value is the share of permutations whose statistic is >= the observed one. Returns (S, S) with
+    the upper triangle (i < j) filled; NaN elsewhere and for pairs without a shared finite unit."""
+    s = np.asarray(scores, float)
+    n = s.shape[0]
+    p = np.full((n, n), math.nan)
+    exact = _float_sums_exact(s[np.isfinite(s)])
+    for i in range(n):
+        for j in range(i + 1, n):
+            shared = np.isfinite(s[i]) & np.isfinite(s[j])
+            if shared.any():
+                # null = observed - 2 * (sum over swapped units of s_ik - s_jk), so null >= observed
+                # exactly when that swapped sum is <= 0
+                p[i, j] = float(np.mean(_swapped_sum_nonpositive(flips[:, shared], s[i, shared], s[j, shared], exact)))
+    return p
+
+
+def soft_pairwise_accuracy(
+    human: np.ndarray, metric: np.ndarray, permutations: int = SPA_PERMUTATIONS, seed: int = SPA_SEED
+) -> tuple[float, int]:
+    """(SPA, pairs): soft pairwise accuracy (Thompson et al. 2024) of system-level metric scores.
+
+    ``human`` and ``metric`` are (systems, units) arrays, NaN where a segment is missing. The same
+    permutations (``permutation_flips(units, permutations, seed)``) serve every pair and both sides.
+    SPA = 1 - mean over pairs i < j of ``abs(p_human(i > j) - p_metric(i > j))``, over the pairs with
+    a p-value on both sides (their number is returned); NaN without such a pair."""
+    h, m = np.asarray(human, float), np.asarray(metric, float)
+    flips = permutation_flips(h.shape[1], permutations, seed)
+    ph, pm = pairwise_p_values(h, flips), pairwise_p_values(m, flips)
+    i, j = np.triu_indices(h.shape[0], k=1)
+    diff = np.abs(ph[i, j] - pm[i, j])
+    ok = np.isfinite(diff)
+    return (1.0 - float(diff[ok].mean()) if ok.any() else math.nan), int(ok.sum())
+
+
+def system_item_matrix(a: Aligned, values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """(systems sorted by name, (systems, items) matrix of ``values`` with NaN where a segment is absent)."""
+    order = sorted(range(len(a.systems)), key=lambda s: a.systems[s])
+    row = np.empty(len(a.systems), dtype=int)
+    row[order] = np.arange(len(order))
+    out = np.full((len(a.systems), len(a.items)), math.nan)
+    out[row[a.system], a.item] = values
+    return [a.systems[s] for s in order], out
+
+
+def _system_level(
+    a: Aligned, counts: np.ndarray | None, permutations: int = SPA_PERMUTATIONS, spa_seed: int = SPA_SEED
+) -> dict[str, Any]:
     hs, ms = system_means(a)
     boot_h: np.ndarray | None = None
     boot_m: np.ndarray | None = None
@@ -460,17 +580,29 @@ def _system_level(a: Aligned, counts: np.ndarray | None) -> dict[str, Any]:
         with np.errstate(invalid="ignore", divide="ignore"):
             boot = (w * correct).sum(axis=1) / w.sum(axis=1)
     out["pairwise_accuracy"] = _stat(pairwise_accuracy(hs, ms), boot)
+    spa, pairs = soft_pairwise_accuracy(
+        system_item_matrix(a, a.human)[1], system_item_matrix(a, a.metric)[1], permutations, spa_seed
+    )
+    out["soft_pairwise_accuracy"] = {
+        "value": _value(spa),
+        "ci95": None,
+        "pairs": pairs,
+        "permutations": permutations,
+        "seed": spa_seed,
+    }
     return out
 
 
-def _evaluate(a: Aligned, resamples: int, seed: int) -> dict[str, Any]:
+def _evaluate(
+    a: Aligned, resamples: int, seed: int, permutations: int = SPA_PERMUTATIONS, spa_seed: int = SPA_SEED
+) -> dict[str, Any]:
     counts = resample_counts(len(a.items), resamples, seed) if resamples > 0 and len(a.items) >= 2 else None
     segment = {g: {**_segment_correlations(a, g, counts), **_segment_accuracy(a, g, counts)} for g in GROUPINGS}
     return {
         "items": len(a.items),
         "segments": len(a.keys),
         "segment_level": segment,
-        "system_level": _system_level(a, counts),
+        "system_level": _system_level(a, counts, permutations, spa_seed),
     }
 
 
@@ -522,16 +654,20 @@ def evaluate_metric(
     dimensions: Mapping[str, str] | None = None,
     resamples: int = 1000,
     seed: int = 0,
+    permutations: int = SPA_PERMUTATIONS,
+    spa_seed: int = SPA_SEED,
 ) -> dict[str, Any]:
     """Segment- and system-level meta-evaluation of one (higher-is-better) metric, overall and per dimension.
 
     The overall segment-level ungrouped figures are repeated at the top (``pearson``, ``spearman``,
-    ``kendall``, ``pairwise_accuracy``, ``pairwise_accuracy_calibrated``)."""
+    ``kendall``, ``pairwise_accuracy``, ``pairwise_accuracy_calibrated``). ``permutations`` and
+    ``spa_seed`` drive the permutation tests of the system-level soft pairwise accuracy."""
     check_bootstrap(resamples, seed)
+    check_permutations(permutations, spa_seed)
     a = align(human, metric)
     if len(a.keys) < 2:
         raise UserError(f"only {len(a.keys)} segment(s) have both a human and a metric score; nothing to correlate")
-    overall = _evaluate(a, resamples, seed)
+    overall = _evaluate(a, resamples, seed, permutations, spa_seed)
     none = overall["segment_level"]["none"]
     out: dict[str, Any] = {
         "segments": len(a.keys),
@@ -546,7 +682,9 @@ def evaluate_metric(
     if dimensions:
         dims = np.array([dimensions.get(k[0], "") for k in a.keys])
         out["per_dimension"] = {
-            d: _evaluate(a.subset(dims == d), resamples, seed) for d in DIMENSIONS if (dims == d).sum() >= 2
+            d: _evaluate(a.subset(dims == d), resamples, seed, permutations, spa_seed)
+            for d in DIMENSIONS
+            if (dims == d).sum() >= 2
         }
     return out
 
@@ -558,17 +696,21 @@ def meta_evaluate(
     resamples: int = 1000,
     seed: int = 0,
     lower_is_better: Iterable[str] = LOWER_IS_BETTER,
+    permutations: int = SPA_PERMUTATIONS,
+    spa_seed: int = SPA_SEED,
 ) -> dict[str, Any]:
     """The meta-evaluation of every metric against the human ratings, plus inter-rater agreement.
 
-    Metrics named in ``lower_is_better`` are negated first. Returns a JSON-ready dict."""
+    Metrics named in ``lower_is_better`` are negated first. ``permutations`` / ``spa_seed``: the
+    permutation tests of the system-level soft pairwise accuracy. Returns a JSON-ready dict."""
     check_bootstrap(resamples, seed)
+    check_permutations(permutations, spa_seed)
     lower = set(lower_is_better)
     human = ratings.means()
     results: dict[str, Any] = {}
     for name, scores in metrics.items():
         oriented = {k: -v for k, v in scores.items()} if name in lower else dict(scores)
-        res = evaluate_metric(human, oriented, dimensions, resamples, seed)
+        res = evaluate_metric(human, oriented, dimensions, resamples, seed, permutations, spa_seed)
         used = set(human) & set(scores)
         results[name] = {
             "orientation": "negated (lower is better)" if name in lower else "higher is better",
@@ -598,6 +740,7 @@ def meta_evaluate(
             "interval": "95% percentile",
             "note": "no interval with fewer than two items",
         },
+        "permutation_test": {"permutations": permutations, "seed": spa_seed, "unit": "item"},
         "definitions": {
             "pearson": "scipy.stats.pearsonr",
             "spearman": "scipy.stats.spearmanr (average ranks)",
@@ -606,7 +749,11 @@ def meta_evaluate(
             "pairwise_accuracy_calibrated": "acc_eq at the eps in {0} U {|m_i - m_j|} that maximises it",
             "groupings": "none = all segments; item = per item across systems, averaged; system = per system "
             "across items, averaged; groups without a correlation (< 2 segments, constant) skipped",
-            "system_level": "per system mean metric vs mean human over the shared segments",
+            "system_level": "per system mean metric vs mean human over the shared segments (exact sums: "
+            "math.fsum, so equal multisets of scores tie exactly)",
+            "soft_pairwise_accuracy": "system level, Thompson et al. 2024 (mt-metrics-eval): 1 - mean over "
+            "system pairs i < j (sorted names) of |p_human(i>j) - p_metric(i>j)|, p one-sided paired "
+            "permutation test over shared items",
         },
         "metrics": results,
         "inter_rater": agreement,
@@ -684,7 +831,7 @@ def system_scores(seg_scores: Mapping[Key, float]) -> dict[str, float]:
     per: dict[str, list[float]] = {}
     for (_, system), v in seg_scores.items():
         per.setdefault(system, []).append(v)
-    return {s: float(np.mean(v)) for s, v in per.items()}
+    return {s: exact_mean(v) for s, v in per.items()}
 
 
 # ---------------------------------------------------------------------------------------------
