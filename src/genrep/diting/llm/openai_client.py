@@ -36,6 +36,7 @@ defaults):
   ``openai`` kind ``max_completion_tokens`` replaces ``max_tokens``;
 - ``sampling_fields`` and ``max_tokens_field`` set those two things directly.
 """
+
 from __future__ import annotations
 
 import asyncio
