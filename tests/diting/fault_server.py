@@ -100,7 +100,9 @@ class _Handler(BaseHTTPRequestHandler):
         if arg:
             date = kind.endswith("date")
             headers["Retry-After"] = email.utils.formatdate(time.time() + float(arg), usegmt=True) if date else arg
-        error = {"error": {"message": f"injected {status} for {prompt}", "type": "invalid_request_error"}}
+        # OpenAI's error types; a 5xx says "server_error", as a 5xx worth retrying does.
+        kind = "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"
+        error = {"error": {"message": f"injected {status} for {prompt}", "type": kind}}
         self._send(status, json.dumps(error).encode(), headers=headers)
 
     def log_message(self, format: str, *args: object) -> None:

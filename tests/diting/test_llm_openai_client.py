@@ -94,13 +94,13 @@ def test_request_body_carries_every_sampling_field():
 
 # What each injected fault looks like in a final LLMError reason.
 REASONS = {
-    "500": "HTTP 500",
-    "503:0.02": "HTTP 503",
-    "429:0.02": "HTTP 429",
-    "hang": "timeout",
-    "truncated": "connection error (RemoteProtocolError)",
-    "nonjson": "invalid JSON body",
-    "nochoices": "no choices in body",
+    "500": "HTTP 500 after {n} attempts: injected 500 for {prompt}",
+    "503:0.02": "HTTP 503 after {n} attempts: injected 503 for {prompt}",
+    "429:0.02": "HTTP 429 after {n} attempts: injected 429 for {prompt}",
+    "hang": "timeout after {n} attempts",
+    "truncated": "connection error (RemoteProtocolError) after {n} attempts",
+    "nonjson": "invalid JSON body after {n} attempts",
+    "nochoices": "no choices in body after {n} attempts",
 }
 FAULTS = {
     "ok": 50,
@@ -123,7 +123,7 @@ def _expected(faults: list[str]) -> tuple[str, int]:
             return "ok", i + 1
         if fault == "400":
             return "HTTP 400: injected 400 for {prompt}", i + 1
-    return f"{REASONS[faults[-1]]} after {len(faults)} attempts", len(faults)
+    return REASONS[faults[-1]].replace("{n}", str(len(faults))), len(faults)
 
 
 def test_200_requests_with_random_faults_finish_or_fail_with_a_reason():
@@ -188,7 +188,8 @@ def test_timeouts_are_retried_a_bounded_number_of_times():
 def test_no_retries_means_one_attempt():
     with FaultServer({"p": ["500", "ok"]}) as server:
         [err] = asyncio.run(_run_all(OpenAIBackend("m", server.url, max_retries=0, **FAST), ["p"]))
-    assert err.reason == "HTTP 500 after 1 attempt" and server.counts["p"] == 1
+    assert err.reason == "HTTP 500 after 1 attempt: injected 500 for p" and server.counts["p"] == 1
+    assert err.attempts == 1 and err.status == 500
 
 
 def test_connection_refused_is_reported():

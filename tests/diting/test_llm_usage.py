@@ -41,6 +41,7 @@ def test_prices_from_a_config_are_checked():
         "gpt-4o-mini": (0.15, 0.6),
         "free": (0.0, 0.0),
     }
-    for bad in ([1.0], [1, 2, 3], [-1, 2], [float("nan"), 1], ["1", "2"], [True, 1], 3):
+    assert parse_prices({"m": [1, 2, 0.5]}) == {"m": (1.0, 2.0, 0.5)}  # a third price: cached prompt tokens
+    for bad in ([1.0], [1, 2, 3, 4], [-1, 2], [1, 2, -0.5], [float("nan"), 1], ["1", "2"], [True, 1], 3):
         with pytest.raises(UserError, match=r"^prices: model 'm': expected \[USD per 1M prompt tokens"):
             parse_prices({"m": bad})

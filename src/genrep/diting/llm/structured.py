@@ -4,12 +4,22 @@ DITING's experts and judge answer with scores in a fixed shape ({agree, reasons,
 general_1, general_2}); a judge whose answer cannot be read is a lost item. So
 :func:`complete_json`
 
-1. asks for the schema as OpenAI's ``response_format`` (``json_schema`` with ``strict``; vLLM,
-   llama.cpp and Ollama constrain decoding with it, servers without it ignore it; DeepSeek only
-   knows ``json_object``, hence ``mode``);
-2. reads the first balanced ``{...}`` of the reply, inside a ```json fence if there is one, so
+1. asks for the schema as OpenAI's ``response_format`` (``json_schema`` with ``strict``). The
+   backend sends it in its own dialect (:class:`~genrep.diting.llm.openai_client.OpenAIBackend`'s
+   ``structured`` setting): as is for OpenAI, vLLM and Ollama; as ``{"type": "json_object",
+   "schema": ...}`` for llama.cpp's server, which rejects ``json_schema`` with HTTP 500 "Input
+   should be 'text' or 'json_object'"; as plain ``json_object`` plus the schema in a system
+   message for DeepSeek; or not at all (schema in the prompt, free text back). ``mode`` asks for
+   less than the schema when the caller wants that;
+2. never accepts an answer cut by the token limit (``finish_reason == "length"``): it asks again
+   with twice the ``max_tokens`` (at most ``max_tokens_cap``; by default the caller's
+   ``max_tokens`` is the budget, so there is no retry: the same request at temperature 0 would be
+   cut the same way, and a cache would hand back the same cut answer), at most ``length_retries``
+   times, and then raises :class:`~genrep.diting.llm.types.TruncatedError` (an :class:`LLMError`, so
+   callers record the item as failed). No default is ever filled in for a missing field;
+3. reads the first balanced ``{...}`` of the reply, inside a ```json fence if there is one, so
    prose around the object does no harm;
-3. validates it with pydantic, and on failure shows the model its reply and the error (one line)
+4. validates it with pydantic, and on failure shows the model its reply and the error (one line)
    and asks for corrected JSON only, at most ``max_repairs`` times.
 """
 
@@ -22,7 +32,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from genrep.diting.llm.types import Backend, Completion, LLMError, Sampling
+from genrep.diting.llm.types import Backend, Completion, LLMError, Sampling, TruncatedError
 
 M = TypeVar("M", bound=BaseModel)
 JsonMode = Literal["json_schema", "json_object", "none"]
@@ -118,24 +128,46 @@ async def complete_json(
     max_repairs: int = 2,
     *,
     mode: JsonMode = "json_schema",
+    length_retries: int = 1,
+    max_tokens_cap: int | None = None,
 ) -> tuple[M, list[Completion]]:
     """``(answer, completions)``: a validated ``schema`` instance and every completion it took.
 
     ``sampling.response_format`` is replaced according to ``mode``. Raises :class:`LLMError` when
-    the backend fails or the answer is still invalid after ``max_repairs`` repairs.
+    the backend fails or the answer is still invalid after ``max_repairs`` repairs, and
+    :class:`TruncatedError` when an answer is still cut by the token limit after
+    ``length_retries`` retries, each with ``max_tokens`` doubled up to ``max_tokens_cap`` (default:
+    ``sampling.max_tokens``, i.e. no retry; a limit already at the cap is not retried, as the same
+    request would be cut the same way).
     """
     sampling = dataclasses.replace(sampling, response_format=response_format(schema, mode))
     conversation = list(messages)
     completions: list[Completion] = []
+    truncated: list[Completion] = []
     while True:
         completion = await backend.complete(conversation, sampling)
         completions.append(completion)
+        if completion.finish_reason == "length":
+            truncated.append(completion)
+            cap = sampling.max_tokens if max_tokens_cap is None else max_tokens_cap
+            bigger = min(cap, sampling.max_tokens * 2)
+            if len(truncated) > length_retries or bigger <= sampling.max_tokens:
+                raise TruncatedError(
+                    f"answer cut at max_tokens={sampling.max_tokens} (finish_reason 'length') "
+                    f"after {len(truncated)} tr{'ies' if len(truncated) > 1 else 'y'}",
+                    completions,
+                    attempts=sum(c.attempts for c in completions),
+                )
+            sampling = dataclasses.replace(sampling, max_tokens=bigger)
+            continue
         try:
             return schema.model_validate_json(extract_json(completion.text)), completions
         except ValueError as err:  # pydantic's ValidationError is a ValueError too
             error = _one_line(err)
-        if len(completions) > max_repairs:
-            raise LLMError(f"invalid JSON after {max_repairs} repairs: {error}")
+        if len(completions) - len(truncated) > max_repairs:
+            raise LLMError(
+                f"invalid JSON after {max_repairs} repairs: {error}", attempts=sum(c.attempts for c in completions)
+            )
         conversation += [
             {"role": "assistant", "content": completion.text},
             {"role": "user", "content": REPAIR_PROMPT.format(error=error)},

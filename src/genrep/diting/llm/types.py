@@ -33,7 +33,16 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Completion:
-    """One answer. ``attempts`` counts the requests it took (0 for a cache hit)."""
+    """One answer (one logical call). ``attempts`` counts the HTTP requests it took (0 for a cache hit).
+
+    ``finish_reason`` is ``"length"`` when the answer was cut by the token limit; such an answer is
+    never a usable structured answer (:func:`~genrep.diting.llm.structured.complete_json` retries
+    it a bounded number of times and then raises :class:`TruncatedError`). ``reasoning_content`` is
+    a reasoning model's thinking as the server returned it (``""`` when there is none);
+    ``cached_tokens`` (prompt tokens served from the server's prompt cache) and
+    ``reasoning_tokens`` (completion tokens spent thinking) are the server's counts, 0 when it
+    reports none. Both are included in ``prompt_tokens`` / ``completion_tokens``, as OpenAI counts.
+    """
 
     text: str
     model: str
@@ -43,14 +52,31 @@ class Completion:
     latency_s: float
     attempts: int
     finish_reason: str = "stop"  # "stop" or "length" (cut by max_tokens)
+    reasoning_content: str = ""
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 class LLMError(Exception):
-    """A request that failed for good; ``reason`` is short, e.g. ``"HTTP 500 after 5 attempts"``."""
+    """A request that failed for good.
 
-    def __init__(self, reason: str):
+    ``reason`` is one line with what the server said, e.g. ``"HTTP 500 after 5 attempts: out of
+    memory"``; ``attempts`` counts the HTTP requests spent on it (0 when unknown); ``status`` is
+    the last HTTP status, if there was one.
+    """
+
+    def __init__(self, reason: str, *, attempts: int = 0, status: int | None = None):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.attempts, self.status = reason, attempts, status
+
+
+class TruncatedError(LLMError):
+    """A structured answer cut off by the token limit (``finish_reason == "length"``), still cut after
+    the bounded retries; ``completions`` are the truncated answers, for the transcript."""
+
+    def __init__(self, reason: str, completions: list[Completion], *, attempts: int = 0):
+        super().__init__(reason, attempts=attempts)
+        self.completions = completions
 
 
 @runtime_checkable
