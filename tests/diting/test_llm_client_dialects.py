@@ -300,3 +300,19 @@ def test_truncation_retries_are_bounded():
     with pytest.raises(TruncatedError, match="after 3 tries"):
         _json(_backend(fake), sampling=Sampling(max_tokens=16), max_tokens_cap=1024, length_retries=2)
     assert [b["max_tokens"] for b in fake.bodies] == [16, 32, 64]
+
+
+def test_the_cache_key_names_non_default_wire_settings(monkeypatch):
+    """Answers obtained with another dialect / reasoning setting never come back from the cache: the backend's
+    cache name carries its wire settings whenever they are not its kind's defaults (environment included)."""
+    from genrep.diting.llm.openai_client import OpenAIBackend
+
+    monkeypatch.delenv("GENREP_LLM_STRUCTURED", raising=False)
+    monkeypatch.delenv("GENREP_LLM_REASONING", raising=False)
+    plain = OpenAIBackend("m", base_url="http://127.0.0.1:9", name="llamacpp:m")
+    assert getattr(plain, "cache_name", plain.name) == "llamacpp:m"  # the defaults: old cache entries stay valid
+    text = OpenAIBackend("m", base_url="http://127.0.0.1:9", name="llamacpp:m", structured="text")
+    assert text.cache_name.startswith("llamacpp:m#structured=text")
+    monkeypatch.setenv("GENREP_LLM_STRUCTURED", "json_object")
+    env = OpenAIBackend("m", base_url="http://127.0.0.1:9", name="llamacpp:m")
+    assert env.cache_name.startswith("llamacpp:m#structured=json_object")

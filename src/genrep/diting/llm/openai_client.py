@@ -112,6 +112,17 @@ def kind_defaults(kind: str, model: str) -> tuple[StructuredDialect, bool]:
     return structured, is_reasoning_model(kind, model)
 
 
+def _kind_wire(kind: str, model: str) -> WireSettings:
+    """The wire settings :func:`wire_settings` gives a ``kind`` backend with nothing configured (no environment)."""
+    structured, reasoning = kind_defaults(kind, model)
+    return WireSettings(
+        structured=structured,
+        reasoning=reasoning,
+        sampling_fields=() if reasoning else SAMPLING_FIELDS,
+        max_tokens_field="max_completion_tokens" if reasoning and kind == "openai" else "max_tokens",
+    )
+
+
 def _bool_env(value: str) -> bool:
     low = value.strip().lower()
     if low in ("1", "true", "yes", "on"):
@@ -365,6 +376,14 @@ class OpenAIBackend:
             sampling_fields=sampling_fields,
             max_tokens_field=max_tokens_field,
         )
+        # the cache key names the wire settings when they are not the kind's defaults, so answers obtained
+        # with another structured-output dialect or reasoning setting are never served from the cache
+        if self.settings != _kind_wire(kind, model):
+            s = self.settings
+            self.cache_name = (
+                f"{self.name}#structured={s.structured},reasoning={s.reasoning},"
+                f"fields={'+'.join(s.sampling_fields)},max={s.max_tokens_field}"
+            )
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.concurrency, self.timeout_s, self.max_retries = concurrency, timeout_s, max_retries
