@@ -22,14 +22,22 @@ def _integer(value: object) -> int | None:
         return None
 
 
-def check_bootstrap(resamples: object, seed: object) -> None:
-    """Raise a one-line UserError naming 'resamples' or 'seed' when either is out of range."""
-    n = _integer(resamples)
-    if n is None or not 0 <= n <= MAX_RESAMPLES:
-        raise UserError(f"resamples must be an integer from 0 to {MAX_RESAMPLES}, got {resamples!r}")
+def _check_range(name: str, value: object, low: int, high: int) -> None:
+    n = _integer(value)
+    if n is None or not low <= n <= high:
+        raise UserError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+
+
+def _check_seed(name: str, seed: object) -> None:
     s = _integer(seed)
     if s is None or s < 0:
-        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UserError(f"{name} must be a non-negative integer, got {seed!r}")
+
+
+def check_bootstrap(resamples: object, seed: object) -> None:
+    """Raise a one-line UserError naming 'resamples' or 'seed' when either is out of range."""
+    _check_range("resamples", resamples, 0, MAX_RESAMPLES)
+    _check_seed("seed", seed)
 
 
 MAX_PERMUTATIONS = 100_000  # permutation-test draws: (permutations x items) sign flips are held in memory at once
@@ -37,9 +45,5 @@ MAX_PERMUTATIONS = 100_000  # permutation-test draws: (permutations x items) sig
 
 def check_permutations(permutations: object, seed: object) -> None:
     """Raise a one-line UserError naming 'permutations' or 'seed' when either is out of range."""
-    n = _integer(permutations)
-    if n is None or not 1 <= n <= MAX_PERMUTATIONS:
-        raise UserError(f"permutations must be an integer from 1 to {MAX_PERMUTATIONS}, got {permutations!r}")
-    s = _integer(seed)
-    if s is None or s < 0:
-        raise UserError(f"permutation seed must be a non-negative integer, got {seed!r}")
+    _check_range("permutations", permutations, 1, MAX_PERMUTATIONS)
+    _check_seed("permutation seed", seed)
