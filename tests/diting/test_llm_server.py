@@ -116,7 +116,7 @@ needs_openai = pytest.mark.skipif(openai is None, reason="the openai package is 
 
 def _openai(server: LLMServer) -> "openai.OpenAI":
     """The official client against ``server`` (``server.url`` ends in /v1 already); no retries."""
-    return openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=30)
+    return openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=600)  # a hang guard only
 
 
 @needs_openai

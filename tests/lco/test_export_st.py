@@ -132,7 +132,6 @@ def test_export_loads_offline_without_genrep(lora_run, tmp_path):
         text=True,
         env=env,
         cwd=tmp_path,
-        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     got = np.array(json.loads(res.stdout.strip().splitlines()[-1]))

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from genrep.core.errors import UserError
 
@@ -238,3 +241,24 @@ def read_json(path: str | Path, what: str = "JSON file") -> object:
         raise UserError(f"{_printable(str(path))}:{err.lineno}: not valid JSON ({err.msg})") from None
     except RecursionError:
         raise UserError(f"{_printable(str(path))}: JSON nested too deeply") from None
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes; a Hugging Face cache link into ``blobs/`` is named by its content hash
+    already, so its target's name is returned without reading it."""
+    if path.is_symlink():
+        target = path.resolve()
+        if target.parent.name == "blobs":
+            return target.name
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_files(h: Any, root: Path, files: Sequence[Path]) -> None:
+    """Feed ``h`` each file's path relative to ``root`` and its :func:`file_sha256`, in the given order: the
+    same files give the same digest wherever the directory is copied; a changed byte or name another."""
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + file_sha256(f).encode() + b"\n")

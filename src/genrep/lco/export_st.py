@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from genrep.core.errors import UserError
+from genrep.core.files import hash_files
 from genrep.core.rundir import atomic_write_json, atomic_write_text, model_dir, signature
 from genrep.lco.adapters import MODEL_FILE, load_model, read_spec
 from genrep.lco.embedding import EmbeddingModel, Side
@@ -198,11 +199,7 @@ def _affix_lengths(emb: EmbeddingModel, side: Side) -> tuple[int, int]:
 def _digest(root: Path) -> str:
     """SHA-256 over the relative paths and contents of every file in the model directory."""
     h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode() + b"\0")
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+    hash_files(h, root, sorted(p for p in root.rglob("*") if p.is_file()))
     return h.hexdigest()
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from genrep.core.errors import UserError
+from genrep.core.files import hash_files
 from genrep.lco.embedding import EmbeddingModel
 
 INSTALL = "pip install genrep[mteb]"
@@ -187,19 +188,6 @@ def build_meta(
 
 
 # ---------------------------------------------------------------------------------------------------- revision
-def _file_digest(path: Path) -> str:
-    """sha256 of a file's bytes; a Hugging Face cache link into ``blobs/`` is named by its content hash already."""
-    if path.is_symlink():
-        target = path.resolve()
-        if target.parent.name == "blobs":
-            return target.name
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _model_files(root: Path) -> list[Path]:
     """The files that make up a model directory, in a fixed order: all of them but docs and hidden files."""
     return sorted(
@@ -242,8 +230,7 @@ def files_revision(root: str | Path, files: Sequence[Path], settings: Mapping[st
     byte, renamed file or changed setting gives another."""
     root = Path(root)
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + _file_digest(f).encode() + b"\n")
+    hash_files(h, root, files)
     h.update(json.dumps(dict(settings), sort_keys=True, default=str).encode())
     return h.hexdigest()[:REVISION_LENGTH]
 

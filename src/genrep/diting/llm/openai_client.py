@@ -112,15 +112,18 @@ def kind_defaults(kind: str, model: str) -> tuple[StructuredDialect, bool]:
     return structured, is_reasoning_model(kind, model)
 
 
+def _field_defaults(kind: str, reasoning: bool) -> tuple[tuple[str, ...], str]:
+    """``(sampling_fields, max_tokens_field)`` when not configured: no sampling fields for a reasoning model,
+    and OpenAI's reasoning models take ``max_completion_tokens``."""
+    fields = () if reasoning else SAMPLING_FIELDS
+    return fields, "max_completion_tokens" if reasoning and kind == "openai" else "max_tokens"
+
+
 def _kind_wire(kind: str, model: str) -> WireSettings:
     """The wire settings :func:`wire_settings` gives a ``kind`` backend with nothing configured (no environment)."""
     structured, reasoning = kind_defaults(kind, model)
-    return WireSettings(
-        structured=structured,
-        reasoning=reasoning,
-        sampling_fields=() if reasoning else SAMPLING_FIELDS,
-        max_tokens_field="max_completion_tokens" if reasoning and kind == "openai" else "max_tokens",
-    )
+    fields, max_field = _field_defaults(kind, reasoning)
+    return WireSettings(structured, reasoning, fields, cast(MaxTokensField, max_field))
 
 
 def _bool_env(value: str) -> bool:
@@ -149,13 +152,14 @@ def wire_settings(
     if reasoning is None:
         env = os.environ.get(REASONING_ENV)
         reasoning = _bool_env(env) if env else default_reasoning
+    default_fields, default_max_field = _field_defaults(kind, reasoning)
     if sampling_fields is None:
-        sampling_fields = () if reasoning else SAMPLING_FIELDS
+        sampling_fields = default_fields
     unknown = sorted(set(sampling_fields) - set(SAMPLING_FIELDS))
     if unknown:
         raise UserError(f"sampling fields {unknown} are not among {', '.join(SAMPLING_FIELDS)}")
     if max_tokens_field is None:
-        max_tokens_field = "max_completion_tokens" if reasoning and kind == "openai" else "max_tokens"
+        max_tokens_field = default_max_field
     if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
         raise UserError(f"max_tokens_field '{max_tokens_field}' is not max_tokens or max_completion_tokens")
     return WireSettings(
