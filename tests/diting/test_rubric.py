@@ -10,6 +10,7 @@ from genrep.diting.rubric import (
     criteria,
     rubric_prompt,
 )
+from genrep.diting.rubric_examples import EXAMPLES
 from genrep.diting.schema import DIMENSIONS
 
 NAMES = {  # docs/papers.md s3.3: specific / general 1 / general 2
@@ -35,10 +36,42 @@ def test_every_dimension_has_a_specific_and_two_general_criteria_in_both_languag
     for crit in criteria(dimension):
         assert crit.name("en") in en and crit.text("en") in en and all(level in en for level in crit.levels("en"))
         assert crit.name("zh") in zh and crit.text("zh") in zh and all(level in zh for level in crit.levels("zh"))
-    assert all(rule in en for rule in GLOBAL_RULES["en"]) and all(rule in zh for rule in GLOBAL_RULES["zh"])
-    assert "If the specific score is 0, both general scores are 0." in en and "特异性指标为 0 分" in zh
+    assert "If the specific criterion scores 0, both general criteria score 0" in en and "特异性指标为 0 分" in zh
     with pytest.raises(ValueError, match="unknown prompt language"):
         rubric_prompt(dimension, "fr")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("dimension", DIMENSIONS)
+def test_every_prompt_renders_the_nine_global_rules_numbered(dimension, lang):
+    assert len(GLOBAL_RULES["en"]) == len(GLOBAL_RULES["zh"]) == 9
+    for examples in (True, False):
+        prompt = rubric_prompt(dimension, lang, examples=examples)
+        for n, rule in enumerate(GLOBAL_RULES[lang], start=1):
+            assert f"\n{n}. {rule}" in prompt
+    for rule in GLOBAL_RULES["en"] + GLOBAL_RULES["zh"]:  # in words: no JSON field names, no quoted keys
+        assert not any(mark in rule for mark in ('"', "`", "_", "true"))
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("dimension", DIMENSIONS)
+def test_every_example_is_rendered_under_its_dimension_and_only_with_examples(dimension, lang):
+    with_examples, without = rubric_prompt(dimension, lang), rubric_prompt(dimension, lang, examples=False)
+    for example in EXAMPLES[dimension]:
+        why = example.why_zh if lang == "zh" else example.why_en
+        for text in (example.source_zh, *example.translations, *why):
+            assert text in with_examples and text not in without
+    others = [example for other in DIMENSIONS if other != dimension for example in EXAMPLES[other]]
+    assert not any(example.source_zh in with_examples for example in others)
+
+
+def test_one_example_per_criterion_with_eighteen_distinct_sources_and_three_distinct_translations_each():
+    assert set(EXAMPLES) == set(RUBRIC) and all(len(examples) == 3 for examples in EXAMPLES.values())
+    sources = [example.source_zh for examples in EXAMPLES.values() for example in examples]
+    assert len(sources) == len(set(sources)) == 18
+    for example in (example for examples in EXAMPLES.values() for example in examples):
+        assert len(example.translations) == len(set(example.translations)) == 3
+        assert len(example.why_en) == len(example.why_zh) == 3 and all(example.why_en) and all(example.why_zh)
 
 
 def test_a_specific_zero_zeroes_both_general_scores_and_logs_each_correction():
