@@ -467,7 +467,8 @@ def rubric_prompt(dimension: str, lang: Lang = "en", examples: bool = True) -> s
         for score, meaning in reversed(list(enumerate(crit.levels(lang)))):
             lines.append(f"    {score}{labels['colon']}{meaning}")
             if examples:
-                lines.append("      " + labels["example"].format(translation=example.translations[score], why=why[score]))
+                shown = labels["example"].format(translation=example.translations[score], why=why[score])
+                lines.append(f"      {shown}")
     lines += ["", labels["rules"]]
     lines += [f"{n}. {rule}" for n, rule in enumerate(GLOBAL_RULES[lang], start=1)]
     return "\n".join(lines)

@@ -327,8 +327,7 @@ EXAMPLES: dict[str, tuple[Example, Example, Example]] = {  # per dimension: (spe
             (
                 "The bandits raided the village and took a few things.",
                 "The mountain bandits hurt the people of the whole village, even the babies.",
-                "The mountain bandits massacred the entire village, sparing not even the infants in swaddling "
-                "clothes.",
+                "The mountain bandits massacred the entire village, sparing not even the infants in swaddling clothes.",
             ),
             (
                 "the massacre is disguised as a robbery",
