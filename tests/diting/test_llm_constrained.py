@@ -20,6 +20,7 @@ from genrep.diting.agenteval import ExpertAnswer, JudgeAnswer, SingleAnswer
 from genrep.diting.llm import LLMError, LocalBackend, Sampling, complete_json
 from genrep.diting.llm.constrained import check_schema, generate_json
 from genrep.diting.llm.structured import response_format
+from genrep.diting.llm.types import TruncatedError
 
 CORPUS = [
     '{"reasons": "the translation keeps the meaning", "mistranslation": false, "specific": 1, "general_1": 2}',
@@ -88,6 +89,12 @@ def _gen(lm, schema, **kwargs):
     kwargs.setdefault("max_new_tokens", 400)
     kwargs.setdefault("max_string_tokens", FAST)
     return generate_json(model, tok, _prompt(tok), schema, **kwargs)
+
+
+def assert_partial(text: str) -> None:
+    """A reply cut by the budget is the JSON so far, unclosed: it does not parse."""
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
 
 
 def conforms(value, schema, root=None) -> bool:
@@ -283,9 +290,14 @@ def test_hand_written_schemas_validate_greedy_and_sampled(lm, name):
         for kwargs in ({}, *({"temperature": 1.2, "seed": s} for s in range(5)))
     ]
     for text, used, finish in runs:
+        if finish == "length":  # a random model may go on with a free array past the budget
+            assert name == "array" and used <= 120
+            assert_partial(text)
+            continue
         value = json.loads(text)
         assert conforms(value, schema), text
-        assert (finish == "stop" or name == "array") and set(value) == set(schema["properties"])
+        assert finish == "stop" and set(value) == set(schema["properties"])
+    assert any(finish == "stop" for _, _, finish in runs)
 
 
 def test_arrays_respect_their_bounds_and_vary(lm):
@@ -324,16 +336,36 @@ def test_a_pydantic_model_with_refs_literals_optionals_and_lists_validates(lm, m
 
 
 @pytest.mark.parametrize("budget", [0, 1, 3, 8, 20])
-def test_a_tiny_budget_still_gives_valid_json_with_finish_reason_length(lm, budget):
+def test_a_tiny_budget_stops_with_the_partial_json_and_finish_reason_length(lm, budget):
     for model in (ExpertAnswer, JudgeAnswer, Outer):
         schema = response_format(model)["json_schema"]["schema"]
         for kwargs in ({}, {"temperature": 1.0, "seed": 1}):
-            text, used, finish = _gen(lm, schema, max_new_tokens=budget, max_string_tokens=160, **kwargs)
-            model.model_validate_json(text)
+            text, used, finish = _gen(lm, schema, max_new_tokens=budget, **kwargs)
             assert finish == "length" and used <= budget
+            assert_partial(text)
+            # nothing filled in: the same decoding with room to finish starts with exactly this text
+            full, full_used, full_finish = _gen(lm, schema, **kwargs)
+            assert full_finish == "stop" and len(text) < len(full) and full.startswith(text), (text, full)
+            assert used < full_used
+            model.model_validate_json(full)
     for name in ("array", "number", "integer_range", "anyof_null", "ref"):
         text, used, finish = _gen(lm, SCHEMAS[name], max_new_tokens=budget)
-        assert conforms(json.loads(text), SCHEMAS[name]) and used <= budget, text
+        assert used <= budget, text
+        if finish == "stop":  # it fitted
+            assert conforms(json.loads(text), SCHEMAS[name]), text
+        else:
+            assert finish == "length"
+            assert_partial(text)
+
+
+def test_budget_cut_replies_are_never_completed_with_defaults(lm):
+    tok, _ = lm
+    schema = {"type": "object", "properties": {"reasons": {"type": "string"}, "score": {"enum": [0, 1, 2]}}}
+    assert _gen(lm, schema, max_new_tokens=0) == ("", 0, "length")  # not even the first forced piece fits
+    opening = len(tok.encode('{"reasons": "', add_special_tokens=False))
+    text, used, finish = _gen(lm, schema, max_new_tokens=opening + 2, max_string_tokens=160)
+    assert finish == "length" and used == opening + 2
+    assert text.startswith('{"reasons": "') and '"' not in text[len('{"reasons": "') :]  # the open string, unclosed
 
 
 def test_the_kv_cache_path_matches_recomputing_without_it(lm):
@@ -410,8 +442,15 @@ def test_local_backend_honours_json_schema(local_dir):
     short = asyncio.run(
         backend.complete(MESSAGES, Sampling(max_tokens=5, response_format=response_format(JudgeAnswer)))
     )
-    JudgeAnswer.model_validate_json(short.text)
-    assert short.finish_reason == "length" and short.completion_tokens <= 5
+    assert short.finish_reason == "length" and 0 < short.completion_tokens <= 5
+    assert_partial(short.text)
+    with pytest.raises(TruncatedError) as cut:  # never accepted, even where the cap allows no retry
+        asyncio.run(complete_json(backend, MESSAGES, JudgeAnswer, Sampling(max_tokens=5)))
+    assert [c.text for c in cut.value.completions] == [short.text]
+    with pytest.raises(TruncatedError) as cut:  # the retry with twice the budget is cut too
+        asyncio.run(complete_json(backend, MESSAGES, JudgeAnswer, Sampling(max_tokens=5), max_tokens_cap=10))
+    assert [c.completion_tokens <= n for c, n in zip(cut.value.completions, (5, 10))] == [True, True]
+    assert all(c.finish_reason == "length" for c in cut.value.completions)
     answer, completions = asyncio.run(complete_json(backend, MESSAGES, SingleAnswer, Sampling(max_tokens=300)))
     assert isinstance(answer, SingleAnswer) and len(completions) == 1  # no repair needed
 

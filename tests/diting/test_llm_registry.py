@@ -82,3 +82,36 @@ def test_caching_is_on_by_default(tmp_path):
     assert make_backend("vllm:m", cache=mine).cache is mine
     local = make_backend("local:smollm2-135m", cache=False)
     assert isinstance(local, LocalBackend) and local.name == "local:smollm2-135m" and local._lm is None  # lazy
+
+
+def test_structured_and_reasoning_reach_the_http_backend(monkeypatch):
+    monkeypatch.delenv("GENREP_LLM_STRUCTURED", raising=False)
+    monkeypatch.delenv("GENREP_LLM_REASONING", raising=False)
+    backend = make_backend("vllm:m", cache=False, structured="json_object", reasoning=True)
+    assert isinstance(backend, OpenAIBackend)
+    assert (backend.settings.structured, backend.settings.reasoning) == ("json_object", True)
+    cached = make_backend("vllm:m", structured="llama-cpp", reasoning=False)  # behind the cache by default
+    assert isinstance(cached, CachedBackend) and isinstance(cached.backend, OpenAIBackend)
+    assert (cached.backend.settings.structured, cached.backend.settings.reasoning) == ("llama-cpp", False)
+    plain = make_backend("vllm:m", cache=False)  # None: the kind's defaults
+    assert (plain.settings.structured, plain.settings.reasoning) == ("json_schema", False)
+    with pytest.raises(UserError, match="structured output 'xml'"):
+        make_backend("vllm:m", cache=False, structured="xml")
+
+
+def test_a_llamacpp_spec_speaks_the_llama_cpp_dialect_by_default(monkeypatch):
+    monkeypatch.delenv("GENREP_LLM_STRUCTURED", raising=False)
+    backend = make_backend("llamacpp:qwen2.5-7b", cache=False)
+    assert isinstance(backend, OpenAIBackend) and backend.settings.structured == "llama-cpp"
+    assert make_backend("llamacpp:qwen2.5-7b", cache=False, structured="json_schema").settings.structured == (
+        "json_schema"
+    )
+
+
+@pytest.mark.parametrize("setting", [{"structured": "json_schema"}, {"reasoning": False}, {"reasoning": True}])
+def test_a_local_model_rejects_structured_and_reasoning_settings(setting):
+    with pytest.raises(UserError, match="a local model takes no structured/reasoning setting") as err:
+        make_backend("local:smollm2-135m", cache=False, **setting)
+    assert "\n" not in str(err.value)
+    local = make_backend("local:smollm2-135m", cache=False, structured=None, reasoning=None)
+    assert isinstance(local, LocalBackend)

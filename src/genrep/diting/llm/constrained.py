@@ -35,10 +35,11 @@ local backend's sampler). The model runs with its KV cache, fed only the new tok
 forced pieces in one forward pass).
 
 ``max_new_tokens`` bounds the tokens the model processes after the prompt, forced and chosen
-alike. When it runs out the structure is finished with the shortest valid completion (open
-strings closed, ``null`` for an ``anyOf`` that allows it, the first enum value, 0 or the nearest
-bound, ``false``, ``[]`` or ``minItems`` items, a ``]`` to end an array), appended without the
-model and not counted, and the finish reason is ``"length"``.
+alike. When it runs out, decoding stops where it is and the text written so far comes back as
+it stands, with finish reason ``"length"``: an unclosed, partial JSON (an open string, a number's
+first digits, a forced piece whose tokens did not fit left out), never completed with values the
+model did not choose. Callers reject such a reply (:func:`genrep.diting.llm.structured.complete_json`
+asks again with a larger budget or raises :class:`~genrep.diting.llm.types.TruncatedError`).
 
 Unsupported constructs (``pattern``, ``format``, ``minLength``, ``multipleOf``, ``prefixItems``,
 ``not``, ``allOf`` of several schemas, a ``$ref`` outside the document, ...) raise
@@ -118,9 +119,10 @@ def generate_json(
 ) -> tuple[str, int, str]:
     """``(json_text, completion_tokens, finish_reason)`` for the prompt ``input_ids`` (shape ``(1, n)`` or ``(n,)``).
 
-    ``json_text`` always parses and validates against ``schema``; ``finish_reason`` is ``"stop"``,
-    or ``"length"`` when ``max_new_tokens`` ran out and the structure was finished without the
-    model. ``use_cache=False`` recomputes the whole sequence every step (slow; for tests). Call it
+    With ``finish_reason`` ``"stop"``, ``json_text`` parses and validates against ``schema``. With
+    ``"length"``, ``max_new_tokens`` ran out first and ``json_text`` is the partial JSON written up
+    to that point (a prefix of a valid answer, nothing filled in); ``completion_tokens`` counts the
+    tokens processed after the prompt, at most ``max_new_tokens``. ``use_cache=False`` recomputes the whole sequence every step (slow; for tests). Call it
     under ``torch.no_grad()`` or not: it disables gradients itself. Raises :class:`ValueError` for
     a schema construct it cannot guarantee.
     """
@@ -303,11 +305,14 @@ def check_schema(schema: dict) -> None:
 # --- the decoder ---------------------------------------------------------------------------------------------------
 
 
+class _Exhausted(Exception):
+    """The token budget ran out: decoding stops and the text written so far is the reply."""
+
+
 @dataclass
 class _Trie:
     children: dict[int, _Trie] = field(default_factory=dict)
     end: int | None = None  # candidate index ending here
-    first: int = 0  # smallest candidate index below
 
 
 class _Decoder:
@@ -330,10 +335,9 @@ class _Decoder:
         self.sampler = SeededSampler(temperature, top_p, seed) if temperature > 0 else None
         self.fed: list[int] = []  # what the model has processed (its KV cache)
         self.unfed: list[int] = list(prompt)  # tokens to feed before the next logits
-        self.pending = ""  # forced text not tokenized yet
+        self.pending: list[str] = []  # forced text not tokenized yet (written once its tokens fit the budget)
         self.pieces: list[str] = []  # the JSON text
         self.used = 0  # tokens after the prompt, forced and chosen
-        self.exhausted = False
         self.cache: Any = None
         self.logits: torch.Tensor | None = None
         self.device = next(model.parameters()).device
@@ -350,9 +354,12 @@ class _Decoder:
         self.first_tokens: dict[str, int] = {}
 
     def run(self) -> tuple[str, int, str]:
-        self.value(self.schema, 0)
-        self.flush()  # the closing text counts too
-        return "".join(self.pieces), self.used, "length" if self.exhausted else "stop"
+        try:
+            self.value(self.schema, 0)
+            self.flush()  # the closing text counts too
+        except _Exhausted:
+            return "".join(self.pieces), self.used, "length"
+        return "".join(self.pieces), self.used, "stop"
 
     # -- the model --
 
@@ -362,32 +369,32 @@ class _Decoder:
             raise ValueError(f"the tokenizer gives no tokens for {text!r}")
         return ids
 
-    def say(self, text: str) -> None:
-        """Forced text, for the model only (the JSON gets its own rendering)."""
-        if not self.exhausted:
-            self.pending += text
-
     def force(self, text: str) -> None:
+        """Forced text, fed to the model and written to the JSON when its tokens fit (see :meth:`flush`)."""
+        self.pending.append(text)
+
+    def write(self, text: str) -> None:
+        """JSON text for tokens already taken (queued forced text goes first)."""
+        self.flush()
         self.pieces.append(text)
-        self.say(text)
 
     def flush(self) -> None:
-        """Tokenize the pending forced text and queue it (or run out of budget)."""
-        if self.pending and not self.exhausted:
-            ids = self.encode(self.pending)
-            self.pending = ""
+        """Tokenize the pending forced text, queue it and write it; :class:`_Exhausted` when it does not fit."""
+        if self.pending:
+            text = "".join(self.pending)
+            self.pending = []
+            ids = self.encode(text)
             if self.used + len(ids) > self.budget:
-                self.exhausted = True
-            else:
-                self.used += len(ids)
-                self.unfed += ids
+                raise _Exhausted
+            self.used += len(ids)
+            self.unfed += ids
+            self.pieces.append(text)
 
-    def room(self) -> bool:
-        """Whether the model may add one more token (queueing the pending forced text first)."""
+    def room(self) -> None:
+        """Make sure the model may add one more token (flushing forced text first), else :class:`_Exhausted`."""
         self.flush()
-        if not self.exhausted and self.used >= self.budget:
-            self.exhausted = True
-        return not self.exhausted
+        if self.used >= self.budget:
+            raise _Exhausted
 
     def next_logits(self) -> torch.Tensor:
         self.flush()
@@ -406,7 +413,7 @@ class _Decoder:
         return self.logits
 
     def take(self, token: int) -> None:
-        """Feed a chosen token (the caller checked :meth:`room`)."""
+        """Feed a chosen token (the caller called :meth:`room`)."""
         self.used += 1
         self.unfed.append(token)
 
@@ -426,24 +433,28 @@ class _Decoder:
 
     def trie(self, texts: tuple[str, ...]) -> _Trie:
         if texts not in self.tries:
-            root = _Trie(first=0)
+            root = _Trie()
             for i, text in enumerate(texts):
                 node = root
                 for t in self.encode(text):
-                    node = node.children.setdefault(t, _Trie(first=i))
+                    node = node.children.setdefault(t, _Trie())
                 if node.end is None:
                     node.end = i
             self.tries[texts] = root
         return self.tries[texts]
 
-    def choose(self, texts: list[str], default: int = 0, write: bool = True) -> int:
-        """The model's pick among literal ``texts`` (fed, and written unless not ``write``); ``default`` out of budget."""
+    def choose(self, texts: list[str]) -> int:
+        """The model's pick among literal ``texts``, fed and written (out of budget: the tokens taken so far)."""
         root = self.trie(tuple(texts))
         node, index = root, None
+        taken: list[int] = []
         while node.children:
-            if not self.room():  # out of budget: the default, or the shortest candidate under the tokens taken
-                index = default if node is root else node.end if node.end is not None else node.first
-                break
+            try:
+                self.room()
+            except _Exhausted:
+                if taken:
+                    self.pieces.append(self.tok.decode(taken, skip_special_tokens=True))
+                raise
             if node.end is not None:  # a candidate ends here and longer ones go on: the model decides
                 token = self.pick(None)
                 if token not in node.children:
@@ -451,12 +462,12 @@ class _Decoder:
             else:
                 token = self.pick(list(node.children))
             self.take(token)
+            taken.append(token)
             node = node.children[token]
         if index is None:
             index = node.end
         assert index is not None
-        if write:
-            self.pieces.append(texts[index])
+        self.write(texts[index])
         return index
 
     def first_token(self, text: str) -> int:
@@ -486,10 +497,9 @@ class _Decoder:
             return (["-"] if lo is None or lo < 0 else []) + DIGITS
         return {"object": ["{"], "array": ["["], "boolean": ["true", "false"], "null": ["null"]}.get(kind, ['"'])
 
-    def pick_branch(self, branches: list[list[str]], default: int) -> int:
+    def pick_branch(self, branches: list[list[str]]) -> int:
         """Which branch the model starts: the one owning its pick among all branches' first tokens."""
-        if not self.room():
-            return default
+        self.room()
         firsts = [{self.first_token(t) for t in texts} for texts in branches]
         allowed = sorted(set().union(*firsts))
         token = self.pick(allowed)
@@ -512,12 +522,7 @@ class _Decoder:
                 self.choose(texts)
         elif kind == "anyOf":
             branches = [_branch(alt, self.schema) for alt in _alternatives(schema) or []]
-            nulls = [i for i, b in enumerate(branches) if _kind(resolve(b, self.schema)) == "null"]
-            i = (
-                0
-                if len(branches) == 1
-                else self.pick_branch([self.starts(b) for b in branches], nulls[0] if nulls else 0)
-            )
+            i = 0 if len(branches) == 1 else self.pick_branch([self.starts(b) for b in branches])
             self.value(branches[i], depth + 1)
         elif kind == "object":
             props = schema.get("properties") or {}
@@ -531,7 +536,7 @@ class _Decoder:
         elif kind == "array":
             self.array(schema, depth)
         elif kind == "boolean":
-            self.choose(["true", "false"], default=1)
+            self.choose(["true", "false"])
         elif kind == "null":
             self.force("null")
         elif kind == "integer":
@@ -545,7 +550,7 @@ class _Decoder:
         items = schema.get("items", {})
         lo, hi = schema.get("minItems", 0) or 0, schema.get("maxItems")
         self.force("[")
-        if hi == 0 or (lo == 0 and self.pick_branch([["]"], self.starts(items)], default=0) == 0):
+        if hi == 0 or (lo == 0 and self.pick_branch([["]"], self.starts(items)]) == 0):
             self.force("]")
             return
         count = 0
@@ -556,72 +561,78 @@ class _Decoder:
                 break
             if count < lo:
                 self.force(", ")
-            elif self.choose(["]", ", "], default=0) == 0:
+            elif self.choose(["]", ", "]) == 0:
                 return  # the "]" is written
         self.force("]")
 
     def string(self, max_length: int | None) -> None:
-        self.say('"')
+        self.force('"')
         ids: list[int] = []
         text = ""
-        while len(ids) < self.max_string_tokens and self.room():
-            token = self.pick(None)
-            if token in self.stop_ids:
-                break
-            full = self.tok.decode(ids + [token], skip_special_tokens=True)
-            new = full[len(text) :] if full.startswith(text) else self.tok.decode([token], skip_special_tokens=True)
-            if '"' in new:
-                text += new[: new.index('"')]
-                break
-            ids.append(token)
-            self.take(token)
-            text = full
+        try:
+            while len(ids) < self.max_string_tokens:
+                self.room()
+                token = self.pick(None)
+                if token in self.stop_ids:
+                    break
+                full = self.tok.decode(ids + [token], skip_special_tokens=True)
+                new = full[len(text) :] if full.startswith(text) else self.tok.decode([token], skip_special_tokens=True)
+                if '"' in new:
+                    text += new[: new.index('"')]
+                    break
+                ids.append(token)
+                self.take(token)
+                text = full
+        except _Exhausted:  # the open string as far as it got, no closing quote
+            if text:
+                self.pieces.append(_dump(text[:max_length] if max_length is not None else text)[1:-1])
+            raise
         if max_length is not None:
             text = text[:max_length]
-        self.pieces.append(_dump(text))
-        self.say('"')
+        self.write(_dump(text)[1:-1])
+        self.force('"')
 
-    def peek(self) -> tuple[int, str] | None:
-        """The model's unconstrained pick and its text, not taken yet (None out of budget)."""
-        if not self.room():
-            return None
+    def peek(self) -> tuple[int, str]:
+        """The model's unconstrained pick and its text, not taken yet (:class:`_Exhausted` out of budget)."""
+        self.room()
         token = self.pick(None)
         return token, self.tok.decode([token], skip_special_tokens=True)
 
-    def digits(self, cap: int) -> tuple[str, str | None]:
-        """Digits the model adds while it wants to (at most ``cap``), and the text of the pick that ended them."""
+    def digits(self, cap: int) -> str:
+        """Digits the model adds while it wants to (at most ``cap``), each written as it is taken, and the
+        text of the pick that ended them."""
         out = ""
-        while (got := self.peek()) is not None:
-            token, text = got
+        while True:
+            token, text = self.peek()
             if not text or not all(c in "0123456789" for c in text) or len(out) + len(text) > cap:
-                return out, text
+                return text
             self.take(token)
+            self.write(text)
             out += text
-        return out, None
 
     def numeral(self, negative: bool, fraction: bool) -> str:
-        """An integer or decimal numeral chosen by the model (see the module docstring), not written yet."""
+        """An integer or decimal numeral chosen by the model (see the module docstring), written as it goes."""
+        self.flush()  # queued forced text is not part of the numeral
+        start = len(self.pieces)
         first = (["-"] if negative else []) + DIGITS
-        text = first[self.choose(first, default=first.index("0"), write=False)]
-        if text == "-":
-            text += DIGITS[self.choose(DIGITS, write=False)]
-        if text.lstrip("-") != "0":
-            more, stopper = self.digits(MAX_INT_DIGITS - 1)
-            text += more
+        if self.choose(first) == 0 and negative:
+            self.choose(DIGITS)
+        if "".join(self.pieces[start:]).lstrip("-") != "0":
+            stopper = self.digits(MAX_INT_DIGITS - 1)
         else:  # no digit after a leading zero
-            got = self.peek()
-            stopper = got[1] if got is not None else None
-        if fraction and stopper is not None and stopper.startswith("."):
-            self.say(".")
-            text += "." + DIGITS[self.choose(DIGITS, write=False)]
-            text += self.digits(MAX_FRACTION_DIGITS - 1)[0]
+            stopper = self.peek()[1]
+        if fraction and stopper.startswith("."):
+            self.force(".")
+            self.choose(DIGITS)
+            self.digits(MAX_FRACTION_DIGITS - 1)
+        text = "".join(self.pieces[start:])
+        del self.pieces[start:]
         return text
 
     def integer(self, schema: dict) -> None:
         lo, hi = _int_bounds(schema)
         if lo is not None and hi is not None and hi - lo < MAX_RANGE_CHOICES:
-            values = list(range(lo, hi + 1))
-            self.choose([str(v) for v in values], default=values.index(_nearest(0, lo, hi)))
+            self.choose([str(v) for v in range(lo, hi + 1)])
             return
         text = self.numeral(negative=lo is None or lo < 0, fraction=False)
         value = int(text)

@@ -13,10 +13,11 @@ reproducible and leaves the global RNG alone. ``max_tokens`` and ``stop`` behave
 thread, so the event loop stays free. torch is imported on first use, not with this module.
 
 A ``json_schema`` ``response_format`` is honoured as a server such as vLLM honours it: by
-schema-guided decoding (:mod:`genrep.diting.llm.constrained`), so the reply always parses and
-validates against the schema, even from a tiny model. The structure is forced, the model
-chooses the values; ``stop`` does not apply, ``max_tokens`` does (when it runs out the JSON is
-completed with default values and ``finish_reason`` is ``"length"``). A schema the decoder
+schema-guided decoding (:mod:`genrep.diting.llm.constrained`), so a finished reply always parses
+and validates against the schema, even from a tiny model. The structure is forced, the model
+chooses the values; ``stop`` does not apply, ``max_tokens`` does: when it runs out the reply is
+the partial JSON decoded so far (nothing filled in), with ``finish_reason`` ``"length"`` and the
+tokens actually used, which :func:`~genrep.diting.llm.structured.complete_json` never accepts. A schema the decoder
 cannot guarantee fails the request with :class:`LLMError`. ``json_object`` (no schema) is not
 constrained: the model writes freely and the caller extracts and repairs the object.
 """

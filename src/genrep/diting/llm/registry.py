@@ -74,17 +74,27 @@ def make_backend(
     concurrency: int = 16,
     timeout_s: float = 60,
     max_retries: int = 4,
+    structured: str | None = None,
+    reasoning: bool | None = None,
 ) -> Backend:
     """The backend ``spec`` names, behind the completion cache unless ``cache`` is False.
 
     ``cache``: True or None -> the default cache file (``cache_dir("llm")/cache.sqlite``), an
-    :class:`LLMCache` -> that one, False -> no cache.
+    :class:`LLMCache` -> that one, False -> no cache. ``structured`` (a structured-output dialect)
+    and ``reasoning`` go to :class:`OpenAIBackend`; None leaves each to the environment, else to
+    the kind's default (see :func:`~genrep.diting.llm.openai_client.wire_settings`). A ``local``
+    model takes neither: it decodes a JSON schema itself.
     """
     kind, model, base_url = parse_spec(spec)
     backend: Backend
     if kind == "local":
         if base_url is not None:
             raise UserError(f"LLM backend '{spec}': a local model takes no @BASE_URL")
+        given = [f"{n}={v!r}" for n, v in (("structured", structured), ("reasoning", reasoning)) if v is not None]
+        if given:
+            raise UserError(
+                f"LLM backend '{spec}': a local model takes no structured/reasoning setting (got {', '.join(given)})"
+            )
         backend = LocalBackend(model)
     else:
         base_url = base_url or os.environ.get(BASE_URL_ENV) or HTTP_KINDS[kind].base_url
@@ -100,6 +110,8 @@ def make_backend(
             timeout_s=timeout_s,
             max_retries=max_retries,
             name=f"{kind}:{model}",
+            structured=structured,
+            reasoning=reasoning,
         )
     if cache is False:
         return backend

@@ -35,8 +35,9 @@ class Sampling:
 class Completion:
     """One answer (one logical call). ``attempts`` counts the HTTP requests it took (0 for a cache hit).
 
-    ``finish_reason`` is ``"length"`` when the answer was cut by the token limit; such an answer is
-    never a usable structured answer (:func:`~genrep.diting.llm.structured.complete_json` retries
+    ``finish_reason`` is ``"length"`` when the answer was cut by the token limit (a schema-guided
+    local reply too: its text is then the partial JSON so far); such an answer is never a usable
+    structured answer (:func:`~genrep.diting.llm.structured.complete_json` retries
     it a bounded number of times and then raises :class:`TruncatedError`). ``reasoning_content`` is
     a reasoning model's thinking as the server returned it (``""`` when there is none);
     ``cached_tokens`` (prompt tokens served from the server's prompt cache) and
