@@ -341,7 +341,20 @@ def test_official_sample_meta_eval_uses_every_annotation_and_writes_the_contract
     assert len((out / "mtme" / "chrf.sys.score").read_text().splitlines()) == 23
     assert (out / "mtme" / "segments.docs").read_text().splitlines()[0] == "idiom official-idiom-001"
     assert (out / "figures" / "metric_vs_human.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "129 segments (230 annotations)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "129 segments (230 annotations)" in printed
+    # system-level SPA: in metrics.json, on each metric's summary line and in report.md's table, one value
+    report = (out / "report.md").read_text()
+    assert "Thompson et al. 2024" in report and "|p_metric - p_human|" in report and "| SPA (sys) |" in report
+    assert m["files"]["report"].startswith("report.md")
+    for name in ("chrf", "bleu"):
+        spa = m["metrics"][name]["system_level"]["soft_pairwise_accuracy"]
+        assert 0 <= spa["value"] <= 1 and 0 < spa["pairs"] <= 23 * 22 // 2 and spa["ci95"] is None
+        shown = f"{spa['value']:.3f}"
+        (line,) = [x for x in printed.splitlines() if x.startswith(f"{name}: ")]
+        assert line.endswith(f"SPA {shown}")
+        (row,) = [x for x in report.splitlines() if x.startswith(f"| {name} |")]
+        assert row.rstrip(" |").endswith(shown)
 
 
 def test_meta_eval_from_metricalign_file_and_usage_errors(tmp_path, capsys):

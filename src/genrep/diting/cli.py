@@ -268,6 +268,7 @@ def meta_eval_cmd(
         me.write_mtme_scores(run / "mtme", m, oriented, me.system_scores(oriented), order)
     me.write_mtme_docs(run / "mtme", item_order, dims)
     atomic_write_bytes(run.figures / "metric_vs_human.png", me.scatter_png(human, usable, dims, result["metrics"]))
+    atomic_write_bytes(run / "report.md", me.report_markdown(result).encode("utf-8"))
     run.write_metrics(
         {
             "source": source,
@@ -280,6 +281,7 @@ def meta_eval_cmd(
                 "score per item in segments.docs order; NAME.sys.score: mean segment score; "
                 "TER negated)",
                 "figure": "figures/metric_vs_human.png",
+                "report": "report.md (a table per metric, system-level SPA included, and SPA's definition)",
             },
         }
     )
@@ -288,7 +290,8 @@ def meta_eval_cmd(
     for m, r in result["metrics"].items():
         click.echo(
             f"{m}: seg pearson {_fmt_stat(r['pearson'])}, kendall {_fmt_stat(r['kendall'])}, acc_eq "
-            f"{_fmt_stat(r['pairwise_accuracy'])}; sys pearson {_fmt_stat(r['system_level']['pearson'])}"
+            f"{_fmt_stat(r['pairwise_accuracy'])}; sys pearson {_fmt_stat(r['system_level']['pearson'])}, "
+            f"SPA {me.format_stat(r['system_level']['soft_pairwise_accuracy'])}"
         )
     ir = result["inter_rater"]
     if "pearson" in ir:
@@ -296,7 +299,9 @@ def meta_eval_cmd(
             f"inter-rater ({ir['segments']} segments): pearson {ir['pearson']['value']:.3f}, exact agreement "
             f"{ir['exact_agreement']['value']:.3f}"
         )
-    click.echo(f"wrote {run / 'metrics.json'}, {run / 'mtme'}, {run.figures / 'metric_vs_human.png'}")
+    click.echo(
+        f"wrote {run / 'metrics.json'}, {run / 'report.md'}, {run / 'mtme'}, {run.figures / 'metric_vs_human.png'}"
+    )
 
 
 def _fmt_stat(stat: dict) -> str:

@@ -934,6 +934,58 @@ def read_metricalign(path: str | Path) -> MetricAlignData:
 
 
 # ---------------------------------------------------------------------------------------------
+# report
+
+SPA_DEFINITION = (
+    "SPA (soft pairwise accuracy, Thompson et al. 2024, as in mt-metrics-eval) is 1 - the mean over "
+    "system pairs of |p_metric - p_human|, where p are the one-sided permutation p-values of the "
+    "pairwise differences between the two systems' scores."
+)
+
+
+def format_stat(stat: Mapping[str, Any] | None) -> str:
+    """``0.123 [0.045, 0.201]``: a statistic's value and its 95% interval when there is one (``n/a``: no value)."""
+    if not stat or stat.get("value") is None:
+        return "n/a"
+    ci = stat.get("ci95")
+    return f"{stat['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def report_markdown(result: Mapping[str, Any]) -> str:
+    """``report.md`` of a meta-evaluation: a row per metric, the system-level SPA among the columns."""
+    h = result["human"]
+    perm = result.get("permutation_test") or {}
+    lines = [
+        "# Meta-evaluation against human judgments",
+        "",
+        f"{h['segments']} segments ({h['annotations']} annotations), {h['items']} items, {h['systems']} systems. "
+        "Values with a 95% bootstrap interval over items where there is one.",
+        "",
+        "| metric | seg pearson | seg kendall | seg acc_eq | sys pearson | sys pairwise acc | SPA (sys) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["metrics"].items():
+        sys_level = r["system_level"]
+        cells = [
+            name,
+            format_stat(r["pearson"]),
+            format_stat(r["kendall"]),
+            format_stat(r["pairwise_accuracy"]),
+            format_stat(sys_level["pearson"]),
+            format_stat(sys_level["pairwise_accuracy"]),
+            format_stat(sys_level["soft_pairwise_accuracy"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"{SPA_DEFINITION} Here over the items both systems have, "
+        f"{perm.get('permutations', SPA_PERMUTATIONS)} permutations, seed {perm.get('seed', SPA_SEED)}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
 # figure
 
 
