@@ -1,4 +1,7 @@
-"""AgentEval: the debate protocol, transcripts, repairs and failures, resume, the single-agent baseline."""
+"""AgentEval: transcripts, repairs and failures, resume, the single-agent baseline; the genrep protocol's rounds.
+
+The reference protocol's rounds are tested in test_agenteval_reference.py.
+"""
 
 import asyncio
 import json
@@ -15,13 +18,13 @@ import pytest
 from genrep.core.cache import cache_dir
 from genrep.core.errors import UserError
 from genrep.diting.agenteval import (
-    PROMPTS,
     AgentEvalConfig,
     ItemStats,
     Transcript,
     role_conversation,
     run_agenteval,
 )
+from genrep.diting.agenteval_prompts import GENREP_PROMPTS as PROMPTS
 from genrep.diting.benchmark import load_benchmark
 from genrep.diting.llm import CachedBackend, Completion, LLMCache, LLMError, LLMServer
 from genrep.diting.rubric import criteria
@@ -67,7 +70,8 @@ class PanelBackend(EchoBackend):
             await asyncio.sleep(self.delay_s)
         if len(self.calls) in self.fail_calls:
             raise LLMError("injected failure")
-        text = verdict("yes", 2, 1, 2) if '"agree"' in messages[0]["content"] else expert(2, 1, 2)
+        judge = any('"agree"' in m["content"] for m in messages[:2])  # the judge's answer format
+        text = verdict("yes", 2, 1, 2) if judge else expert(2, 1, 2)
         return Completion(
             text=text,
             model=self.model,
@@ -87,7 +91,10 @@ def write_translations(tmp_path, per_dimension=1, dimensions=None) -> tuple:
 
 
 def config(path, **kw) -> AgentEvalConfig:
-    return AgentEvalConfig(translations=str(path), cache=False, **kw)
+    """genrep's earlier protocol in English with the rules enforced, unless ``kw`` says otherwise."""
+    return AgentEvalConfig(
+        translations=str(path), cache=False, **{"protocol": "genrep", "lang": "en", "enforce_rules": True, **kw}
+    )
 
 
 def scripted(e1: list[str], e2: list[str], judge: list[str]) -> dict:

@@ -178,7 +178,7 @@ def test_a_hand_written_csv_with_2_for_specific_reads_as_the_integer(tmp_path):
     [
         (
             "item_id,system,rater,specific,general_1,general_2,score\ni1,s,r,2,1,0,5\n",
-            "j.csv: unknown column 'score' (known: item_id, system, rater, specific, general_1, general_2, rationale)",
+            "j.csv: unknown column 'score' (known: item_id, system, rater, specific, general_1, general_2, rationale, failed)",
         ),
         (
             "item_id,system,specific,general_1\ni1,s,2,1\n",

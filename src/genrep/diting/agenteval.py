@@ -1,62 +1,83 @@
 """AgentEval (docs/papers.md s3.4): two LLM experts and a judge score translations with DITING's rubric.
 
-For one system's translation of one benchmark item, a *round* is
+For one system's translation of one benchmark item the panel debates in rounds (Expert 1, then
+Expert 2, then the judge) until the judge says the experts agree, or for at most ``max_rounds``
+(4, as in the paper). What each role is shown and when the debate stops is the *protocol*
+(:mod:`~genrep.diting.agenteval_debate`): ``reference`` (default) is the official code's
+(``code/Agent-ans.py``; the judge's output stays in the judge's own conversation, the last round
+re-asks the judge after a "no"), ``genrep`` genrep's earlier variant. The judge's final scores
+are recorded as given; enforcing the global rules in code (``enforce_rules``) is an option, off
+by default, and every correction it makes is logged. The single-agent baseline
+(``mode="single"``) answers once with Expert 1's prompt; an item whose answer cannot be had is,
+as in ``code/single_baseline.py``, recorded as 0/0/0 with ``failed: true`` (``failed_as_zero``).
 
-1. Expert 1 scores the translation with the rubric of the item's dimension (:mod:`~genrep.diting.rubric`);
-   from round 2 on it also sees Expert 2's previous answer and the judge's reasons;
-2. Expert 2 scores it, seeing Expert 1's answer of this round;
-3. the judge, who adds no views of its own, reads both answers and returns ``{agree: yes|no,
-   reasons, mistranslation, specific, general_1, general_2}``.
-
-The debate stops when the judge says the experts agree, or after ``max_rounds`` (4, as in the
-paper); in the last round the judge is told that it must conclude, and its answer is final
-whatever ``agree`` says. The judge's scores are final; the global rules that code can check are
-then applied (:func:`~genrep.diting.rubric.apply_global_rules`) and every correction is logged. The
-baseline (``mode="single"``) is one judge, one call, the same rubric and the judge's schema
-without ``agree``.
-
-Each role keeps its own conversation (its system prompt with the rubric and the answer format,
-the item, then what it is shown each round), as in the official code, and each role has its own
-backend, so experts and judge can run on different servers. Answers are JSON validated by pydantic
-(:func:`~genrep.diting.llm.complete_json`: constrained decoding where the server offers it, at
-most ``max_repairs`` repairs); a role that still fails marks the item failed with the reason, and
-the run goes on.
+Each role keeps its own conversation and has its own backend, so experts and judge can run on
+different servers. Answers are JSON validated by pydantic
+(:func:`~genrep.diting.llm.complete_json`: constrained decoding where the server offers it, an
+answer cut by the token limit never accepted, at most ``max_repairs`` repairs). Repairs are a side
+exchange: only the accepted reply enters the role's conversation, so later rounds see exactly
+what the protocol shows. A role that still fails ends the item with the reason; the run goes on.
 
 Outputs of :func:`run_agenteval`, all append logs flushed per item:
 
-    transcripts.jsonl  one line per item: every message sent and every raw reply, per role and round,
+    transcripts.jsonl  one line per item: per role and round the messages added, every raw reply and
+                       reasoning text, the repair prompts, the answer or the error, what the role kept;
                        the judge's answer, the final scores, the corrections and the item's stats
     stats.jsonl        the same without the messages: the per-item sidecar metrics.json is built from
     scores.jsonl       Judgment records (rater "agenteval" or "single-agent", rationale = the judge's
                        reasons); written last, so a line here marks the item done
 
-A re-run skips the (item, system) pairs in ``scores.jsonl`` and retries failed ones; a killed run
-loses at most the items in flight, and through the LLM cache their finished calls are not paid for
-again.
+A re-run skips the (item, system) pairs in ``scores.jsonl`` (a recorded 0/0/0 failure excepted: it
+is dropped and the item retried) and retries failed ones; a killed run loses at most the items in
+flight, and through the LLM cache their finished calls are not paid for again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
-from typing import Annotated, Any, Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field
 
 from genrep.core.config import Count, NonNeg, NonNegInt, Positive
 from genrep.core.errors import UserError
-from genrep.core.jsonl import repair_tail
+from genrep.core.jsonl import repair_tail, truncate_jsonl
 from genrep.core.progress import progress_bar
 from genrep.core.rundir import RunDir
-from genrep.diting.agenteval_prompts import PROMPTS, item_prompt, system_prompt
+from genrep.diting.agenteval_answers import (
+    ExpertAnswer,
+    JudgeAnswer,
+    ReferenceExpertAnswer,
+    ReferenceJudgeAnswer,
+    SingleAnswer,
+)
+from genrep.diting.agenteval_debate import (
+    Keep,
+    Outcome,
+    genrep_debate,
+    genrep_single,
+    reference_debate,
+    reference_single,
+)
+from genrep.diting.agenteval_prompts import GENREP_PROMPTS, REFERENCE_PROMPTS
 from genrep.diting.benchmark import load_benchmark
-from genrep.diting.llm import Backend, Completion, LLMCache, LLMError, Sampling, UsageMeter, complete_json, make_backend
+from genrep.diting.llm import (
+    Backend,
+    Completion,
+    LLMCache,
+    LLMError,
+    Sampling,
+    UsageMeter,
+    complete_json,
+    make_backend,
+)
+from genrep.diting.llm.openai_client import STRUCTURED_DIALECTS
 from genrep.diting.llm.registry import parse_spec
 from genrep.diting.llm.usage import parse_prices
 from genrep.diting.rubric import CRITERIA, apply_global_rules
@@ -72,6 +93,20 @@ from genrep.diting.schema import (
 
 ROLES = ("expert1", "expert2", "judge")
 RATERS = {"multi": "agenteval", "single": "single-agent"}
+PROTOCOLS = ("reference", "genrep")
+__all__ = [
+    "AgentEvalConfig",
+    "ExpertAnswer",
+    "ItemStats",
+    "JudgeAnswer",
+    "ReferenceExpertAnswer",
+    "ReferenceJudgeAnswer",
+    "SingleAnswer",
+    "Transcript",
+    "Turn",
+    "role_conversation",
+    "run_agenteval",
+]
 
 
 @dataclass
@@ -85,13 +120,20 @@ class AgentEvalConfig:
     expert2: str = ""
     judge: str = ""  # also the single-agent judge
     mode: Literal["multi", "single"] = "multi"
-    lang: Literal["en", "zh"] = "en"  # language of the prompts (the rubric in English or Chinese)
+    protocol: Literal["reference", "genrep"] = "reference"  # reference: the official code's; genrep: not the paper's
+    lang: Literal["zh", "en"] = "zh"  # language of the prompts and the rubric (the reference's are Chinese)
     max_rounds: Count = 4
+    enforce_rules: bool = False  # apply the mechanical global rules to the judge's scores in code (logged)
+    failed_as_zero: Optional[bool] = None  # record a failed item as 0/0/0 (failed: true); None: single yes, multi no
     limit: Optional[Count] = None  # evaluate the first N translations (file order)
     concurrency: Count = 8  # items in flight
     max_tokens: Count = 1024  # per reply
+    max_tokens_cap: Optional[Count] = None  # a reply cut at max_tokens is retried with up to this budget
+    length_retries: NonNegInt = 1  # such retries per answer (only when max_tokens_cap > max_tokens)
     max_repairs: NonNegInt = 2  # per answer, after the first reply
     json_mode: Literal["json_schema", "json_object", "none"] = "json_schema"
+    structured: str = ""  # the backends' structured-output dialect ("" = each backend kind's own)
+    reasoning: Optional[bool] = None  # reasoning models (no sampling fields); None = from the model name
     temperature: NonNeg = 0.0
     seed: int = 0
     timeout_s: Positive = 300.0
@@ -104,48 +146,23 @@ class AgentEvalConfig:
         roles = ROLES if self.mode == "multi" else ("judge",)
         return {role: getattr(self, role) or self.backend for role in roles}
 
-
-# --- answers -------------------------------------------------------------------------------------------------------
-
-# 0, 1 or 2, and a JSON integer (not true, "2" or 2.0); sent as an enum, the numeric-constraint-free form
-# every constrained decoder and OpenAI's strict mode accept
-Score = Annotated[StrictInt, Field(ge=0, le=2), WithJsonSchema({"type": "integer", "enum": [0, 1, 2]})]
-
-
-class ExpertAnswer(BaseModel):
-    """An expert's scores; ``reasons`` comes first so that the model argues before it scores."""
-
-    reasons: str
-    mistranslation: bool
-    specific: Score
-    general_1: Score
-    general_2: Score
-
-
-class JudgeAnswer(BaseModel):
-    """The judge's decision: do the experts agree, why, and the panel's scores."""
-
-    agree: Literal["yes", "no"]
-    reasons: str
-    mistranslation: bool
-    specific: Score
-    general_1: Score
-    general_2: Score
-
-
-class SingleAnswer(ExpertAnswer):
-    """The single-agent judge's answer: the judge's fields without ``agree``."""
+    def zero_failures(self) -> bool:
+        """Whether a failed item is recorded as 0/0/0 (the reference's single-agent handling)."""
+        return self.mode == "single" if self.failed_as_zero is None else self.failed_as_zero
 
 
 # --- records -------------------------------------------------------------------------------------------------------
 
 
 class Turn(BaseModel):
-    """One role's answer in one round: the messages it was sent, every raw reply, the answer or the error.
+    """One role's answer in one round: the messages added, every raw reply, the answer or the error.
 
-    The role's conversation at any request is the concatenation of its earlier turns, each as
-    ``messages`` then the replies interleaved with ``repair_prompts``, followed by this turn's
-    ``messages`` (see :func:`role_conversation`).
+    The role's conversation before a turn is the concatenation of its earlier turns, each as
+    ``messages`` then the assistant message ``kept`` (:func:`role_conversation`). The turn's first
+    request is that conversation plus ``messages``; each repair request adds an invalid reply and
+    its repair prompt, which the role does not keep; a reply cut by the token limit
+    (``finish_reasons``) is asked again unchanged (with a bigger budget) or fails the turn.
+    ``reask`` marks the reference's last-round second question to the judge.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -156,9 +173,14 @@ class Turn(BaseModel):
     messages: list[dict]  # added to the role's conversation this turn
     replies: list[str]  # every raw reply: the answer, then one per repair
     repair_prompts: list[str]  # sent after each invalid reply
+    finish_reasons: list[str] = Field(default_factory=list)  # per reply; "length": cut by max_tokens, never accepted
+    reasoning: list[str] = Field(default_factory=list)  # a reasoning model's thinking, per reply ("" if none)
     answer: Optional[dict] = None
     error: Optional[str] = None
+    kept: Optional[str] = None  # the assistant message added to the role's conversation (None: failed)
+    reask: bool = False
     calls: int = 0
+    attempts: int = 0  # HTTP requests behind the calls (retries included; 0 for cache hits)
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -176,51 +198,45 @@ class ItemStats(_Record):
     reason: str = ""
     rounds: int = 0
     agreed: Optional[bool] = None  # the judge's last "agree" (multi-agent only)
+    reasked: bool = False  # the reference's last-round re-ask decided (multi-agent only)
     calls: int = 0
+    attempts: int = 0
     cached_calls: int = 0
     repairs: int = 0
     prompt_tokens: int = 0  # of every call, cached or not: what the item costs
     completion_tokens: int = 0
     seconds: float = 0.0
     per_role: dict[str, dict[str, int]] = Field(default_factory=dict)
-    judge: Optional[dict] = None  # the judge's final answer, before the global rules
-    scores: Optional[dict[str, int]] = None  # after the global rules
-    corrections: list[str] = Field(default_factory=list)
+    judge: Optional[dict] = None  # the judge's final answer, as given
+    scores: Optional[dict[str, int]] = (
+        None  # recorded: the judge's, after the global rules if enforced, 0/0/0 if failed
+    )
+    corrections: list[str] = Field(default_factory=list)  # one line per score the enforced rules changed
 
 
 class Transcript(ItemStats):
     """The whole evaluation of one (item, system): :class:`ItemStats` plus every turn; one line of ``transcripts.jsonl``."""
 
     mode: str
+    protocol: str = "genrep"  # transcripts written before the reference protocol existed
     lang: str
     backends: dict[str, str]
     turns: list[Turn]
 
 
 def role_conversation(transcript: Transcript, role: str) -> list[dict]:
-    """Every message ``role`` was sent and every raw reply it gave, in order (repairs included)."""
+    """``role``'s conversation as it carried it from turn to turn: each turn's messages, then what it kept.
+
+    Repair exchanges are not part of it (see :class:`Turn`); a failed turn contributes its messages only.
+    """
     out: list[dict] = []
     for turn in transcript.turns:
         if turn.role != role:
             continue
         out += turn.messages
-        for n, reply in enumerate(turn.replies):
-            out.append({"role": "assistant", "content": reply})
-            if n < len(turn.repair_prompts):
-                out.append({"role": "user", "content": turn.repair_prompts[n]})
+        if turn.kept is not None:
+            out.append({"role": "assistant", "content": turn.kept})
     return out
-
-
-def _show(answer: BaseModel) -> str:
-    return json.dumps(answer.model_dump(), ensure_ascii=False)
-
-
-def _system(text: str) -> dict:
-    return {"role": "system", "content": text}
-
-
-def _user(text: str) -> dict:
-    return {"role": "user", "content": text}
 
 
 # --- one item ------------------------------------------------------------------------------------------------------
@@ -248,130 +264,126 @@ class _RoleFailed(Exception):
     pass
 
 
-@dataclass
-class _Role:
-    name: str
-    backend: Backend
-    history: list[dict] = field(default_factory=list)
+class _Panel:
+    """The roles' conversations for one item, and the ``ask`` the protocols of agenteval_debate call."""
 
+    def __init__(self, backends: Mapping[str, Backend], cfg: AgentEvalConfig):
+        self.backends, self.cfg = backends, cfg
+        self.history: dict[str, list[dict]] = {role: [] for role in ROLES}
+        self.turns: list[Turn] = []
 
-async def _ask(
-    role: _Role, new: list[dict], schema: type[BaseModel], cfg: AgentEvalConfig, rnd: int, turns: list[Turn]
-) -> Any:
-    """One validated answer from ``role`` to its conversation plus ``new``; the turn is appended to ``turns``."""
-    recorder = _Recorder(role.backend)
-    sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
-    start = time.perf_counter()
-    answer, error = None, None
-    try:
-        answer, _ = await complete_json(
-            recorder, role.history + new, schema, sampling, cfg.max_repairs, mode=cfg.json_mode
+    async def ask(
+        self, role: str, new: list[dict], schema: type[Any], rnd: int, *, keep: Keep | None = None, reask: bool = False
+    ) -> tuple[Any, str]:
+        cfg, backend = self.cfg, self.backends[role]
+        recorder = _Recorder(backend)
+        sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
+        start = time.perf_counter()
+        answer, error, failed_request_attempts = None, None, 0
+        try:
+            answer, _ = await complete_json(
+                recorder,
+                self.history[role] + new,
+                schema,
+                sampling,
+                cfg.max_repairs,
+                mode=cfg.json_mode,
+                length_retries=cfg.length_retries,
+                max_tokens_cap=cfg.max_tokens_cap,
+            )
+        except LLMError as err:
+            error = err.reason
+            if len(recorder.requests) > len(recorder.completions):  # the backend itself failed on the last request
+                failed_request_attempts = err.attempts
+        done, requests = recorder.completions, recorder.requests
+        reply = done[-1].text if answer is not None else ""
+        kept = (keep(answer, reply) if keep is not None else reply) if answer is not None else None
+        self.turns.append(
+            Turn(
+                round=rnd,
+                role=role,
+                backend=backend.name,
+                messages=new,
+                replies=[c.text for c in done],
+                # a repair request is longer than the one before (a retry of a cut reply is the same request)
+                repair_prompts=[r[-1]["content"] for q, r in zip(requests, requests[1:]) if len(r) > len(q)],
+                finish_reasons=[c.finish_reason for c in done],
+                reasoning=[c.reasoning_content for c in done],
+                answer=answer.model_dump() if answer is not None else None,
+                error=error,
+                kept=kept,
+                reask=reask,
+                calls=len(requests),
+                attempts=sum(c.attempts for c in done) + failed_request_attempts,
+                cached=sum(c.cached for c in done),
+                prompt_tokens=sum(c.prompt_tokens for c in done),
+                completion_tokens=sum(c.completion_tokens for c in done),
+                seconds=round(time.perf_counter() - start, 3),
+            )
         )
-    except LLMError as err:
-        error = err.reason
-    done = recorder.completions
-    turns.append(
-        Turn(
-            round=rnd,
-            role=role.name,
-            backend=role.backend.name,
-            messages=new,
-            replies=[c.text for c in done],
-            repair_prompts=[r[-1]["content"] for r in recorder.requests[1:]],
-            answer=answer.model_dump() if answer is not None else None,
-            error=error,
-            calls=len(recorder.requests),
-            cached=sum(c.cached for c in done),
-            prompt_tokens=sum(c.prompt_tokens for c in done),
-            completion_tokens=sum(c.completion_tokens for c in done),
-            seconds=round(time.perf_counter() - start, 3),
-        )
-    )
-    if answer is None:
-        raise _RoleFailed(f"{role.name} round {rnd}: {error}")
-    role.history = recorder.requests[-1] + [{"role": "assistant", "content": done[-1].text}]
-    return answer
+        if answer is None:
+            raise _RoleFailed(f"{role} round {rnd}: {error}")
+        assert kept is not None
+        self.history[role] += [*new, {"role": "assistant", "content": kept}]
+        return answer, reply
 
 
-async def debate(
-    item: Item, translation: Translation, backends: Mapping[str, Backend], cfg: AgentEvalConfig, turns: list[Turn]
-) -> tuple[JudgeAnswer, int]:
-    """AgentEval's rounds for one translation: (the judge's final answer, rounds run). Raises _RoleFailed."""
-    p, lang, dim = PROMPTS[cfg.lang], cfg.lang, item.dimension
-    task = item_prompt(item, translation, lang)
-    e1, e2, judge = (_Role(r, backends[r]) for r in ROLES)
-    a2: ExpertAnswer | None = None
-    verdict: JudgeAnswer | None = None
-    for rnd in range(1, cfg.max_rounds + 1):
-        if rnd == 1:
-            new1 = [_system(system_prompt("expert", dim, lang, 1)), _user(f"{task}\n\n{p['e1_first']}")]
-        else:
-            assert a2 is not None and verdict is not None
-            new1 = [_user(p["e1_later"].format(round=rnd, prev=rnd - 1, answer=_show(a2), reasons=verdict.reasons))]
-        a1 = await _ask(e1, new1, ExpertAnswer, cfg, rnd, turns)
-
-        ask2 = p["e2"].format(round=rnd, answer=_show(a1))
-        new2 = (
-            [_system(system_prompt("expert", dim, lang, 2)), _user(f"{task}\n\n{ask2}")] if rnd == 1 else [_user(ask2)]
-        )
-        a2 = await _ask(e2, new2, ExpertAnswer, cfg, rnd, turns)
-
-        last = rnd == cfg.max_rounds
-        askj = p["judge_round"].format(round=rnd, e1=_show(a1), e2=_show(a2)) + (f"\n{p['final']}" if last else "")
-        newj = [_system(system_prompt("judge", dim, lang)), _user(f"{task}\n\n{askj}")] if rnd == 1 else [_user(askj)]
-        verdict = await _ask(judge, newj, JudgeAnswer, cfg, rnd, turns)
-        if verdict.agree == "yes" or last:
-            return verdict, rnd
-    raise AssertionError("unreachable: max_rounds >= 1")
-
-
-async def single_judge(
-    item: Item, translation: Translation, backends: Mapping[str, Backend], cfg: AgentEvalConfig, turns: list[Turn]
-) -> SingleAnswer:
-    """The single-agent baseline: one call with the same rubric. Raises _RoleFailed."""
-    p = PROMPTS[cfg.lang]
-    new = [
-        _system(system_prompt("single", item.dimension, cfg.lang)),
-        _user(f"{item_prompt(item, translation, cfg.lang)}\n\n{p['single_ask']}"),
-    ]
-    return await _ask(_Role("judge", backends["judge"]), new, SingleAnswer, cfg, 1, turns)
+async def _judge_item(panel: _Panel, item: Item, translation: Translation) -> tuple[BaseModel, int, bool]:
+    """(the final answer, rounds run, whether the last-round re-ask decided) under ``cfg``'s mode and protocol."""
+    cfg = panel.cfg
+    if cfg.mode == "multi":
+        debate = reference_debate if cfg.protocol == "reference" else genrep_debate
+        outcome: Outcome = await debate(panel.ask, item, translation, cfg.lang, cfg.max_rounds)
+        return outcome.answer, outcome.rounds, outcome.reasked
+    single = reference_single if cfg.protocol == "reference" else genrep_single
+    return await single(panel.ask, item, translation, cfg.lang), 1, False
 
 
 async def evaluate_item(
     item: Item, translation: Translation, backends: Mapping[str, Backend], cfg: AgentEvalConfig
 ) -> tuple[Transcript, Judgment | None]:
-    """Evaluate one translation: its transcript and, unless it failed, its Judgment (global rules applied)."""
+    """Evaluate one translation: its transcript and its Judgment (None when it failed and is not recorded as 0/0/0)."""
     start = time.perf_counter()
-    turns: list[Turn] = []
-    answer: JudgeAnswer | SingleAnswer | None = None
-    rounds, reason = 0, ""
+    panel = _Panel(backends, cfg)
+    answer: BaseModel | None = None
+    rounds, reason, reasked = 0, "", False
     if item.redacted:
         reason = "the item's source is redacted (official release placeholder): nothing to judge"
     else:
         try:
-            if cfg.mode == "multi":
-                answer, rounds = await debate(item, translation, backends, cfg, turns)
-            else:
-                answer, rounds = await single_judge(item, translation, backends, cfg, turns), 1
+            answer, rounds, reasked = await _judge_item(panel, item, translation)
         except _RoleFailed as err:
             reason = str(err)
-            rounds = max((t.round for t in turns), default=0)
+            rounds = max((t.round for t in panel.turns), default=0)
+    turns = panel.turns
     corrections: list[str] = []
-    scores, judgment = None, None
+    scores: dict[str, int] | None = None
+    rationale, failed_zero = "", False
     if answer is not None:
-        scores, corrections = apply_global_rules(answer.model_dump(), answer.mistranslation)
-        judgment = Judgment(
-            item_id=item.id,
-            system=translation.system,
-            rater=RATERS[cfg.mode],
-            rationale=answer.reasons,
-            **scores,  # type: ignore[arg-type]  # apply_global_rules keeps each in 0-2
+        scores = {key: getattr(answer, key) for key in CRITERIA}
+        if cfg.enforce_rules:
+            scores, corrections = apply_global_rules(scores, bool(getattr(answer, "mistranslation", False)))
+        rationale = str(getattr(answer, "reasons"))
+    elif cfg.zero_failures() and not item.redacted:
+        scores, rationale, failed_zero = dict.fromkeys(CRITERIA, 0), f"failed: {reason}", True
+    judgment = None
+    if scores is not None:
+        judgment = Judgment.model_validate(
+            {
+                "item_id": item.id,
+                "system": translation.system,
+                "rater": RATERS[cfg.mode],
+                "rationale": rationale,
+                "failed": failed_zero,
+                **scores,
+            }
         )
     per_role: dict[str, dict[str, int]] = {}
     for t in turns:
-        tally = per_role.setdefault(t.role, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        tally = per_role.setdefault(t.role, {"calls": 0, "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0})
         for key in tally:
             tally[key] += getattr(t, key)
+    agree = getattr(answer, "agree", None) if cfg.mode == "multi" else None
     transcript = Transcript(
         item_id=item.id,
         system=translation.system,
@@ -380,8 +392,10 @@ async def evaluate_item(
         failed=answer is None,
         reason=reason,
         rounds=rounds,
-        agreed=(answer.agree == "yes") if isinstance(answer, JudgeAnswer) else None,
+        agreed=None if agree is None else agree == "yes",
+        reasked=reasked,
         calls=sum(t.calls for t in turns),
+        attempts=sum(t.attempts for t in turns),
         cached_calls=sum(t.cached for t in turns),
         repairs=sum(len(t.repair_prompts) for t in turns),
         prompt_tokens=sum(t.prompt_tokens for t in turns),
@@ -392,6 +406,7 @@ async def evaluate_item(
         scores=scores,
         corrections=corrections,
         mode=cfg.mode,
+        protocol=cfg.protocol,
         lang=cfg.lang,
         backends={role: backends[role].name for role in cfg.role_specs()},
         turns=turns,
@@ -406,7 +421,15 @@ def check_config(cfg: AgentEvalConfig) -> None:
     """One-line UserErrors for values a run cannot use."""
     if not cfg.translations:
         raise UserError("agenteval: give the translations to evaluate (--translations FILE)")
-    for name, allowed in (("mode", RATERS), ("lang", PROMPTS), ("json_mode", ("json_schema", "json_object", "none"))):
+    closed = (
+        ("mode", tuple(RATERS)),
+        ("protocol", PROTOCOLS),
+        ("lang", tuple(REFERENCE_PROMPTS)),
+        ("json_mode", ("json_schema", "json_object", "none")),
+        ("structured", ("", *STRUCTURED_DIALECTS)),
+    )
+    assert set(REFERENCE_PROMPTS) == set(GENREP_PROMPTS)
+    for name, allowed in closed:
         if getattr(cfg, name) not in allowed:
             raise UserError(f"agenteval: {name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     for name in ("max_rounds", "concurrency", "max_tokens"):
@@ -416,6 +439,8 @@ def check_config(cfg: AgentEvalConfig) -> None:
         raise UserError(f"agenteval: max_repairs must be >= 0, got {cfg.max_repairs}")
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"agenteval: limit must be >= 1, got {cfg.limit}")
+    if cfg.max_tokens_cap is not None and cfg.max_tokens_cap < cfg.max_tokens:
+        raise UserError(f"agenteval: max_tokens_cap ({cfg.max_tokens_cap}) must be >= max_tokens ({cfg.max_tokens})")
     for spec in cfg.role_specs().values():
         parse_spec(spec)  # a bad backend spec fails before any work starts
     parse_prices(cfg.prices)
@@ -449,6 +474,8 @@ def _make_backends(cfg: AgentEvalConfig, cache: LLMCache | None) -> dict[str, Ba
             concurrency=cfg.concurrency,
             timeout_s=cfg.timeout_s,
             max_retries=cfg.max_retries,
+            structured=cfg.structured or None,
+            reasoning=cfg.reasoning,
         )
     return {role: made[spec] for role, spec in cfg.role_specs().items()}
 
@@ -467,6 +494,12 @@ class _Logs:
             append_record(self.scores, judgment)
 
 
+def _drop_failed_judgments(path: Path, rater: str) -> None:
+    """Rewrite ``scores.jsonl`` (atomically) without ``rater``'s 0/0/0 failure records, if it has any."""
+    if path.exists() and any(j.failed and j.rater == rater for j in read_log(path, Judgment)):
+        truncate_jsonl(path, lambda rec: not (rec.get("failed") and rec.get("rater") == rater))
+
+
 def run_agenteval(cfg: AgentEvalConfig, out: str | Path, *, backends: Mapping[str, Backend] | None = None) -> dict:
     """Evaluate the translations of ``cfg`` into ``out`` (resumable); returns what ``metrics.json`` holds.
 
@@ -481,6 +514,7 @@ def run_agenteval(cfg: AgentEvalConfig, out: str | Path, *, backends: Mapping[st
     repair_tail(logs.transcripts)  # a line torn by a crash: the item is redone
     repair_tail(logs.stats)
     rater = RATERS[cfg.mode]
+    _drop_failed_judgments(logs.scores, rater)  # a failure recorded as 0/0/0 is retried, not kept twice
     done = {(j.item_id, j.system) for j in read_log(logs.scores, Judgment) if j.rater == rater}
     todo = [(i, t) for i, t in pairs if (i.id, t.system) not in done]
 
@@ -582,57 +616,65 @@ def summarize(cfg: AgentEvalConfig, pairs: list[tuple[Item, Translation]], logs:
         if j.rater == rater and (j.item_id, j.system) in wanted
     }
     final = [stats[k] for k in wanted if k in stats]
-    failed = [s for s in final if s.failed and (s.item_id, s.system) not in judged]
-    scored = [s for s in final if (s.item_id, s.system) in judged]
+    failed = [s for s in final if s.failed]
+    scored = [s for s in final if (s.item_id, s.system) in judged and not judged[(s.item_id, s.system)].failed]
     per_dim = {d: _score_summary([j for k, j in judged.items() if wanted[k] == d]) for d in DIMENSIONS}
     rounds = Counter(s.rounds for s in scored)
+    multi = cfg.mode == "multi"
     return {
         "translations": str(cfg.translations),
         "bench": cfg.bench,
         "mode": cfg.mode,
+        "protocol": cfg.protocol,
         "rater": rater,
         "lang": cfg.lang,
         "backends": cfg.role_specs(),
-        "max_rounds": cfg.max_rounds if cfg.mode == "multi" else 1,
+        "max_rounds": cfg.max_rounds if multi else 1,
+        "enforce_rules": cfg.enforce_rules,
+        "failed_as_zero": cfg.zero_failures(),
         "items": len(wanted),
-        "scored": len(judged),
+        "scored": len(scored),
         "failed": len(failed),
+        "failed_recorded_as_zero": sum(1 for j in judged.values() if j.failed),
         "not_evaluated": len(wanted) - len(final),
         "skipped_failed_translations": skipped,
         "failure_reasons": dict(Counter(s.reason for s in failed).most_common()),
         "scores": {
             "overall": _score_summary(list(judged.values())),
             "per_dimension": {d: v for d, v in per_dim.items() if v["n"]},
+            "overall_without_failed": _score_summary([j for j in judged.values() if not j.failed]),
         },
         "rounds": {"mean": _mean([s.rounds for s in scored]), "histogram": {str(k): rounds[k] for k in sorted(rounds)}},
-        "agreement_round_1": _mean([float(s.rounds == 1 and bool(s.agreed)) for s in scored])
-        if cfg.mode == "multi"
-        else None,
-        "concluded_without_agreement": _mean([float(s.agreed is False) for s in scored])
-        if cfg.mode == "multi"
-        else None,
+        "agreement_round_1": _mean([float(s.rounds == 1 and bool(s.agreed)) for s in scored]) if multi else None,
+        "concluded_without_agreement": _mean([float(s.agreed is False) for s in scored]) if multi else None,
+        "decided_by_last_round_reask": _mean([float(s.reasked) for s in scored]) if multi else None,
         "corrections": {
             "items": sum(bool(s.corrections) for s in scored),
             "total": sum(len(s.corrections) for s in scored),
         },
         "per_item": {
             key: _mean([getattr(s, key) for s in final])
-            for key in ("calls", "cached_calls", "repairs", "prompt_tokens", "completion_tokens", "seconds")
+            for key in ("calls", "attempts", "cached_calls", "repairs", "prompt_tokens", "completion_tokens", "seconds")
         },
         "per_item_by_role": {
             role: {
                 key: _mean([s.per_role.get(role, {}).get(key, 0) for s in final])
-                for key in ("calls", "prompt_tokens", "completion_tokens")
+                for key in ("calls", "attempts", "prompt_tokens", "completion_tokens")
             }
             for role in cfg.role_specs()
         },
         "definitions": {
-            "scores": "mean of the final (judge's, global rules applied) 0-6 totals and of each 0-2 criterion",
+            "scores": "mean of the recorded 0-6 totals and of each 0-2 criterion: the judge's final scores as given "
+            "(after the global rules when enforce_rules), failures recorded as 0/0/0 included when failed_as_zero; "
+            "overall_without_failed leaves those out",
+            "scored": "items with a judge's answer (failures recorded as 0/0/0 not counted)",
             "per_item": "means over evaluated items (scored or failed, latest attempt); tokens count every call "
             "of the item, cached or not; seconds are wall time of the attempt",
             "agreement_round_1": "share of scored items whose judge said agree=yes in round 1",
-            "concluded_without_agreement": "share of scored items where the judge concluded in the last round "
-            "with agree=no",
+            "concluded_without_agreement": "share of scored items where the judge's final answer says agree=no "
+            "(the last round's conclusion)",
+            "decided_by_last_round_reask": "share of scored items decided by the reference's second question to "
+            "the judge after a 'no' in the last round",
             "usage": "what this run spent (cache hits count as calls, not tokens)",
         },
     }

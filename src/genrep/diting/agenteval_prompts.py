@@ -1,13 +1,22 @@
-"""AgentEval's prompt text (docs/papers.md s3.4), in English and Chinese: each role's system prompt (an
-expert, the judge, the single-agent judge) with the rubric and the JSON answer format, the item as
-every role sees it, and the per-round requests the runner (:mod:`genrep.diting.agenteval`) sends.
+"""AgentEval's prompt text (docs/papers.md s3.4), in Chinese and English, for both protocols.
+
+``reference`` (the default) carries, in genrep's own words, every instruction of the official
+prompts (``code/Agent-ans.py`` system messages, ``code/debate_prompt.py``, ``code/metrics.py``'s
+notes, ``code/single_baseline.py``): a short persona as the system message, then one user message
+with the item, the role's constraint, the answer format (scores first), the nine global rules,
+the rubric with its worked examples, and "no step-by-step reasoning". The docs/diting.md table
+maps each reference instruction to the entry of :data:`REFERENCE_PROMPTS` that carries it.
+
+``genrep`` is genrep's earlier variant (:data:`GENREP_PROMPTS`, not the paper's): the rubric in
+the system prompt, reasons before scores, a mistranslation flag, per-round requests that name the
+round and a last-round announcement.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from genrep.diting.rubric import Lang, rubric_prompt
+from genrep.diting.rubric import Lang, global_rules_prompt, rubric_prompt
 from genrep.diting.schema import Item, Translation
 
 _FORMAT_SCORES = {
@@ -17,7 +26,143 @@ _FORMAT_SCORES = {
     '"specific": <0、1 或 2>, "general_1": <0、1 或 2>, "general_2": <0、1 或 2>}',
 }
 
-PROMPTS: dict[str, dict[str, str]] = {
+_SCORE = {"en": "0, 1 or 2", "zh": "0、1 或 2"}
+
+REFERENCE_PROMPTS: dict[str, dict[str, str]] = {
+    "zh": {
+        # system messages (Agent-ans.py: both experts, the judge; single_baseline.py: the single agent)
+        "expert_system": "你是一位翻译专家，任务是依照标注规则给一些中英句对的译文打分。你的打分要尽可能与人类标注者一致，"
+        "所以请格外留意评分规则里的细节。注意：打分不要过于苛刻，也不必过分看重文化底蕴之类的要求；需要时可以坚持自己的判断，"
+        "但不要为了反驳而反驳。",
+        "single_system": "你是一位翻译专家，任务是依照标注规则给一些中英句对的译文打分。你的打分要尽可能与人类标注者一致，"
+        "所以请格外留意评分规则里的细节。",
+        "judge_system": "你是一位极其理性的翻译专家，在这场由多位专家参与的会诊中担任裁判。",
+        # the first user message of each role (debate_prompt.py)
+        "expert_intro": "你是一位翻译专家。",
+        "judge_intro": "你是首席评审。你的职责不是提出新的观点，而是分析正方和反方两位专家论据的质量，"
+        "判断每一轮讨论是否可以结束，并给出最终的诊断。",
+        "task": "待评的翻译任务：",
+        "constraints": "约束：",
+        "expert_constraint": "你可以坚持自己的观点，不必轻易被说服；但请考虑对方的文化背景，慎重决定是否修改你的评分。"
+        "不要为了反驳而反驳。",
+        "judge_constraint": "尽好裁判的本分：只依据双方专家的发言作出裁决。",
+        "format": "请按下面的格式输出一个 JSON 字符串，直接给出结果，不要附加任何说明或其他文字：",
+        "expert_format": '{{"specific": <{score}：这篇译文在该任务特异性指标上的得分>, '
+        '"general_1": <{score}：这篇英文译文在该任务第一个通用指标上的得分>, '
+        '"general_2": <{score}：这篇英文译文在该任务第二个通用指标上的得分>, '
+        '"reasons": "<为什么给出这三个分数>"}}',
+        "judge_format": '{{"agree": "<两位专家的打分是否已经一致，只能回答 yes 或 no；只要双方打分有分歧，就必须回答 no>", '
+        '"reasons": "<你认为已经或尚未达成一致的原因>", '
+        '"specific": <{score}：综合双方观点，这篇译文在该任务特异性指标上的得分>, '
+        '"general_1": <{score}：综合双方观点，这篇英文译文在该任务第一个通用指标上的得分>, '
+        '"general_2": <{score}：综合双方观点，这篇英文译文在该任务第二个通用指标上的得分>}}',
+        "rules": "以下几点你必须注意：",
+        "rubric": "以下是评分规则，请参考其中的打分实例：",
+        "direct": "请直接给出每个指标的分数和理由，不需要逐步推理。",
+        # the item (Agent-ans.py's query: the task, the source text, the target text)
+        "item_task": "任务：",
+        "item_context": "上下文：",
+        "item_source": "源文本：",
+        "item_target": "目标文本（待评译文）：",
+        "default_instruction": "请将中文文本翻译成英文。",
+        # what the other roles are shown (Agent-ans.py)
+        "pro": "正方专家：",
+        "con": "反方专家：",
+        "last_round": "现在是最后一轮：请结束讨论，给出你的诊断。",
+    },
+    "en": {
+        "expert_system": "You are a translation expert whose job is to score translations of Chinese-English sentence "
+        "pairs by an annotation rubric. Your scores should agree with the human annotators as closely as possible, so "
+        "pay close attention to the details of the scoring rules. Note: do not score too strictly, and do not put too "
+        "much weight on demands such as cultural depth; hold to your own judgement when you need to, but never "
+        "disagree only for the sake of disagreeing.",
+        "single_system": "You are a translation expert whose job is to score translations of Chinese-English sentence "
+        "pairs by an annotation rubric. Your scores should agree with the human annotators as closely as possible, so "
+        "pay close attention to the details of the scoring rules.",
+        "judge_system": "You are a highly rational translation expert acting as the judge in a consultation among "
+        "several experts.",
+        "expert_intro": "You are a translation expert.",
+        "judge_intro": "You are the chief reviewer. Your job is not to put forward views of your own but to weigh the "
+        "quality of the arguments of the affirmative and the opposing expert, to decide after each round whether the "
+        "discussion can end, and to give the final diagnosis.",
+        "task": "The translation task to assess:",
+        "constraints": "Constraints:",
+        "expert_constraint": "You may hold to your view and need not be easily persuaded, but take the other side's "
+        "cultural background into account and think carefully before you change your scores. Do not disagree only "
+        "for the sake of disagreeing.",
+        "judge_constraint": "Do your duty as the judge: decide only on the basis of what the two experts say.",
+        "format": "Output one JSON string in the format below, with the result directly and no explanation or other "
+        "text:",
+        "expert_format": "{{\"specific\": <{score}: the translation's score on the task's specific criterion>, "
+        "\"general_1\": <{score}: the English translation's score on the task's first general criterion>, "
+        "\"general_2\": <{score}: the English translation's score on the task's second general criterion>, "
+        '"reasons": "<why you give these three scores>"}}',
+        "judge_format": '{{"agree": "<have the two experts reached the same scores? answer only yes or no; whenever '
+        'their scores differ, answer no>", '
+        '"reasons": "<why you think agreement has or has not been reached>", '
+        "\"specific\": <{score}: weighing both sides, the translation's score on the task's specific criterion>, "
+        '"general_1": <{score}: weighing both sides, the score on the task\'s first general criterion>, '
+        '"general_2": <{score}: weighing both sides, the score on the task\'s second general criterion>}}',
+        "rules": "Points you must observe:",
+        "rubric": "The scoring rules follow; use their worked examples as your reference:",
+        "direct": "Give the score and the reason for each criterion directly, without step-by-step reasoning.",
+        "item_task": "Task: ",
+        "item_context": "Context: ",
+        "item_source": "Source text: ",
+        "item_target": "Target text (the translation to score): ",
+        "default_instruction": "Translate the Chinese text into English.",
+        "pro": "Affirmative expert: ",
+        "con": "Opposing expert: ",
+        "last_round": "This is the final round: close the discussion and give your diagnosis.",
+    },
+}
+
+ReferenceRole = Literal["expert", "judge"]
+
+
+def reference_item(item: Item, translation: Translation, lang: Lang) -> str:
+    """The item as the reference shows it to every role: the task, the source text and the target text
+    (plus the context the official instruction carries, when the item has one; no reference translation)."""
+    p = REFERENCE_PROMPTS[lang]
+    lines = [p["item_task"] + (item.instruction.strip() or p["default_instruction"])]
+    if item.context.strip():
+        lines.append(p["item_context"] + item.context.strip())
+    lines += [p["item_source"] + item.source_zh, p["item_target"] + translation.output]
+    return "\n".join(lines)
+
+
+def reference_prompt(kind: ReferenceRole, item: Item, translation: Translation, lang: Lang) -> str:
+    """The first user message of an expert (both experts and the single-agent baseline get the same one) or
+    the judge, in the order of ``code/debate_prompt.py``: who you are, the task, the constraint, the answer
+    format, the global rules, the rubric with its examples, and no step-by-step reasoning."""
+    if kind not in ("expert", "judge"):
+        raise ValueError(f"reference_prompt: unknown role {kind!r} (expert, judge)")
+    p = REFERENCE_PROMPTS[lang]
+    answer = p[f"{kind}_format"].format(score=_SCORE[lang])
+    return "\n".join(
+        [
+            p[f"{kind}_intro"],
+            p["task"],
+            reference_item(item, translation, lang),
+            p["constraints"],
+            f"1. {p[f'{kind}_constraint']}",
+            p["format"],
+            answer,
+            "",
+            p["rules"],
+            global_rules_prompt(lang),
+            "",
+            p["rubric"],
+            rubric_prompt(item.dimension, lang, rules=False),
+            "",
+            p["direct"],
+        ]
+    )
+
+
+# --- the genrep protocol ---------------------------------------------------------------------------------------
+
+GENREP_PROMPTS: dict[str, dict[str, str]] = {
     "en": {
         "expert": "You are Expert {n} on a panel of two translation experts and a judge. You score one English "
         "translation of a passage from a Chinese web novel with the rubric below. Aim to agree with "
@@ -82,18 +227,18 @@ PromptRole = Literal["expert", "judge", "single"]
 
 
 def system_prompt(kind: PromptRole, dimension: str, lang: Lang, n: int = 0) -> str:
-    """The system prompt of an expert (``n`` = 1 or 2), the judge or the single-agent judge."""
+    """The genrep protocol's system prompt of an expert (``n`` = 1 or 2), the judge or the single-agent judge."""
     if kind not in ("expert", "judge", "single"):
         raise ValueError(f"system_prompt: unknown role {kind!r} (expert, judge, single)")
-    p = PROMPTS[lang]
+    p = GENREP_PROMPTS[lang]
     answer = p["format_judge"] if kind == "judge" else p["format_expert"]
     return f"{p[kind].format(n=n)}\n\n{rubric_prompt(dimension, lang)}\n\n{answer}"
 
 
 def item_prompt(item: Item, translation: Translation, lang: str) -> str:
-    """The item as every role sees it: the task, the context, the source and the translation (no reference,
+    """The item as every role sees it in the genrep protocol: the task, the context, the source and the translation (no reference,
     as in the official AgentEval)."""
-    p = PROMPTS[lang]
+    p = GENREP_PROMPTS[lang]
     return p["item"].format(
         instruction=item.instruction.strip() or p["default_instruction"],
         context=item.context.strip() or p["no_context"],

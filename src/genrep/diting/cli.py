@@ -407,7 +407,16 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
     default=None,
     help="multi: two experts and a judge (default); single: one judge, one call.",
 )
-@click.option("--lang", type=click.Choice(["en", "zh"]), default=None, help="Prompt language (default en).")
+@click.option(
+    "--protocol",
+    type=click.Choice(["reference", "genrep"]),
+    default=None,
+    help="reference: the official code's protocol (default); genrep: genrep's earlier variant, not the paper's.",
+)
+@click.option(
+    "--lang", type=click.Choice(["zh", "en"]), default=None, help="Prompt language (default zh, as the paper)."
+)
+@click.option("--enforce-rules", is_flag=True, default=None, help="Apply the mechanical global rules in code (logged).")
 @click.option("--max-rounds", type=int, default=None, help="Debate rounds at most (default 4).")
 @click.option("--limit", type=int, default=None, help="Evaluate the first N translations.")
 @click.option("--concurrency", type=int, default=None, help="Items in flight (default 8).")
@@ -422,7 +431,9 @@ def agenteval_cmd(
     expert2,
     judge,
     mode,
+    protocol,
     lang,
+    enforce_rules,
     max_rounds,
     limit,
     concurrency,
@@ -442,7 +453,9 @@ def agenteval_cmd(
         expert2=expert2,
         judge=judge,
         mode=mode,
+        protocol=protocol,
         lang=lang,
+        enforce_rules=enforce_rules,
         max_rounds=max_rounds,
         limit=limit,
         concurrency=concurrency,
@@ -451,7 +464,9 @@ def agenteval_cmd(
     m = run_agenteval(cfg, out)
     overall = m["scores"]["overall"]
     click.echo(
-        f"{m['items']} translations: {m['scored']} scored, {m['failed']} failed "
+        f"{m['items']} translations ({m['protocol']} protocol): {m['scored']} scored, {m['failed']} failed"
+        + (f" (recorded as 0/0/0: {m['failed_recorded_as_zero']})" if m["failed_recorded_as_zero"] else "")
+        + " "
         f"({m['this_run']['already_done']} already done); mean score "
         + ("n/a" if overall["mean"] is None else f"{overall['mean']:.2f}/6")
         + (f", mean rounds {m['rounds']['mean']}" if m["rounds"]["mean"] is not None else "")

@@ -449,12 +449,18 @@ def criteria(dimension: str) -> tuple[Criterion, Criterion, Criterion]:
     return RUBRIC[dimension]
 
 
-def rubric_prompt(dimension: str, lang: Lang = "en", examples: bool = True) -> str:
-    """The rubric of ``dimension`` and the global rules, as the judges read them.
+def global_rules_prompt(lang: Lang = "en") -> str:
+    """The nine global rules, numbered 1-9, one per line."""
+    return "\n".join(f"{n}. {rule}" for n, rule in enumerate(GLOBAL_RULES[check_lang(lang)], start=1))
+
+
+def rubric_prompt(dimension: str, lang: Lang = "en", examples: bool = True, rules: bool = True) -> str:
+    """The rubric of ``dimension`` and (unless not ``rules``) the global rules, as the judges read them.
 
     With ``examples`` (the default) every criterion shows its worked example
     (:data:`~genrep.diting.rubric_examples.EXAMPLES`): the source sentence once, then under each score
-    level the translation that earns it and why.
+    level the translation that earns it and why. The reference protocol shows the rules in a section of
+    their own (:func:`global_rules_prompt`) and passes ``rules=False``.
     """
     labels = _LABELS[check_lang(lang)]
     name_en, name_zh = DIMENSION_NAMES[dimension]
@@ -469,8 +475,8 @@ def rubric_prompt(dimension: str, lang: Lang = "en", examples: bool = True) -> s
             if examples:
                 shown = labels["example"].format(translation=example.translations[score], why=why[score])
                 lines.append(f"      {shown}")
-    lines += ["", labels["rules"]]
-    lines += [f"{n}. {rule}" for n, rule in enumerate(GLOBAL_RULES[lang], start=1)]
+    if rules:
+        lines += ["", labels["rules"], global_rules_prompt(lang)]
     return "\n".join(lines)
 
 

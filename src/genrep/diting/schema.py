@@ -79,6 +79,7 @@ class Judgment(_Record):
     general_1: Score
     general_2: Score
     rationale: str = ""
+    failed: bool = False  # an LLM rater's failed item recorded as 0/0/0 (AgentEval failed_as_zero); readers may drop it
 
     @property
     def total(self) -> int:
