@@ -128,6 +128,26 @@ def test_leaderboard_cli_from_files_and_from_the_official_sample(tmp_path, capsy
     assert "give --judgments" in capsys.readouterr().err
 
 
+def test_the_leaderboard_counts_llm_judge_failures_as_zero_or_drops_them(tmp_path):
+    judged = _judgments()
+    failed = judged[0].model_copy(update={"specific": 0, "general_1": 0, "general_2": 0, "failed": True})
+    write_records(tmp_path / "j.jsonl", [failed, *judged[1:]])
+    write_records(tmp_path / "items.jsonl", _items())
+    boards = {}
+    for policy in ("include", "exclude"):
+        main(
+            [
+                *("diting", "leaderboard", "--judgments", str(tmp_path / "j.jsonl")),
+                *("--items", str(tmp_path / "items.jsonl"), "--resamples", "0", "--failed", policy),
+                *("--out", str(tmp_path / policy)),
+            ]
+        )
+        boards[policy] = json.loads((tmp_path / policy / "metrics.json").read_text())
+    assert boards["include"]["judgments"] == len(judged) and boards["exclude"]["judgments"] == len(judged) - 1
+    assert boards["exclude"]["failed"] == {"policy": "exclude", "dropped": 1}
+    assert boards["include"]["failed"] == {"policy": "include", "dropped": 0}
+
+
 def test_resamples_and_seed_are_bounded_in_the_library_and_the_cli(tmp_path, capsys):
     from genrep.diting.metaeval import MAX_RESAMPLES
 

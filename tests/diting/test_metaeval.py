@@ -422,3 +422,39 @@ def test_metric_names_that_cannot_name_a_file_are_refused(tmp_path, name):
     path = _write_jsonl(tmp_path / "ma.jsonl", [{"item_id": "i", "system": "a", "human": 3, name: 1.0}])
     with pytest.raises(UserError, match=r"ma.jsonl:1: field .*: cannot name the mt-metrics-eval files"):
         me.read_metricalign(path)
+
+
+def test_an_llm_judges_scores_are_meta_evaluated_as_a_metric_with_failures_kept_or_dropped(tmp_path):
+    from genrep.diting.official import load_official
+    from genrep.diting.schema import Judgment, write_records
+
+    data = load_official(OFFICIAL_SAMPLE)
+    segments = sorted({(j.item_id, j.system) for j in data.judgments})
+    # a judge that copies the first human rater's criteria, except that it failed on the first 10 segments
+    first = {}
+    for j in data.judgments:
+        first.setdefault((j.item_id, j.system), j)
+    judged = [
+        Judgment(item_id=i, system=s, rater="agenteval", specific=0, general_1=0, general_2=0, failed=True)
+        if n < 10
+        else first[(i, s)].model_copy(update={"rater": "agenteval"})
+        for n, (i, s) in enumerate(segments)
+    ]
+    write_records(tmp_path / "scores.jsonl", judged)
+    runs = {}
+    for policy in ("include", "exclude"):
+        out = tmp_path / policy
+        main(
+            [
+                *("diting", "meta-eval", "--official", str(OFFICIAL_SAMPLE), "--metric", "chrf"),
+                *("--judge-scores", str(tmp_path / "scores.jsonl"), "--failed", policy),
+                *("--resamples", "0", "--out", str(out)),
+            ]
+        )
+        runs[policy] = json.loads((out / "metrics.json").read_text())
+    assert runs["include"]["metric_names"] == ["chrf", "agenteval"]
+    assert runs["include"]["metrics"]["agenteval"]["segments"] == 129
+    assert runs["exclude"]["metrics"]["agenteval"]["segments"] == 119
+    assert runs["exclude"]["metrics"]["chrf"] == runs["include"]["metrics"]["chrf"]
+    include, exclude = (runs[p]["metrics"]["agenteval"]["pearson"]["value"] for p in ("include", "exclude"))
+    assert exclude > include  # the failures recorded as 0 pull the correlation down

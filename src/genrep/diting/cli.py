@@ -191,6 +191,21 @@ def serve_cmd(backend_spec: str, host: str, port: int, allow_remote: bool) -> No
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--comet-model", default="Unbabel/wmt22-comet-da", show_default=True)
+@click.option(
+    "--judge-scores",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="An LLM judge's scores.jsonl (e.g. from genrep diting agenteval) to meta-evaluate as a metric named by "
+    "its rater; repeatable.",
+)
+@click.option(
+    "--failed",
+    "failed_policy",
+    type=click.Choice(["include", "exclude"]),
+    default="include",
+    show_default=True,
+    help="LLM-judge items recorded as failed (0/0/0, failed: true): count them as 0 (the reference) or drop them.",
+)
 @click.argument("more_metrics", nargs=-1)
 @OUT
 def meta_eval_cmd(
@@ -203,6 +218,8 @@ def meta_eval_cmd(
     resamples,
     seed,
     comet_model,
+    judge_scores,
+    failed_policy,
     more_metrics,
     out: Path,
 ) -> None:
@@ -244,6 +261,11 @@ def meta_eval_cmd(
             if official
             else {k: str(v) for k, v in zip(("judgments", "translations", "items"), files)}
         )
+    for name, judged_scores in _judge_metric_scores(judge_scores, failed_policy).items():
+        if name in scores:
+            raise click.UsageError(f"judge scores named '{name}' twice (a metric or another --judge-scores file)")
+        names.append(name)
+        scores[name] = judged_scores
     unavailable = {m: signatures.get(m, "no scores") for m in names if not scores[m]}
     usable = {m: s for m, s in scores.items() if s}
     if not usable:
@@ -258,6 +280,8 @@ def meta_eval_cmd(
             "resamples": resamples,
             "seed": seed,
             "comet_model": comet_model,
+            "judge_scores": [str(p) for p in judge_scores],
+            "failed": failed_policy,
         }
     )
     human = ratings.means()
@@ -309,6 +333,20 @@ def _fmt_stat(stat: dict) -> str:
     return value + (f" [{stat['ci95'][0]:.3f}, {stat['ci95'][1]:.3f}]" if stat.get("ci95") else "")
 
 
+def _judge_metric_scores(paths, failed_policy: str) -> dict[str, dict[tuple[str, str], float]]:
+    """``{rater: {(item_id, system): mean 0-6 total}}`` from LLM-judge Judgment files; failed records
+    (0/0/0, ``failed: true``) kept as 0 or dropped by ``failed_policy``."""
+    from genrep.diting.schema import Judgment, read_records
+
+    totals: dict[str, dict[tuple[str, str], list[float]]] = {}
+    for path in paths:
+        for j in read_records(path, Judgment, "judge scores file"):
+            if j.failed and failed_policy == "exclude":
+                continue
+            totals.setdefault(j.rater, {}).setdefault((j.item_id, j.system), []).append(float(j.total))
+    return {rater: {k: sum(v) / len(v) for k, v in by_key.items()} for rater, by_key in totals.items()}
+
+
 def _meta_eval_inputs(official, judgments, translations, items_path):
     """(items, translations, judgments) from an official release or three record files."""
     from genrep.diting.benchmark import load_benchmark
@@ -343,8 +381,16 @@ def _meta_eval_inputs(official, judgments, translations, items_path):
     help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--failed",
+    "failed_policy",
+    type=click.Choice(["include", "exclude"]),
+    default="include",
+    show_default=True,
+    help="LLM-judge items recorded as failed (0/0/0, failed: true): count them as 0 (the reference) or drop them.",
+)
 @OUT
-def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, out: Path) -> None:
+def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, failed_policy: str, out: Path) -> None:
     """Systems x dimensions table of mean 0-6 scores with bootstrap CIs (md, html, csv, png heatmap)."""
     from genrep.core.rundir import RunDir
     from genrep.diting.benchmark import load_benchmark
@@ -362,16 +408,25 @@ def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, 
         judged = read_records(judgments, Judgment, "judgments file")
         items = load_benchmark(items_path) if items_path else None
         source = {"judgments": str(judgments), "items": items_path}
+    dropped = sum(j.failed for j in judged) if failed_policy == "exclude" else 0
+    if dropped:
+        judged = [j for j in judged if not j.failed]
     board = build_leaderboard(judged, items, resamples, seed)
     run = RunDir(out)
     run.write_config(
-        {**{k: None if v is None else str(v) for k, v in source.items()}, "resamples": resamples, "seed": seed}
+        {
+            **{k: None if v is None else str(v) for k, v in source.items()},
+            "resamples": resamples,
+            "seed": seed,
+            "failed": failed_policy,
+        }
     )
     paths = write_leaderboard(board, run.path)
     run.write_metrics(
         {
             "source": source,
             "judgments": board.judgments,
+            "failed": {"policy": failed_policy, "dropped": dropped},
             "items": board.items,
             "systems": len(board.systems),
             "dimensions": board.dimensions,
