@@ -175,3 +175,22 @@ def test_unknown_choices_are_one_line_naming_value_and_choices(cls_path, overrid
     key, value = override.split("=")
     assert str(err.value).startswith(f"--set {key}: expected one of ") and choices in str(err.value)
     assert repr(value) in str(err.value)
+
+
+def test_diting_paper_configs_are_the_reference_agenteval_runs():
+    """configs/diting/agenteval*-paper.yaml against WHUNextGen/DITING code/Agent-ans.py and single_baseline.py."""
+    from genrep.diting.agenteval import AgentEvalConfig, check_config
+
+    multi = load_config(AgentEvalConfig, CONFIGS / "diting" / "agenteval-paper.yaml")
+    single = load_config(AgentEvalConfig, CONFIGS / "diting" / "agenteval-single-paper.yaml")
+    for cfg in (multi, single):
+        assert (cfg.backend, cfg.protocol, cfg.lang, cfg.json_mode) == (
+            "deepseek:deepseek-reasoner",
+            "reference",
+            "zh",
+            "none",
+        )
+        assert cfg.enforce_rules is False
+        check_config(AgentEvalConfig(**{**cfg.__dict__, "translations": "t.jsonl"}))
+    assert (multi.mode, multi.max_rounds, multi.zero_failures()) == ("multi", 4, False)
+    assert (single.mode, single.zero_failures()) == ("single", True)

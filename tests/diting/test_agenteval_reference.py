@@ -260,3 +260,51 @@ def test_reasoning_content_and_http_attempts_are_kept_in_the_transcript(tmp_path
     assert t.turns[0].kept == expert()  # the content only goes back into the conversation, never the thinking
     (s,) = read_log(tmp_path / "run" / "stats.jsonl", ItemStats)
     assert s.attempts == 3 and m["per_item"]["attempts"] == 3 and m["per_item"]["calls"] == 1
+
+
+def test_the_papers_deepseek_r1_setting_is_served_as_a_reasoning_model(tmp_path):
+    """A DeepSeek-R1-like server: rejects sampling fields, answers only json_object, returns reasoning_content."""
+    import httpx
+
+    from genrep.diting.llm import OpenAIBackend
+
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "temperature" in body or "top_p" in body or "seed" in body:
+            return httpx.Response(400, json={"error": {"message": "temperature is not supported"}})
+        if body.get("response_format") not in (None, {"type": "json_object"}):
+            return httpx.Response(400, json={"error": {"message": "This response_format type is unavailable now"}})
+        message = {"role": "assistant", "content": expert(2, 1, 1, "习语译得准确"), "reasoning_content": "先看成语……"}
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": 900,
+                    "completion_tokens": 120,
+                    "completion_tokens_details": {"reasoning_tokens": 80},
+                },
+            },
+        )
+
+    backend = OpenAIBackend(
+        "deepseek-reasoner",
+        "http://r1.test/v1",
+        name="deepseek:deepseek-reasoner",
+        transport=httpx.MockTransport(handler),
+    )
+    path, _ = write_translations(tmp_path, ["idiom"])
+    cfg = AgentEvalConfig(translations=str(path), cache=False, mode="single")
+    m = run_agenteval(cfg, tmp_path / "run", backends={"judge": backend})
+    assert m["scored"] == 1 and m["usage"]["total"]["reasoning_tokens"] == 80
+    assert bodies[0]["response_format"] == {"type": "json_object"} and "temperature" not in bodies[0]
+    (t,) = read_log(tmp_path / "run" / "transcripts.jsonl", Transcript)
+    assert t.turns[0].reasoning == ["先看成语……"] and "先看成语" not in t.turns[0].kept
+    bodies.clear()  # the reference's own call: no response_format at all, the JSON read from the text
+    cfg = AgentEvalConfig(translations=str(path), cache=False, mode="single", json_mode="none")
+    run_agenteval(cfg, tmp_path / "no-format", backends={"judge": backend})
+    assert "response_format" not in bodies[0] and bodies[0]["messages"][0]["role"] == "system"
+    assert bodies[0]["messages"][0]["content"] == REFERENCE_PROMPTS["zh"]["single_system"]

@@ -90,3 +90,19 @@ def test_it_gives_up_after_max_repairs():
 def test_backend_failures_pass_through():
     with pytest.raises(LLMError, match="injected failure"):
         asyncio.run(complete_json(EchoBackend(), [{"role": "user", "content": "fail"}], Verdict))
+
+
+def test_a_raw_newline_inside_a_json_string_is_read_but_nothing_else_is_forgiven():
+    from pydantic import BaseModel, StrictInt
+
+    from genrep.diting.llm.structured import parse_answer
+
+    class A(BaseModel):
+        reasons: str
+        score: StrictInt
+
+    assert parse_answer('{"reasons": "line one\nline two", "score": 2}', A) == A(reasons="line one\nline two", score=2)
+    with pytest.raises(ValueError, match="Invalid JSON"):
+        parse_answer('{"reasons": "a\nb", "score": 2,}', A)  # a trailing comma stays an error
+    with pytest.raises(ValueError, match="score"):
+        parse_answer('{"reasons": "a\nb", "score": "2"}', A)  # and so does a score given as a string

@@ -109,6 +109,7 @@ def _agenteval_section(report: Report, base, profile: str) -> dict:
         limit=limit,
         max_rounds=rounds,
         max_tokens=160,
+        max_tokens_cap=320,  # a reply cut at 160 tokens is asked once more with 320, never accepted cut
         concurrency=1,
     )
     m = run_agenteval(cfg, base / "agenteval")
@@ -117,11 +118,15 @@ def _agenteval_section(report: Report, base, profile: str) -> dict:
     sec = report.section("DITING: AgentEval with the bundled SmolLM2")
     sec.text(
         f"Two expert agents and a judge (all SmolLM2-135M-Instruct, in process) deliberated over the rubric of each "
-        f"item's dimension for the first {limit} translation(s), at most {rounds} round(s). The local backend "
-        "decodes under the answer's JSON schema (structure forced, choices among the allowed values), so every "
-        "answer is valid JSON; what the model *says* is not a judgement worth using: a 135M model does not read "
-        "Chinese web fiction. The point is the mechanics (rounds, agreement, rule corrections, calls and tokens "
-        "per item), which run unchanged against a real server (`--backend vllm:MODEL@URL`, docs/diting.md)."
+        f"item's dimension for the first {limit} translation(s), at most {rounds} round(s), under the reference "
+        "protocol of the official DITING code: Chinese prompts with the nine global rules and a worked example per "
+        "score level, Expert 2 and the judge shown Expert 1's reply, Expert 1 shown Expert 2's, the judge keeping "
+        "only its own reasons and asked once more after a 'no' in the last round; its scores are recorded as given. "
+        "The local backend decodes under the answer's JSON schema (structure forced, choices among the allowed "
+        "values), so every answer is valid JSON; what the model *says* is not a judgement worth using: a 135M model "
+        "does not read Chinese web fiction. The point is the mechanics (rounds, agreement, the re-ask, calls and "
+        "tokens per item), which run unchanged against a real server (`--backend vllm:MODEL@URL` or "
+        "`llamacpp:MODEL@URL`, docs/diting.md)."
     )
     sec.table(
         [
@@ -144,7 +149,7 @@ def _agenteval_section(report: Report, base, profile: str) -> dict:
         shown = []
         for turn in t.turns:
             answer = json.dumps(turn.answer, ensure_ascii=False) if turn.answer is not None else f"error: {turn.error}"
-            shown.append(f"round {turn.round} {turn.role}: {answer}")
+            shown.append(f"round {turn.round} {turn.role}{' (re-asked)' if turn.reask else ''}: {answer}")
         sec.text(f"Transcript of `{t.item_id}` ({t.system}, {t.dimension}):")
         sec.code("\n".join(shown))
     return {

@@ -18,7 +18,9 @@ general_1, general_2}); a judge whose answer cannot be read is a lost item. So
    times, and then raises :class:`~genrep.diting.llm.types.TruncatedError` (an :class:`LLMError`, so
    callers record the item as failed). No default is ever filled in for a missing field;
 3. reads the first balanced ``{...}`` of the reply, inside a ```json fence if there is one, so
-   prose around the object does no harm;
+   prose around the object does no harm; a raw control character (a literal newline or tab) inside
+   a JSON string, which strict JSON forbids and small models behind grammar-constrained servers
+   write (llama.cpp's server did, with the bundled SmolLM2), is read as the character it is;
 4. validates it with pydantic, and on failure shows the model its reply and the error (one line)
    and asks for corrected JSON only, at most ``max_repairs`` times.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 from typing import Any, Literal, TypeVar
 
@@ -112,6 +115,22 @@ def extract_json(text: str) -> str:
     raise ValueError("no JSON object in the reply")
 
 
+def parse_answer(text: str, schema: type[M]) -> M:
+    """The reply's JSON object validated against ``schema``; raw control characters inside strings are
+    tolerated (``json.loads(strict=False)``), nothing else is."""
+    found = extract_json(text)
+    try:
+        return schema.model_validate_json(found)
+    except ValidationError as err:
+        if not any(e["type"] == "json_invalid" for e in err.errors()):
+            raise
+        try:
+            value = json.loads(found, strict=False)
+        except ValueError:
+            raise err from None
+        return schema.model_validate_json(json.dumps(value))  # the same object, its control characters escaped
+
+
 def _one_line(err: Exception) -> str:
     if isinstance(err, ValidationError):
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'reply'}: {e['msg']}" for e in err.errors()[:3]]
@@ -161,7 +180,7 @@ async def complete_json(
             sampling = dataclasses.replace(sampling, max_tokens=bigger)
             continue
         try:
-            return schema.model_validate_json(extract_json(completion.text)), completions
+            return parse_answer(completion.text, schema), completions
         except ValueError as err:  # pydantic's ValidationError is a ValueError too
             error = _one_line(err)
         if len(completions) - len(truncated) > max_repairs:
