@@ -30,6 +30,12 @@ Outputs of :func:`run_agenteval`, all append logs flushed per item:
 A re-run skips the (item, system) pairs in ``scores.jsonl`` (a recorded 0/0/0 failure excepted: it
 is dropped and the item retried) and retries failed ones; a killed run loses at most the items in
 flight, and through the LLM cache their finished calls are not paid for again.
+
+The parts: :mod:`~genrep.diting.agenteval_config` (the settings and their checks),
+:mod:`~genrep.diting.agenteval_prompts` (the text), :mod:`~genrep.diting.agenteval_answers` (the
+JSON answers), :mod:`~genrep.diting.agenteval_debate` (who sees what, round by round),
+:mod:`~genrep.diting.agenteval_records` (turns and transcripts),
+:mod:`~genrep.diting.agenteval_metrics` (``metrics.json``); this module runs them.
 """
 
 from __future__ import annotations
@@ -37,15 +43,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from genrep.core.config import Count, NonNeg, NonNegInt, Positive
 from genrep.core.errors import UserError
 from genrep.core.jsonl import repair_tail, truncate_jsonl
 from genrep.core.progress import progress_bar
@@ -57,6 +60,7 @@ from genrep.diting.agenteval_answers import (
     ReferenceJudgeAnswer,
     SingleAnswer,
 )
+from genrep.diting.agenteval_config import PROTOCOLS, RATERS, ROLES, AgentEvalConfig, check_config
 from genrep.diting.agenteval_debate import (
     Keep,
     Outcome,
@@ -65,7 +69,8 @@ from genrep.diting.agenteval_debate import (
     reference_debate,
     reference_single,
 )
-from genrep.diting.agenteval_prompts import GENREP_PROMPTS, REFERENCE_PROMPTS
+from genrep.diting.agenteval_metrics import summarize
+from genrep.diting.agenteval_records import ItemStats, Transcript, Turn, role_conversation
 from genrep.diting.benchmark import load_benchmark
 from genrep.diting.llm import (
     Backend,
@@ -77,25 +82,18 @@ from genrep.diting.llm import (
     complete_json,
     make_backend,
 )
-from genrep.diting.llm.openai_client import STRUCTURED_DIALECTS
-from genrep.diting.llm.registry import parse_spec
 from genrep.diting.llm.usage import parse_prices
 from genrep.diting.rubric import CRITERIA, apply_global_rules
-from genrep.diting.schema import (
-    DIMENSIONS,
-    Item,
-    Judgment,
-    Translation,
-    _Record,
-    append_record,
-    read_log,
-)
+from genrep.diting.schema import Item, Judgment, Translation, append_record, read_log
 
-ROLES = ("expert1", "expert2", "judge")
-RATERS = {"multi": "agenteval", "single": "single-agent"}
-PROTOCOLS = ("reference", "genrep")
 __all__ = [
+    "PROTOCOLS",
+    "RATERS",
+    "ROLES",
     "AgentEvalConfig",
+    "check_config",
+    "evaluate_item",
+    "summarize",
     "ExpertAnswer",
     "ItemStats",
     "JudgeAnswer",
@@ -107,136 +105,6 @@ __all__ = [
     "role_conversation",
     "run_agenteval",
 ]
-
-
-@dataclass
-class AgentEvalConfig:
-    """``genrep diting agenteval``."""
-
-    translations: str = ""  # translations.jsonl / .csv (e.g. from genrep diting translate)
-    bench: str = "starter"  # the items they translate: a bundled benchmark name or an items file
-    backend: str = "local:smollm2-135m"  # every role's backend unless overridden below
-    expert1: str = ""
-    expert2: str = ""
-    judge: str = ""  # also the single-agent judge
-    mode: Literal["multi", "single"] = "multi"
-    protocol: Literal["reference", "genrep"] = "reference"  # reference: the official code's; genrep: not the paper's
-    lang: Literal["zh", "en"] = "zh"  # language of the prompts and the rubric (the reference's are Chinese)
-    max_rounds: Count = 4
-    enforce_rules: bool = False  # apply the mechanical global rules to the judge's scores in code (logged)
-    failed_as_zero: Optional[bool] = None  # record a failed item as 0/0/0 (failed: true); None: single yes, multi no
-    limit: Optional[Count] = None  # evaluate the first N translations (file order)
-    concurrency: Count = 8  # items in flight
-    max_tokens: Count = 1024  # per reply
-    max_tokens_cap: Optional[Count] = None  # a reply cut at max_tokens is retried with up to this budget
-    length_retries: NonNegInt = 1  # such retries per answer (only when max_tokens_cap > max_tokens)
-    max_repairs: NonNegInt = 2  # per answer, after the first reply
-    json_mode: Literal["json_schema", "json_object", "none"] = "json_schema"
-    structured: str = ""  # the backends' structured-output dialect ("" = each backend kind's own)
-    reasoning: Optional[bool] = None  # reasoning models (no sampling fields); None = from the model name
-    temperature: NonNeg = 0.0
-    seed: int = 0
-    timeout_s: Positive = 300.0
-    max_retries: NonNegInt = 4
-    cache: bool = True
-    prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [USD per 1M prompt, per 1M completion]
-
-    def role_specs(self) -> dict[str, str]:
-        """The backend spec of each role this mode uses."""
-        roles = ROLES if self.mode == "multi" else ("judge",)
-        return {role: getattr(self, role) or self.backend for role in roles}
-
-    def zero_failures(self) -> bool:
-        """Whether a failed item is recorded as 0/0/0 (the reference's single-agent handling)."""
-        return self.mode == "single" if self.failed_as_zero is None else self.failed_as_zero
-
-
-# --- records -------------------------------------------------------------------------------------------------------
-
-
-class Turn(BaseModel):
-    """One role's answer in one round: the messages added, every raw reply, the answer or the error.
-
-    The role's conversation before a turn is the concatenation of its earlier turns, each as
-    ``messages`` then the assistant message ``kept`` (:func:`role_conversation`). The turn's first
-    request is that conversation plus ``messages``; each repair request adds an invalid reply and
-    its repair prompt, which the role does not keep; a reply cut by the token limit
-    (``finish_reasons``) is asked again unchanged (with a bigger budget) or fails the turn.
-    ``reask`` marks the reference's last-round second question to the judge.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    round: int
-    role: str
-    backend: str
-    messages: list[dict]  # added to the role's conversation this turn
-    replies: list[str]  # every raw reply: the answer, then one per repair
-    repair_prompts: list[str]  # sent after each invalid reply
-    finish_reasons: list[str] = Field(default_factory=list)  # per reply; "length": cut by max_tokens, never accepted
-    reasoning: list[str] = Field(default_factory=list)  # a reasoning model's thinking, per reply ("" if none)
-    answer: Optional[dict] = None
-    error: Optional[str] = None
-    kept: Optional[str] = None  # the assistant message added to the role's conversation (None: failed)
-    reask: bool = False
-    calls: int = 0
-    attempts: int = 0  # HTTP requests behind the calls (retries included; 0 for cache hits)
-    cached: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-
-
-class ItemStats(_Record):
-    """What evaluating one (item, system) took and gave; one line of ``stats.jsonl``."""
-
-    item_id: str
-    system: str
-    rater: str
-    dimension: str
-    failed: bool = False
-    reason: str = ""
-    rounds: int = 0
-    agreed: Optional[bool] = None  # the judge's last "agree" (multi-agent only)
-    reasked: bool = False  # the reference's last-round re-ask decided (multi-agent only)
-    calls: int = 0
-    attempts: int = 0
-    cached_calls: int = 0
-    repairs: int = 0
-    prompt_tokens: int = 0  # of every call, cached or not: what the item costs
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    per_role: dict[str, dict[str, int]] = Field(default_factory=dict)
-    judge: Optional[dict] = None  # the judge's final answer, as given
-    scores: Optional[dict[str, int]] = (
-        None  # recorded: the judge's, after the global rules if enforced, 0/0/0 if failed
-    )
-    corrections: list[str] = Field(default_factory=list)  # one line per score the enforced rules changed
-
-
-class Transcript(ItemStats):
-    """The whole evaluation of one (item, system): :class:`ItemStats` plus every turn; one line of ``transcripts.jsonl``."""
-
-    mode: str
-    protocol: str = "genrep"  # transcripts written before the reference protocol existed
-    lang: str
-    backends: dict[str, str]
-    turns: list[Turn]
-
-
-def role_conversation(transcript: Transcript, role: str) -> list[dict]:
-    """``role``'s conversation as it carried it from turn to turn: each turn's messages, then what it kept.
-
-    Repair exchanges are not part of it (see :class:`Turn`); a failed turn contributes its messages only.
-    """
-    out: list[dict] = []
-    for turn in transcript.turns:
-        if turn.role != role:
-            continue
-        out += turn.messages
-        if turn.kept is not None:
-            out.append({"role": "assistant", "content": turn.kept})
-    return out
 
 
 # --- one item ------------------------------------------------------------------------------------------------------
@@ -417,35 +285,6 @@ async def evaluate_item(
 # --- the runner ----------------------------------------------------------------------------------------------------
 
 
-def check_config(cfg: AgentEvalConfig) -> None:
-    """One-line UserErrors for values a run cannot use."""
-    if not cfg.translations:
-        raise UserError("agenteval: give the translations to evaluate (--translations FILE)")
-    closed = (
-        ("mode", tuple(RATERS)),
-        ("protocol", PROTOCOLS),
-        ("lang", tuple(REFERENCE_PROMPTS)),
-        ("json_mode", ("json_schema", "json_object", "none")),
-        ("structured", ("", *STRUCTURED_DIALECTS)),
-    )
-    assert set(REFERENCE_PROMPTS) == set(GENREP_PROMPTS)
-    for name, allowed in closed:
-        if getattr(cfg, name) not in allowed:
-            raise UserError(f"agenteval: {name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
-    for name in ("max_rounds", "concurrency", "max_tokens"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"agenteval: {name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.max_repairs < 0:
-        raise UserError(f"agenteval: max_repairs must be >= 0, got {cfg.max_repairs}")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise UserError(f"agenteval: limit must be >= 1, got {cfg.limit}")
-    if cfg.max_tokens_cap is not None and cfg.max_tokens_cap < cfg.max_tokens:
-        raise UserError(f"agenteval: max_tokens_cap ({cfg.max_tokens_cap}) must be >= max_tokens ({cfg.max_tokens})")
-    for spec in cfg.role_specs().values():
-        parse_spec(spec)  # a bad backend spec fails before any work starts
-    parse_prices(cfg.prices)
-
-
 def select_pairs(cfg: AgentEvalConfig) -> tuple[list[tuple[Item, Translation]], int]:
     """The (item, translation) pairs to evaluate, in file order, and how many failed translations were left out."""
     from genrep.diting.translate import read_translations
@@ -532,7 +371,7 @@ def run_agenteval(cfg: AgentEvalConfig, out: str | Path, *, backends: Mapping[st
         _close_log(log, run / "log.txt")
         if cache is not None:
             cache.close()
-    metrics = summarize(cfg, pairs, logs, skipped)
+    metrics = summarize(cfg, pairs, logs.stats, logs.scores, skipped)
     metrics["this_run"] = {
         "evaluated": len(todo),
         "already_done": len(pairs) - len(todo),
@@ -585,96 +424,3 @@ def _close_log(log: logging.Logger, path: Path) -> None:
         if getattr(handler, "baseFilename", None) == target:
             log.removeHandler(handler)
             handler.close()
-
-
-# --- metrics -------------------------------------------------------------------------------------------------------
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(mean(values), 4) if values else None
-
-
-def _score_summary(judgments: list[Judgment]) -> dict:
-    return {
-        "n": len(judgments),
-        "mean": _mean([j.total for j in judgments]),
-        **{key: _mean([getattr(j, key) for j in judgments]) for key in CRITERIA},
-    }
-
-
-def summarize(cfg: AgentEvalConfig, pairs: list[tuple[Item, Translation]], logs: _Logs, skipped: int) -> dict:
-    """metrics.json from the logs: scores, failures, rounds, agreement and cost per item, over the selected pairs."""
-    rater = RATERS[cfg.mode]
-    wanted = {(i.id, t.system): i.dimension for i, t in pairs}
-    stats: dict[tuple[str, str], ItemStats] = {}
-    for s in read_log(logs.stats, ItemStats):
-        if s.rater == rater and (s.item_id, s.system) in wanted:
-            stats[(s.item_id, s.system)] = s  # the latest attempt
-    judged = {
-        (j.item_id, j.system): j
-        for j in read_log(logs.scores, Judgment)
-        if j.rater == rater and (j.item_id, j.system) in wanted
-    }
-    final = [stats[k] for k in wanted if k in stats]
-    failed = [s for s in final if s.failed]
-    scored = [s for s in final if (s.item_id, s.system) in judged and not judged[(s.item_id, s.system)].failed]
-    per_dim = {d: _score_summary([j for k, j in judged.items() if wanted[k] == d]) for d in DIMENSIONS}
-    rounds = Counter(s.rounds for s in scored)
-    multi = cfg.mode == "multi"
-    return {
-        "translations": str(cfg.translations),
-        "bench": cfg.bench,
-        "mode": cfg.mode,
-        "protocol": cfg.protocol,
-        "rater": rater,
-        "lang": cfg.lang,
-        "backends": cfg.role_specs(),
-        "max_rounds": cfg.max_rounds if multi else 1,
-        "enforce_rules": cfg.enforce_rules,
-        "failed_as_zero": cfg.zero_failures(),
-        "items": len(wanted),
-        "scored": len(scored),
-        "failed": len(failed),
-        "failed_recorded_as_zero": sum(1 for j in judged.values() if j.failed),
-        "not_evaluated": len(wanted) - len(final),
-        "skipped_failed_translations": skipped,
-        "failure_reasons": dict(Counter(s.reason for s in failed).most_common()),
-        "scores": {
-            "overall": _score_summary(list(judged.values())),
-            "per_dimension": {d: v for d, v in per_dim.items() if v["n"]},
-            "overall_without_failed": _score_summary([j for j in judged.values() if not j.failed]),
-        },
-        "rounds": {"mean": _mean([s.rounds for s in scored]), "histogram": {str(k): rounds[k] for k in sorted(rounds)}},
-        "agreement_round_1": _mean([float(s.rounds == 1 and bool(s.agreed)) for s in scored]) if multi else None,
-        "concluded_without_agreement": _mean([float(s.agreed is False) for s in scored]) if multi else None,
-        "decided_by_last_round_reask": _mean([float(s.reasked) for s in scored]) if multi else None,
-        "corrections": {
-            "items": sum(bool(s.corrections) for s in scored),
-            "total": sum(len(s.corrections) for s in scored),
-        },
-        "per_item": {
-            key: _mean([getattr(s, key) for s in final])
-            for key in ("calls", "attempts", "cached_calls", "repairs", "prompt_tokens", "completion_tokens", "seconds")
-        },
-        "per_item_by_role": {
-            role: {
-                key: _mean([s.per_role.get(role, {}).get(key, 0) for s in final])
-                for key in ("calls", "attempts", "prompt_tokens", "completion_tokens")
-            }
-            for role in cfg.role_specs()
-        },
-        "definitions": {
-            "scores": "mean of the recorded 0-6 totals and of each 0-2 criterion: the judge's final scores as given "
-            "(after the global rules when enforce_rules), failures recorded as 0/0/0 included when failed_as_zero; "
-            "overall_without_failed leaves those out",
-            "scored": "items with a judge's answer (failures recorded as 0/0/0 not counted)",
-            "per_item": "means over evaluated items (scored or failed, latest attempt); tokens count every call "
-            "of the item, cached or not; seconds are wall time of the attempt",
-            "agreement_round_1": "share of scored items whose judge said agree=yes in round 1",
-            "concluded_without_agreement": "share of scored items where the judge's final answer says agree=no "
-            "(the last round's conclusion)",
-            "decided_by_last_round_reask": "share of scored items decided by the reference's second question to "
-            "the judge after a 'no' in the last round",
-            "usage": "what this run spent (cache hits count as calls, not tokens)",
-        },
-    }
