@@ -190,7 +190,7 @@ def mteb_task(emb: EmbeddingModel, task_name: str, cfg: EvalConfig, cache: Path)
     from genrep.lco import mteb_adapter
     from genrep.lco.adapters import MODEL_FILE
 
-    mteb = mteb_adapter._mteb()
+    mteb = mteb_adapter.import_mteb()
     try:
         task = mteb.get_task(task_name)
     except KeyError:
@@ -201,7 +201,7 @@ def mteb_task(emb: EmbeddingModel, task_name: str, cfg: EvalConfig, cache: Path)
             raise UserError(f"--task mteb:{task_name}: mteb has no task of that name") from None
         task = mock()
     root = None if cfg.model.startswith("base:") else model_dir(cfg.model, MODEL_FILE)
-    encoder = mteb_adapter.MTEBEncoder(emb, cfg.batch_size, mteb_adapter._default_name(cfg.model, root))
+    encoder = mteb_adapter.MTEBEncoder(emb, cfg.batch_size, mteb_adapter.default_model_name(cfg.model, root))
     result = mteb_adapter.evaluate(encoder, [task], cache=mteb.ResultCache(cache))
     scores = {r.task_name: float(r.get_score()) for r in result.task_results}
     meta = encoder.mteb_model_meta

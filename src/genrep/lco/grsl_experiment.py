@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,6 +45,9 @@ from genrep.lco.geometry import anisotropy
 from genrep.lco.grsl import GRSLPoint, fit_grsl, plot_grsl
 from genrep.lco.metrics import cosine_matrix, mcnemar_exact, retrieval_metrics, zero_shot_accuracy
 from genrep.lco.pretrain_vlm import SCORE_FILE, CaptionData, PretrainConfig, backbone_name, fashion_split, pretrain
+
+if TYPE_CHECKING:
+    from genrep.lco.train import TrainConfig
 
 GENERATIVE_METRICS = ("caption_loglik", "caption_accuracy")
 # what --resume accepts changed: where it runs and the pre-training's logging and checkpointing (a finished
@@ -236,30 +240,19 @@ def _check_start(cfg: GRSLExperimentConfig, run: RunDir, resume: bool, fresh: bo
     shutil.rmtree(run / "family", ignore_errors=True)
 
 
-def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
-    """Run (or with ``resume``, finish) the experiment; returns and writes the metrics. ``fresh`` deletes
-    an earlier run's checkpoints, logs and results in ``out`` first."""
-    from genrep.core.progress import track
-    from genrep.core.runtime import pick_device
-    from genrep.lco.adapters import LoraSettings, load_model
-    from genrep.lco.train import TrainConfig, train
-
-    _validate(cfg)
-    device = str(pick_device(cfg.device))
-    cfg.pretrain.device = device
-    cfg.pretrain.seed = cfg.seed  # one seed for the whole experiment (data splits, captions, refinement)
-    run = RunDir(out)
-    _check_start(cfg, run, resume, fresh)
-    run.write_config(cfg)
-
-    # 1. generative pre-training -> backbones with generative scores
+def _pretrain_stage(cfg: GRSLExperimentConfig, run: RunDir, resume: bool, fresh: bool) -> dict:
+    """Stage 1: the pre-training's metrics (its backbones with their generative scores); a resumed experiment
+    reuses a finished pre-training."""
     pre_dir = run / "pretrain"
     pre = _read(pre_dir / "metrics.json") if resume else None
     if pre is None:
         pre = pretrain(cfg.pretrain, pre_dir, resume=resume, fresh=fresh)
-    backbones = [(backbone_name(b["step"]), Path(b["dir"])) for b in pre["backbones"]]
+    return pre
 
-    # 2-3. text-only refinement data, then per backbone: before, refine, after
+
+def _write_refine_data(cfg: GRSLExperimentConfig, run: RunDir) -> Path:
+    """The text-only refinement triplets (caption triplets plus ``refine.extra_data``), written to
+    ``OUT/refine_data.jsonl``; returns that path."""
     data_path = run / "refine_data.jsonl"
     rows = caption_triplets(cfg.refine.text_rows, seed=cfg.seed)
     if cfg.refine.extra_data:
@@ -270,56 +263,76 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
             )
         rows += extra
     write_triplets(data_path, rows)
-    test = fashion_split("test", cfg.test_images, cfg.seed, offset=cfg.pretrain.eval_images)
-    family = run / "family"
-    results = []
-    for name, bdir in track(backbones, "GRSL experiment: backbones", total=len(backbones)):
-        home = family / name
-        home.mkdir(parents=True, exist_ok=True)
-        before = _read(home / "before.json") if resume else None
-        if before is None:
-            before = representation_scores(load_model(f"base:{bdir}", device=device), test, cfg)
-            atomic_write_json(home / "before.json", before)
-        after = _read(home / "after.json") if resume else None
-        if after is None:
-            r = cfg.refine
-            tcfg = TrainConfig(
-                backbone=str(bdir),
-                data=str(data_path),
-                method="lora",
-                # the decoder's linears and cosine decay: the settings docs/lco.md's results were measured with
-                lora=LoraSettings(r=r.lora_r, alpha=r.lora_alpha, dropout=r.lora_dropout, scope="language"),
-                schedule="cosine",
-                max_steps=r.steps,
-                batch_size=r.batch_size,
-                lr=r.lr,
-                warmup_steps=r.warmup_steps,
-                temperature=r.temperature,
-                max_length=r.max_length,
-                seed=cfg.seed,
-                device=device,
-                log_every=max(1, min(5, r.steps)),
-                checkpoint_every=max(1, r.steps // 2),
-            )
-            if not (resume and (home / "refine" / "model" / "lco_model.json").is_file()):
-                train(tcfg, home / "refine", resume=resume)
-            after = representation_scores(load_model(str(home / "refine" / "model"), device=device), test, cfg)
-            atomic_write_json(home / "after.json", after)
-        gen = json.loads((bdir / SCORE_FILE).read_text())
-        results.append(
-            {
-                "name": name,
-                "step": gen["step"],
-                "dir": str(bdir),
-                "generative": {
-                    k: gen[k] for k in ("caption_loglik", "caption_nll", "caption_accuracy", "names_a_class")
-                },
-                "before": before,
-                "after": after,
-            }
-        )
+    return data_path
 
-    # 4. the scaling-law fit, the transfer summary, plots
+
+def _refine_config(cfg: GRSLExperimentConfig, backbone: Path, data_path: Path, device: str) -> TrainConfig:
+    """The ``genrep.lco.train`` config of one backbone's text-only LoRA refinement."""
+    from genrep.lco.adapters import LoraSettings
+    from genrep.lco.train import TrainConfig
+
+    r = cfg.refine
+    return TrainConfig(
+        backbone=str(backbone),
+        data=str(data_path),
+        method="lora",
+        # the decoder's linears and cosine decay: the settings docs/lco.md's results were measured with
+        lora=LoraSettings(r=r.lora_r, alpha=r.lora_alpha, dropout=r.lora_dropout, scope="language"),
+        schedule="cosine",
+        max_steps=r.steps,
+        batch_size=r.batch_size,
+        lr=r.lr,
+        warmup_steps=r.warmup_steps,
+        temperature=r.temperature,
+        max_length=r.max_length,
+        seed=cfg.seed,
+        device=device,
+        log_every=max(1, min(5, r.steps)),
+        checkpoint_every=max(1, r.steps // 2),
+    )
+
+
+def _backbone_stage(
+    cfg: GRSLExperimentConfig,
+    name: str,
+    bdir: Path,
+    home: Path,
+    data_path: Path,
+    test: CaptionData,
+    device: str,
+    resume: bool,
+) -> dict:
+    """Stages 2-3 for one backbone: its representation scores before, the text-only refinement, the scores
+    after (each written to ``home`` before the next starts; a resumed experiment skips finished ones).
+    Returns the backbone's entry of ``metrics.json``."""
+    from genrep.lco.adapters import load_model
+    from genrep.lco.train import train
+
+    home.mkdir(parents=True, exist_ok=True)
+    before = _read(home / "before.json") if resume else None
+    if before is None:
+        before = representation_scores(load_model(f"base:{bdir}", device=device), test, cfg)
+        atomic_write_json(home / "before.json", before)
+    after = _read(home / "after.json") if resume else None
+    if after is None:
+        tcfg = _refine_config(cfg, bdir, data_path, device)
+        if not (resume and (home / "refine" / "model" / "lco_model.json").is_file()):
+            train(tcfg, home / "refine", resume=resume)
+        after = representation_scores(load_model(str(home / "refine" / "model"), device=device), test, cfg)
+        atomic_write_json(home / "after.json", after)
+    gen = json.loads((bdir / SCORE_FILE).read_text())
+    return {
+        "name": name,
+        "step": gen["step"],
+        "dir": str(bdir),
+        "generative": {k: gen[k] for k in ("caption_loglik", "caption_nll", "caption_accuracy", "names_a_class")},
+        "before": before,
+        "after": after,
+    }
+
+
+def _write_points(cfg: GRSLExperimentConfig, run: RunDir, results: list[dict]) -> list[GRSLPoint]:
+    """The (generative, representation) point of every backbone, also written to ``OUT/points.jsonl``."""
     points = [
         GRSLPoint(r["name"], r["generative"][cfg.generative_metric], r["after"][cfg.representation_metric])
         for r in results
@@ -331,6 +344,12 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
             for p in points
         ),
     )
+    return points
+
+
+def _fit(cfg: GRSLExperimentConfig, points: list[GRSLPoint], results: list[dict]) -> tuple[dict, dict]:
+    """The GRSL fit of ``points`` and one fit per generative metric (``{"error": ...}`` where none fits or
+    ``fit`` is off)."""
     fits_other: dict = {}
     if not cfg.fit:
         fit: dict = {"error": "not fitted (fit: false): this run measures text-to-image transfer only"}
@@ -346,6 +365,13 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
             )
         except UserError as err:
             fits_other[g] = {"error": str(err)}
+    return fit, fits_other
+
+
+def _write_figures(
+    cfg: GRSLExperimentConfig, run: RunDir, points: list[GRSLPoint], fit: dict, results: list[dict]
+) -> None:
+    """``grsl.png`` (only when a line was fitted) and ``transfer.png``."""
     if "slope" in fit:
         labels = {
             "caption_loglik": "generative score: held-out caption log-likelihood per token",
@@ -364,6 +390,11 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
     else:
         (run.figures / "grsl.png").unlink(missing_ok=True)  # never show an earlier run's fit
     atomic_write_bytes(run.figures / "transfer.png", _transfer_figure(results))
+
+
+def _transfer_summary(results: list[dict]) -> dict:
+    """Claim (1) in numbers: the zero-shot gain and image anisotropy change of every backbone after the
+    text-only refinement, with standard errors and a paired McNemar test."""
     delta = [r["after"]["zero_shot_accuracy"] - r["before"]["zero_shot_accuracy"] for r in results]
     # paired test on the same test images (scores written by an older genrep lack per-image results)
     paired = [
@@ -373,20 +404,53 @@ def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = Fa
         for r in results
     ]
     aniso = [r["after"]["anisotropy_image"] - r["before"]["anisotropy_image"] for r in results]
+    return {
+        "zero_shot_gain": delta,
+        "image_anisotropy_change": aniso,
+        "backbones_improved": int(sum(d > 0 for d in delta)),
+        "n": len(delta),
+        "zero_shot_se": [[_se(r["before"]), _se(r["after"])] for r in results],
+        "zero_shot_mcnemar": paired,
+    }
+
+
+def run_experiment(cfg: GRSLExperimentConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
+    """Run (or with ``resume``, finish) the experiment; returns and writes the metrics. ``fresh`` deletes
+    an earlier run's checkpoints, logs and results in ``out`` first."""
+    from genrep.core.progress import track
+    from genrep.core.runtime import pick_device
+
+    _validate(cfg)
+    device = str(pick_device(cfg.device))
+    cfg.pretrain.device = device
+    cfg.pretrain.seed = cfg.seed  # one seed for the whole experiment (data splits, captions, refinement)
+    run = RunDir(out)
+    _check_start(cfg, run, resume, fresh)
+    run.write_config(cfg)
+
+    # 1. generative pre-training -> backbones with generative scores
+    pre = _pretrain_stage(cfg, run, resume, fresh)
+    backbones = [(backbone_name(b["step"]), Path(b["dir"])) for b in pre["backbones"]]
+
+    # 2-3. text-only refinement data, then per backbone: before, refine, after
+    data_path = _write_refine_data(cfg, run)
+    test = fashion_split("test", cfg.test_images, cfg.seed, offset=cfg.pretrain.eval_images)
+    results = [
+        _backbone_stage(cfg, name, bdir, run / "family" / name, data_path, test, device, resume)
+        for name, bdir in track(backbones, "GRSL experiment: backbones", total=len(backbones))
+    ]
+
+    # 4. the scaling-law fit, the transfer summary, plots
+    points = _write_points(cfg, run, results)
+    fit, fits_other = _fit(cfg, points, results)
+    _write_figures(cfg, run, points, fit, results)
     metrics = {
         "backbones": results,
         "grsl_fit": fit,
         "grsl_fits_by_generative_metric": fits_other,
         "generative_metric": cfg.generative_metric,
         "representation_metric": cfg.representation_metric,
-        "transfer": {
-            "zero_shot_gain": delta,
-            "image_anisotropy_change": aniso,
-            "backbones_improved": int(sum(d > 0 for d in delta)),
-            "n": len(delta),
-            "zero_shot_se": [[_se(r["before"]), _se(r["after"])] for r in results],
-            "zero_shot_mcnemar": paired,
-        },
+        "transfer": _transfer_summary(results),
         "pretrain": {k: pre[k] for k in ("steps", "final_loss", "trainable_params") if k in pre},
     }
     run.write_metrics(metrics)

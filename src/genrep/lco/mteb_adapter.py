@@ -49,11 +49,11 @@ from genrep.lco.mteb_meta import (
     NAME_PREFIX,
     REVISION_LENGTH,
     _base_revision,
-    _mteb,
     _settings,
     _trained_files,
     build_meta,
     files_revision,
+    import_mteb,
     meta_name,
     weights_revision,
 )
@@ -68,8 +68,10 @@ __all__ = [
     "MTEBEncoder",
     "build_meta",
     "check_task",
+    "default_model_name",
     "evaluate",
     "files_revision",
+    "import_mteb",
     "load",
     "meta_name",
     "model_meta",
@@ -87,7 +89,7 @@ def _task_metadata_owner(task: Any) -> Any:
     if not isinstance(task, str):
         return task
     try:
-        return _mteb().get_task(task)
+        return import_mteb().get_task(task)
     except (KeyError, ValueError) as err:
         raise UserError(f"mteb task '{task}': {str(err).splitlines()[0]}") from None
 
@@ -148,7 +150,7 @@ def evaluate(model: Any, tasks: Any, **kwargs: Any) -> Any:
     """``mteb.evaluate(model, tasks, **kwargs)`` (mteb 2.x) after :func:`check_task` on every task, so a
     modality the model lacks is a one-line error before any encoding. ``model``: an MTEBEncoder or a
     model spec for :func:`load`. Returns mteb's ModelResult."""
-    mteb = _mteb()
+    mteb = import_mteb()
     if not hasattr(mteb, "evaluate"):
         raise UserError(f"genrep.lco.mteb_adapter.evaluate needs mteb 2.x (installed: {mteb.__version__})")
     encoder = load(model) if isinstance(model, str) else model
@@ -342,7 +344,7 @@ def _prompts(prompts: PromptConfig | Mapping[str, Any] | None) -> PromptConfig |
         raise UserError(f"prompts: {err}") from None
 
 
-def _default_name(spec: str, root: Path | None) -> str:
+def default_model_name(spec: str, root: Path | None) -> str:
     """``genrep/<base name>`` for ``base:NAME``; ``genrep/<run dir name>`` for a trained model (the run
     directory's name also when given its ``model/`` folder)."""
     if root is None:
@@ -376,7 +378,7 @@ def load(
     from genrep.core.runtime import pick_device
     from genrep.lco.adapters import MODEL_FILE, load_model, read_spec
 
-    _mteb()  # no mteb: say so before loading anything
+    import_mteb()  # no mteb: say so before loading anything
     torch_dtype, dtype_name = _dtype(dtype)
     prompt_config = _prompts(prompts)
     if not isinstance(model, str) or not model:
@@ -411,7 +413,7 @@ def load(
         loader_kwargs["meta"] = dict(meta)
     if given_revision:  # the user's revision: the loader keeps it rather than checking the files against it
         loader_kwargs["trust_revision"] = True
-    full_name = meta_name(name) if name else _default_name(model, root)
+    full_name = meta_name(name) if name else default_model_name(model, root)
     model_meta = build_meta(
         emb,
         name=full_name,

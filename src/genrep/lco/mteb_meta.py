@@ -1,7 +1,7 @@
 """The ``mteb.ModelMeta`` of a genrep model and its revision, for :mod:`genrep.lco.mteb_adapter`.
 
 ``mteb`` is an optional extra (``pip install genrep[mteb]``), imported only inside the functions that need it
-(:func:`_mteb`). :func:`build_meta` fills every field the installed mteb declares and genrep knows; the name
+(:func:`import_mteb`). :func:`build_meta` fills every field the installed mteb declares and genrep knows; the name
 has the form ``genrep/<name>`` (:func:`meta_name`) and the revision is a hash of the model's files and
 embedding settings (:func:`files_revision`; :func:`weights_revision` for a model in memory), so results land
 in the model's own cache folder and two different models never share cached scores.
@@ -32,7 +32,7 @@ _NOT_HASHED = {"README.md", "training_args.bin"}
 
 
 # ---------------------------------------------------------------------------------------------------- mteb
-def _mteb() -> Any:
+def import_mteb() -> Any:
     """The ``mteb`` module, or a one-line UserError saying how to install it."""
     try:
         import mteb
@@ -45,7 +45,7 @@ def _mteb_model_meta() -> Any:
     """``mteb.ModelMeta`` (mteb 2.x: ``mteb.ModelMeta`` / ``mteb.models``; mteb 1.x: ``mteb.model_meta``)."""
     import importlib
 
-    mteb = _mteb()
+    mteb = import_mteb()
     if hasattr(mteb, "ModelMeta"):
         return mteb.ModelMeta
     for module in ("mteb.models", "mteb.model_meta"):

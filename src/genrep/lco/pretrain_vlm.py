@@ -39,7 +39,7 @@ from genrep.core.images import figure_png
 from genrep.core.jsonl import append_jsonl
 from genrep.core.lr_schedule import warmup_cosine
 from genrep.core.progress import progress_bar, track
-from genrep.core.resume import start_run
+from genrep.core.resume import RunStart, start_run
 from genrep.core.rundir import RunDir, atomic_write_bytes, atomic_write_json
 from genrep.core.runtime import pick_device, seed_everything
 from genrep.lco.captions import PHOTO_CAPTIONS, caption, class_of_caption, image_attributes
@@ -339,11 +339,9 @@ def _curve_figure(points: list[dict], log: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
-    """Run the captioning pre-training; returns (and writes) the metrics with one entry per saved backbone.
-
-    ``resume`` continues the run in ``out``; ``fresh`` deletes its checkpoints and log and starts over.
-    """
+# ---------------------------------------------------------------------------------------------- run
+def _validate(cfg: PretrainConfig) -> list[int]:
+    """One-line UserErrors for a config that cannot run; returns the sorted backbone steps (the last one included)."""
     require_positive(
         cfg,
         (
@@ -366,29 +364,21 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: 
         raise UserError(f"lm_lora_r ({cfg.lm_lora_r}) and grad_clip ({cfg.grad_clip}) must be >= 0 (0 = off)")
     if not 0.0 <= cfg.photos_fraction <= 1.0:
         raise UserError(f"photos_fraction: {cfg.photos_fraction} must be in [0, 1]")
-    save_at = sorted(set(cfg.save_at) | {cfg.steps})
-    device = pick_device(cfg.device)
-    run = RunDir(out)
-    begin = start_run(
-        "lco pretrain-vlm",
-        cfg,
-        run.path,
-        resume=resume,
-        fresh=fresh,
-        may_differ=RESUME_MAY_DIFFER,
-        steps_key="steps",
-        keep_last=cfg.keep_checkpoints,
-    )
-    run.write_config(cfg)
-    seed_everything(cfg.seed)
-    train_data = fashion_split("train", cfg.train_images, cfg.seed)
-    eval_data = fashion_split("test", cfg.eval_images, cfg.seed)
-    photos = None
-    if cfg.photos_fraction > 0:
-        from genrep.core import assets
+    return sorted(set(cfg.save_at) | {cfg.steps})
 
-        photos = assets.load("skimage-photos")
 
+def _load_photos(cfg: PretrainConfig) -> dict[str, np.ndarray] | None:
+    """The scikit-image photos when ``photos_fraction`` > 0, else None."""
+    if cfg.photos_fraction <= 0:
+        return None
+    from genrep.core import assets
+
+    return assets.load("skimage-photos")
+
+
+def _build_model(cfg: PretrainConfig, device: torch.device) -> tuple[TinyVLM, TinyVLMProcessor, list[dict]]:
+    """The tiny VLM with its LM frozen (plus a LoRA on it when ``lm_lora_r`` > 0) and the optimizer's
+    parameter groups: the projector at ``lr``, the LoRA at ``lm_lr``."""
     model, processor = build_tinyvlm(cfg.vlm, device=device)
     model.language_model.requires_grad_(False)  # stage 1 trains the projector only (no LM weight gradients)
     params: list[dict] = [{"params": list(model.multi_modal_projector.parameters()), "lr": cfg.lr}]
@@ -406,47 +396,74 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: 
         )
         model.language_model = get_peft_model(model.language_model, lora)
         params.append({"params": [p for p in model.language_model.parameters() if p.requires_grad], "lr": cfg.lm_lr})
-    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
-    sched = warmup_cosine(opt, min(cfg.warmup_steps, cfg.steps), cfg.steps)
-    state = _Trainable(model)
-    if begin.resumed:
-        begin.load(model=state, optimizer=opt, scheduler=sched)
-    start = begin.step
-    log_path = run / "train_log.jsonl"
+    return model, processor, params
+
+
+def _backbones_dir(run: RunDir, resumed: bool) -> Path:
+    """``OUT/backbones``; a run from scratch first drops an earlier run's backbones."""
     backbones_dir = run / "backbones"
-    if not begin.resumed and backbones_dir.is_dir():
+    if not resumed and backbones_dir.is_dir():
         # a run from scratch saves every backbone anew; an earlier run's must not pass for its own on a later resume
         for old in backbones_dir.glob("step_*"):
             shutil.rmtree(old, ignore_errors=True)
     backbones_dir.mkdir(exist_ok=True)
-    prompt = prompt_text(processor, cfg.instruction)
-    trainable = [p for g in params for p in g["params"]]
+    return backbones_dir
 
-    def maybe_save(step: int) -> None:
-        target = backbones_dir / backbone_name(step)
-        if step in save_at and not (begin.resumed and (target / SCORE_FILE).is_file()):
-            score = {"step": step, **generative_score(model, processor, eval_data, cfg)}
-            save_backbone(model, processor, target, score, cfg.lm_lora_r > 0)
 
+@dataclass
+class _Session:
+    """What one pre-training run works with, from its setup in :func:`pretrain` to its results."""
+
+    cfg: PretrainConfig
+    device: torch.device
+    run: RunDir
+    begin: RunStart  # resume state, checkpoints and the train log
+    save_at: list[int]
+    train_data: CaptionData
+    eval_data: CaptionData
+    photos: dict[str, np.ndarray] | None
+    model: TinyVLM
+    processor: TinyVLMProcessor
+    trainable: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    state: _Trainable
+    backbones_dir: Path
+
+    def maybe_save(self, step: int) -> None:
+        """Save the backbone of ``step`` with its generative score if ``step`` is in ``save_at`` (a resumed run
+        keeps one already saved)."""
+        target = self.backbones_dir / backbone_name(step)
+        if step in self.save_at and not (self.begin.resumed and (target / SCORE_FILE).is_file()):
+            score = {"step": step, **generative_score(self.model, self.processor, self.eval_data, self.cfg)}
+            save_backbone(self.model, self.processor, target, score, self.cfg.lm_lora_r > 0)
+
+
+def _train(s: _Session) -> None:
+    """The step loop from ``begin.step`` to ``steps``: logs, checkpoints and backbones on their steps."""
     from genrep.lco.train import batch_indices
 
-    maybe_save(start)
+    cfg, model = s.cfg, s.model
+    start = s.begin.step
+    log_path = s.run / "train_log.jsonl"
+    prompt = prompt_text(s.processor, cfg.instruction)
+    s.maybe_save(start)
     model.train()
     t0 = time.perf_counter()
     with progress_bar(cfg.steps - start, "pretrain-vlm (captioning)") as bar:
         for step in range(start, cfg.steps):
-            idx = batch_indices(len(train_data), cfg.batch_size, step, cfg.seed)
-            images, texts = training_rows(train_data, idx, step, cfg, photos)
-            batch = {k: v.to(device) for k, v in captioning_batch(processor, prompt, images, texts).items()}
-            opt.zero_grad(set_to_none=True)
+            idx = batch_indices(len(s.train_data), cfg.batch_size, step, cfg.seed)
+            images, texts = training_rows(s.train_data, idx, step, cfg, s.photos)
+            batch = {k: v.to(s.device) for k, v in captioning_batch(s.processor, prompt, images, texts).items()}
+            s.opt.zero_grad(set_to_none=True)
             total, count = caption_loss(model, batch)
             loss = total / max(count, 1)  # mean over the batch's caption tokens (the LM's own loss)
             if not torch.isfinite(loss):
                 raise UserError(f"pretrain-vlm: loss is {float(loss)} at step {step}; lower lr")
             loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip or float("inf")))
-            opt.step()
-            sched.step()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(s.trainable, cfg.grad_clip or float("inf")))
+            s.opt.step()
+            s.sched.step()
             bar.advance()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 rec = {
@@ -458,34 +475,87 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: 
                 bar.status(f"loss {float(loss.detach()):.3f}")
                 append_jsonl(log_path, rec, fsync=False)
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                begin.save(step + 1, model=state, optimizer=opt, scheduler=sched)
-            if step + 1 in save_at:
-                maybe_save(step + 1)
+                s.begin.save(step + 1, model=s.state, optimizer=s.opt, scheduler=s.sched)
+            if step + 1 in s.save_at:
+                s.maybe_save(step + 1)
                 model.train()
 
+
+def _write_results(s: _Session) -> dict:
+    """The figures and ``metrics.json`` (one entry per saved backbone); returns the metrics."""
     points = []
-    for s in save_at:
-        f = backbones_dir / backbone_name(s) / SCORE_FILE
+    for step in s.save_at:
+        f = s.backbones_dir / backbone_name(step) / SCORE_FILE
         if f.is_file():
             points.append({**json.loads(f.read_text()), "dir": str(f.parent.resolve())})
-    log = begin.log_rows()
-    atomic_write_bytes(run.figures / "generative_score.png", _curve_figure(points, log))
+    log = s.begin.log_rows()
+    atomic_write_bytes(s.run.figures / "generative_score.png", _curve_figure(points, log))
     atomic_write_bytes(
-        run.figures / "captions.png",
+        s.run.figures / "captions.png",
         _samples_figure(
-            eval_data,
+            s.eval_data,
             [
-                (backbone_name(p["step"]).replace("step_", "").lstrip("0") or "0", [s["caption"] for s in p["samples"]])
+                (backbone_name(p["step"]).replace("step_", "").lstrip("0") or "0", [c["caption"] for c in p["samples"]])
                 for p in points
             ],
         ),
     )
     metrics = {
         "backbones": [{k: v for k, v in p.items() if k != "samples"} for p in points],
-        "steps": cfg.steps,
+        "steps": s.cfg.steps,
         "final_loss": log[-1]["loss"] if log else None,
-        "trainable_params": sum(p.numel() for p in trainable),
-        **begin.metrics(),
+        "trainable_params": sum(p.numel() for p in s.trainable),
+        **s.begin.metrics(),
     }
-    run.write_metrics(metrics)
+    s.run.write_metrics(metrics)
     return metrics
+
+
+def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
+    """Run the captioning pre-training; returns (and writes) the metrics with one entry per saved backbone.
+
+    ``resume`` continues the run in ``out``; ``fresh`` deletes its checkpoints and log and starts over.
+    """
+    save_at = _validate(cfg)
+    device = pick_device(cfg.device)
+    run = RunDir(out)
+    begin = start_run(
+        "lco pretrain-vlm",
+        cfg,
+        run.path,
+        resume=resume,
+        fresh=fresh,
+        may_differ=RESUME_MAY_DIFFER,
+        steps_key="steps",
+        keep_last=cfg.keep_checkpoints,
+    )
+    run.write_config(cfg)
+    seed_everything(cfg.seed)  # then the data, the model (its init draws), the optimizer: in this order
+    train_data = fashion_split("train", cfg.train_images, cfg.seed)
+    eval_data = fashion_split("test", cfg.eval_images, cfg.seed)
+    photos = _load_photos(cfg)
+    model, processor, params = _build_model(cfg, device)
+    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, min(cfg.warmup_steps, cfg.steps), cfg.steps)
+    state = _Trainable(model)
+    if begin.resumed:
+        begin.load(model=state, optimizer=opt, scheduler=sched)
+    session = _Session(
+        cfg=cfg,
+        device=device,
+        run=run,
+        begin=begin,
+        save_at=save_at,
+        train_data=train_data,
+        eval_data=eval_data,
+        photos=photos,
+        model=model,
+        processor=processor,
+        trainable=[p for g in params for p in g["params"]],
+        opt=opt,
+        sched=sched,
+        state=state,
+        backbones_dir=_backbones_dir(run, begin.resumed),
+    )
+    _train(session)
+    return _write_results(session)
