@@ -108,8 +108,7 @@ def _agenteval_section(report: Report, base, profile: str) -> dict:
         backend="local:smollm2-135m",
         limit=limit,
         max_rounds=rounds,
-        max_tokens=160,
-        max_tokens_cap=320,  # a reply cut at 160 tokens is asked once more with 320, never accepted cut
+        max_tokens=256,  # the local decoder caps a free-text string at 160 tokens, so an answer ends within 256
         concurrency=1,
     )
     m = run_agenteval(cfg, base / "agenteval")
