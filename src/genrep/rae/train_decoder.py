@@ -32,7 +32,6 @@ the frozen encoder on each batch; both draw the same indices, so they train the 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -40,25 +39,38 @@ from typing import Annotated, Literal, Optional
 import torch
 
 from genrep.core.config import Bounds, Count, Fraction, NonNeg, NonNegInt, Positive, require_positive
-from genrep.core.distributed import init_distributed
+from genrep.core.distributed import DistInfo
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
-from genrep.core.jsonl import append_jsonl
 from genrep.core.progress import progress_bar
-from genrep.core.resume import RUN_CONTROL, RunStart, start_run
+from genrep.core.resume import RUN_CONTROL, RunStart
 from genrep.core.rundir import RunDir, atomic_write_bytes
-from genrep.core.runtime import pick_device, seed_everything, step_generator
+from genrep.core.runtime import step_generator
 from genrep.rae.autoencoder import RAE
 from genrep.rae.data import EpochBatches
 from genrep.rae.decoder import DECODER_SIZES, DecoderConfig, DecoderSizeName, ViTDecoder
 from genrep.rae.diffaug import reference_diff_augment
-from genrep.rae.encoders import build_encoder
+from genrep.rae.encoders import FrozenEncoder, build_encoder
 from genrep.rae.gan import FeatureDiscriminator, GenLoss, adaptive_weight, generator_loss, reference_d_loss
 from genrep.rae.latents import CachedLatents, load_cache
-from genrep.rae.losses import build_perceptual_loss, l1_loss
+from genrep.rae.losses import PerceptualLoss, build_perceptual_loss, l1_loss
 from genrep.rae.noise import add_latent_noise
-from genrep.rae.schedule import ScheduleType, build_scheduler, schedule_of, steps_per_epoch
-from genrep.rae.train_dit import process_batch, schedule_steps
+from genrep.rae.schedule import LRSchedule, ScheduleType, build_scheduler, schedule_of
+from genrep.rae.trainer_common import (
+    Throughput,
+    TrainerStart,
+    draw_indices,
+    epoch_batches,
+    final_row,
+    log_due,
+    maybe_checkpoint,
+    restore_checkpoint,
+    save_final_checkpoint,
+    schedule_steps,
+    start_trainer,
+    wrap_ddp,
+    write_log_row,
+)
 from genrep.rae.vit_parts import num_params
 
 
@@ -147,169 +159,227 @@ def train_decoder(cfg: TrainDecoderConfig, out: str | Path, resume: bool = False
     checkpoints and logs and starts over (without either, ``out`` must not hold checkpoints).
     """
     _check(cfg)
-    info = init_distributed()
-    batch = process_batch(cfg.batch_size, cfg.global_batch_size, info.world_size, "train-decoder")
-    device = pick_device(cfg.device)
-    run = RunDir(out)
-    begin = start_run(
-        "train-decoder",
-        cfg,
-        run.path,
-        resume=resume,
-        fresh=fresh,
-        may_differ=RESUME_MAY_DIFFER,
-        keep_last=cfg.keep_checkpoints,
-        is_main=info.is_main,
-        lr_follows_steps=False,
-    )
-    if info.is_main:
-        run.write_config(cfg)
-    seed_everything(cfg.seed + info.rank)
+    ts = start_trainer("train-decoder", cfg, out, resume=resume, fresh=fresh, may_differ=RESUME_MAY_DIFFER)
+    r = _build(cfg, ts)
+    restore_checkpoint(ts, r.state)
+    last = _train_loop(cfg, ts, r)
+    return _finish(cfg, ts, r, last)
 
+
+@dataclass
+class _DecoderRun:
+    """The data, models, optimisers and LR schedules of one train-decoder run (:func:`_build`)."""
+
+    cache: CachedLatents
+    encoder: FrozenEncoder
+    decoder: ViTDecoder
+    rae: RAE
+    ema: EMA
+    model: torch.nn.Module  # the decoder, in DDP under torchrun
+    batches: Optional[EpochBatches]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    perceptual: Optional[PerceptualLoss]
+    disc: Optional[FeatureDiscriminator]
+    d_opt: Optional[torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
+    spe: int  # steps per epoch for the epoch-counted starts below
+    disc_step: int
+    gan_step: int
+    perceptual_step: int
+    state: dict  # what a checkpoint holds: model=, optimizer=, ema=, scheduler=
+
+
+def _build_models(cfg: TrainDecoderConfig, device: torch.device, info: DistInfo):
+    """The cache, the frozen encoder, the decoder (and its RAE, EMA and DDP wrapper)."""
     assert cfg.latents is not None  # _check
     cache = load_cache(cfg.latents)
     encoder = build_encoder(**cache.meta["encoder"])
     decoder = build_decoder(cache, cfg.decoder, cfg.patch).to(device)
     rae = RAE(encoder, cache.stats, decoder).to(device)
     ema = EMA(decoder, cfg.ema_decay, warmup=cfg.ema_warmup)
-    model: torch.nn.Module = decoder
-    if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            decoder, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    return cache, encoder, decoder, rae, ema, wrap_ddp(decoder, info, device)
 
-    n = len(cache)
-    batches = EpochBatches(n, batch, cfg.seed, info.rank, info.world_size) if cfg.sampling == "epoch" else None
-    per_epoch = steps_per_epoch(n, batch, info.world_size)
+
+def _build_gan(cfg: TrainDecoderConfig, device: torch.device, lr_sched: LRSchedule, sched_steps: int):
+    """The discriminator, its AdamW and its LR schedule (all None without ``gan``)."""
+    if not cfg.gan:
+        return None, None, None
+    disc = FeatureDiscriminator(diffaug=False).to(device)  # augmented here, as the reference
+    d_opt = torch.optim.AdamW(
+        disc.trainable_parameters(), lr=cfg.disc_lr, betas=cfg.betas, weight_decay=cfg.disc_weight_decay, fused=True
+    )
+    # the same settings, stepped once per D update (reference src/train_stage1.py:288-289, 458-459)
+    return disc, d_opt, build_scheduler(d_opt, lr_sched, cfg.disc_lr, sched_steps)
+
+
+def _build(cfg: TrainDecoderConfig, ts: TrainerStart) -> _DecoderRun:
+    """Models, sampler, optimisers, schedules and loss terms, built in the order that fixes the RNG draws."""
+    cache, encoder, decoder, rae, ema, model = _build_models(cfg, ts.device, ts.info)
+    n, batch, world = len(cache), ts.batch, ts.info.world_size
+    batches, per_epoch = epoch_batches(n, batch, cfg.sampling, cfg.seed, ts.info)
     lr_sched = schedule_of(cfg)
     sched_steps = schedule_steps(per_epoch, lr_sched, "train-decoder")
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=True)
     sched = build_scheduler(opt, lr_sched, cfg.lr, sched_steps)
     perceptual = None
     if cfg.perceptual != "none" and cfg.perceptual_weight > 0:
-        perceptual = build_perceptual_loss(cfg.perceptual, cfg.perceptual_resolution).to(device)
-
-    disc = d_opt = None
-    schedulers = {"decoder": sched}
-    if cfg.gan:
-        disc = FeatureDiscriminator(diffaug=False).to(device)  # augmented here, as the reference
-        d_opt = torch.optim.AdamW(
-            disc.trainable_parameters(), lr=cfg.disc_lr, betas=cfg.betas, weight_decay=cfg.disc_weight_decay, fused=True
-        )
-        # the same settings, stepped once per D update (reference src/train_stage1.py:288-289, 458-459)
-        schedulers["disc"] = build_scheduler(d_opt, lr_sched, cfg.disc_lr, sched_steps)
+        perceptual = build_perceptual_loss(cfg.perceptual, cfg.perceptual_resolution).to(ts.device)
+    disc, d_opt, d_sched = _build_gan(cfg, ts.device, lr_sched, sched_steps)
+    schedulers = {"decoder": sched, **({"disc": d_sched} if d_sched is not None else {})}
     # epochs -> steps as the reference (src/train_stage1.py:347-349); with-replacement sampling counts an epoch
     # as N / world batch steps
-    spe = per_epoch if per_epoch else max(1, n // (batch * info.world_size))
-    disc_step, gan_step = int(cfg.disc_start_epoch * spe), int(cfg.gan_start_epoch * spe)
-    perceptual_step = int(cfg.perceptual_start_epoch * spe)
-
-    def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return reference_diff_augment(x, cfg.diffaug_prob, cfg.diffaug_cutout, generator=gen)
-
+    spe = per_epoch if per_epoch else max(1, n // (batch * world))
     modules = torch.nn.ModuleDict({"decoder": decoder, **({"disc": disc} if disc is not None else {})})
     optimizers = {"decoder": opt, **({"disc": d_opt} if d_opt is not None else {})}
-    ckpt = begin.checkpointer
-    if begin.resumed:
-        begin.load(model=modules, optimizer=optimizers, ema=ema, scheduler=schedulers)
-    start = begin.step
-    log_path = run / "train_log.jsonl"
+    return _DecoderRun(
+        cache=cache,
+        encoder=encoder,
+        decoder=decoder,
+        rae=rae,
+        ema=ema,
+        model=model,
+        batches=batches,
+        opt=opt,
+        sched=sched,
+        perceptual=perceptual,
+        disc=disc,
+        d_opt=d_opt,
+        schedulers=schedulers,
+        spe=spe,
+        disc_step=int(cfg.disc_start_epoch * spe),
+        gan_step=int(cfg.gan_start_epoch * spe),
+        perceptual_step=int(cfg.perceptual_start_epoch * spe),
+        state=dict(model=modules, optimizer=optimizers, ema=ema, scheduler=schedulers),
+    )
 
-    trainable = num_params(decoder)
-    flops_fb = 3 * decoder.flops_per_image()  # forward + backward ~ 3x forward
-    t0, seen, last = time.perf_counter(), 0, {}
+
+def _augment(cfg: TrainDecoderConfig, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return reference_diff_augment(x, cfg.diffaug_prob, cfg.diffaug_cutout, generator=gen)
+
+
+def _train_loop(cfg: TrainDecoderConfig, ts: TrainerStart, r: _DecoderRun) -> dict:
+    """Steps ``begin.step .. max_steps``, with log rows and checkpoints; returns the last log row."""
+    start, info = ts.begin.step, ts.info
+    meter = Throughput(info.world_size, 3 * r.decoder.flops_per_image())  # forward + backward ~ 3x forward
+    last: dict = {}
     with progress_bar(cfg.max_steps - start, f"train decoder {cfg.decoder}", disable=not info.is_main) as bar:
         for step in range(start, cfg.max_steps):
             gen = step_generator(cfg.seed, info.rank, step)
-            idx = batches.batch(step) if batches is not None else torch.randint(0, n, (batch,), generator=gen)
-            target = cache.target(idx).to(device)
-            if cfg.on_the_fly:
-                z_clean = encoder.encode(target)
-            else:
-                z_clean = cache.latents[idx].to(device)
-            z = add_latent_noise(z_clean, cfg.noise_tau, cfg.noise_dist, generator=gen)
-            lr_now = opt.param_groups[0]["lr"]
-            recon = model(z) * rae.pixel_std + rae.pixel_mean
-            rec_l1 = l1_loss(recon, target)
-            loss = rec_l1
-            logs = {"l1": rec_l1.item()}
-            if perceptual is not None and step >= perceptual_step:
-                p_loss = perceptual(recon, target)
-                loss = loss + cfg.perceptual_weight * p_loss
-                logs[perceptual.name] = p_loss.item()
-            epoch = step / spe
-            use_g = disc is not None and cfg.gan_weight > 0 and step >= gan_step
-            train_d = disc is not None and cfg.gan_weight > 0 and step >= disc_step
-            if use_g:
-                assert disc is not None  # use_g needs disc
-                disc.eval()
-                fake = (augment(recon * 2.0 - 1.0, gen) + 1.0) / 2.0
-                g_loss = generator_loss(cfg.gen_loss, disc(fake))
-                lam = adaptive_weight(loss, g_loss, decoder.last_layer)
-                loss = loss + cfg.gan_weight * lam * g_loss
-                logs.update(g_loss=g_loss.item(), gan_lambda=float(lam))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(decoder.parameters(), cfg.grad_clip))
-            if not torch.isfinite(loss):
-                raise UserError(
-                    f"train-decoder: loss became {loss.item()} at step {step}; last good checkpoint: {ckpt.latest()}"
-                )
-            opt.step()
-            sched.step()
-            ema.update(decoder)
-            if train_d:  # after the decoder step, on a fresh decode with the updated weights
-                assert disc is not None and d_opt is not None  # train_d needs disc
-                decoder.eval()
-                with torch.no_grad():
-                    recon_d = decoder(z_clean) * rae.pixel_std + rae.pixel_mean
-                decoder.train()
-                disc.train()
-                d_loss, d_acc = reference_d_loss(disc, target, recon_d, lambda x: augment(x, gen))
-                logs.update(d_loss=d_loss.item(), d_accuracy=d_acc.item(), d_lr=d_opt.param_groups[0]["lr"])
-                d_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                d_opt.step()
-                schedulers["disc"].step()
-                disc.eval()
-            seen += batch
+            idx = draw_indices(r.batches, step, len(r.cache), ts.batch, gen)
+            loss, logs, lr_now = _train_step(cfg, ts, r, step, idx, gen)
+            meter.add(ts.batch)
             bar.advance()
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-                elapsed = time.perf_counter() - t0
+            if log_due(step, cfg):
                 last = {
                     "step": step + 1,
-                    "epoch": round(epoch, 4),
+                    "epoch": round(step / r.spe, 4),
                     "loss": loss.item(),
                     **logs,
                     "lr": lr_now,
-                    "images_per_s": seen * info.world_size / elapsed,
-                    "gflops_per_s": seen * flops_fb / elapsed / 1e9,
+                    **meter.rates("images_per_s"),
                 }
-                bar.status(f"loss {last['loss']:.4f}")
-                if info.is_main:
-                    append_jsonl(log_path, last, fsync=False)
-            if (step + 1) % cfg.checkpoint_every == 0 and info.is_main:
-                begin.save(step + 1, model=modules, optimizer=optimizers, ema=ema, scheduler=schedulers)
+                write_log_row(ts, bar, last)
+            maybe_checkpoint(ts, step, cfg, r.state)
+    return last
 
-    if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
-        last = begin.final_row() if info.is_main else {"step": start}
+
+def _train_step(
+    cfg: TrainDecoderConfig, ts: TrainerStart, r: _DecoderRun, step: int, idx: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, dict, float]:
+    """One decoder step on the samples ``idx`` (then one discriminator step once it trains).
+
+    Returns (loss, the step's log terms, the LR the step used). A non-finite loss raises UserError
+    before any parameter changes.
+    """
+    target = r.cache.target(idx).to(ts.device)
+    if cfg.on_the_fly:
+        z_clean = r.encoder.encode(target)
+    else:
+        z_clean = r.cache.latents[idx].to(ts.device)
+    z = add_latent_noise(z_clean, cfg.noise_tau, cfg.noise_dist, generator=gen)
+    lr_now = r.opt.param_groups[0]["lr"]
+    recon = r.model(z) * r.rae.pixel_std + r.rae.pixel_mean
+    loss, logs = _decoder_loss(cfg, r, step, recon, target, gen)
+    r.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(r.decoder.parameters(), cfg.grad_clip))
+    if not torch.isfinite(loss):
+        raise UserError(
+            f"train-decoder: loss became {loss.item()} at step {step}; "
+            f"last good checkpoint: {ts.begin.checkpointer.latest()}"
+        )
+    r.opt.step()
+    r.sched.step()
+    r.ema.update(r.decoder)
+    if r.disc is not None and cfg.gan_weight > 0 and step >= r.disc_step:
+        _disc_step(cfg, r, z_clean, target, gen, logs)
+    return loss, logs, lr_now
+
+
+def _decoder_loss(
+    cfg: TrainDecoderConfig, r: _DecoderRun, step: int, recon: torch.Tensor, target: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, dict]:
+    """``L1 + w_p * perceptual + w_g * lambda * L_G`` with each term from its start step; and its log terms."""
+    rec_l1 = l1_loss(recon, target)
+    loss = rec_l1
+    logs = {"l1": rec_l1.item()}
+    if r.perceptual is not None and step >= r.perceptual_step:
+        p_loss = r.perceptual(recon, target)
+        loss = loss + cfg.perceptual_weight * p_loss
+        logs[r.perceptual.name] = p_loss.item()
+    if r.disc is not None and cfg.gan_weight > 0 and step >= r.gan_step:
+        r.disc.eval()
+        fake = (_augment(cfg, recon * 2.0 - 1.0, gen) + 1.0) / 2.0
+        g_loss = generator_loss(cfg.gen_loss, r.disc(fake))
+        lam = adaptive_weight(loss, g_loss, r.decoder.last_layer)
+        loss = loss + cfg.gan_weight * lam * g_loss
+        logs.update(g_loss=g_loss.item(), gan_lambda=float(lam))
+    return loss, logs
+
+
+def _disc_step(
+    cfg: TrainDecoderConfig,
+    r: _DecoderRun,
+    z_clean: torch.Tensor,
+    target: torch.Tensor,
+    gen: torch.Generator,
+    logs: dict,
+) -> None:
+    """One discriminator step, after the decoder step, on a fresh decode with the updated weights."""
+    assert r.disc is not None and r.d_opt is not None  # only called with the GAN on
+    r.decoder.eval()
+    with torch.no_grad():
+        recon_d = r.decoder(z_clean) * r.rae.pixel_std + r.rae.pixel_mean
+    r.decoder.train()
+    r.disc.train()
+    d_loss, d_acc = reference_d_loss(r.disc, target, recon_d, lambda x: _augment(cfg, x, gen))
+    logs.update(d_loss=d_loss.item(), d_accuracy=d_acc.item(), d_lr=r.d_opt.param_groups[0]["lr"])
+    r.d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    r.d_opt.step()
+    r.schedulers["disc"].step()
+    r.disc.eval()
+
+
+def _finish(cfg: TrainDecoderConfig, ts: TrainerStart, r: _DecoderRun, last: dict) -> dict:
+    """The final checkpoint, model/ (the RAE with the EMA decoder), figures/loss.png and metrics.json."""
     metrics = {
         "steps": cfg.max_steps,
         "decoder": cfg.decoder,
-        "decoder_params": trainable,
-        "latent_shape": cache.meta["latent_shape"],
-        "image_size": decoder.cfg.image_size,
-        "perceptual": perceptual.name if perceptual is not None else "none",
-        "final": last,
+        "decoder_params": num_params(r.decoder),
+        "latent_shape": r.cache.meta["latent_shape"],
+        "image_size": r.decoder.cfg.image_size,
+        "perceptual": r.perceptual.name if r.perceptual is not None else "none",
+        "final": final_row(ts, last),
     }
-    if info.is_main:
-        if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
-            begin.save(cfg.max_steps, model=modules, optimizer=optimizers, ema=ema, scheduler=schedulers)
-        rae.save_pretrained(run / "model", decoder_state=ema.module.state_dict())
-        _plot_loss(run, begin)
-        metrics.update(begin.metrics())
-        run.write_metrics(metrics)
+    if ts.info.is_main:
+        save_final_checkpoint(ts, cfg, r.state)
+        r.rae.save_pretrained(ts.run / "model", decoder_state=r.ema.module.state_dict())
+        _plot_loss(ts.run, ts.begin)
+        metrics.update(ts.begin.metrics())
+        ts.run.write_metrics(metrics)
     return metrics
 
 

@@ -26,7 +26,6 @@ configs/stage2/training/ImageNet256/DiTDH-XL_DINOv2-B.yaml) unless a field says 
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -34,24 +33,39 @@ from typing import Literal, Optional
 import torch
 
 from genrep.core.config import Count, Fraction, NonNeg, NonNegInt, Positive, read_yaml, require_positive
-from genrep.core.distributed import init_distributed
 from genrep.core.ema import EMA
 from genrep.core.errors import UserError
 from genrep.core.jsonl import append_jsonl, read_log
 from genrep.core.progress import progress_bar
-from genrep.core.resume import RUN_CONTROL, start_run
+from genrep.core.resume import RUN_CONTROL
 from genrep.core.rundir import RunDir, atomic_write_bytes
-from genrep.core.runtime import pick_device, resolve_precision, seed_everything, step_generator
+from genrep.core.runtime import resolve_precision, step_generator
 from genrep.rae.autoencoder import RAE
 from genrep.rae.data import EpochBatches
 from genrep.rae.dit import DiT, DiTPreset, dit_config
 from genrep.rae.dit_io import save_dit
 from genrep.rae.flow import class_balanced_labels, flow_matching_loss, shift_alpha
 from genrep.rae.latents import META as LATENT_META
-from genrep.rae.latents import as_numpy_images, load_cache
+from genrep.rae.latents import CachedLatents, as_numpy_images, load_cache
 from genrep.rae.reconstruct import resolve_model_dir
 from genrep.rae.sample import SampleConfig, class_grid_png, generate
-from genrep.rae.schedule import LRSchedule, ScheduleType, build_scheduler, schedule_of, steps_per_epoch, uses_epochs
+from genrep.rae.schedule import ScheduleType, build_scheduler, schedule_of
+from genrep.rae.trainer_common import (
+    Throughput,
+    TrainerStart,
+    draw_indices,
+    epoch_batches,
+    final_row,
+    log_due,
+    maybe_checkpoint,
+    restore_checkpoint,
+    save_final_checkpoint,
+    schedule_steps,
+    start_trainer,
+    wrap_ddp,
+    write_log_row,
+)
+from genrep.rae.trainer_common import process_batch as process_batch  # re-exported: its home was here
 
 # run-control fields that --resume accepts changed: the step budget, logging, checkpointing, the device, and the
 # periodic sample grids / evaluations (they draw from their own generators and never touch training)
@@ -174,25 +188,6 @@ def _agreed_precision(requested: str, device: torch.device, info) -> tuple[str, 
     return choice[0]  # type: ignore[return-value]  # set on every rank by the broadcast
 
 
-def process_batch(batch_size: int, global_batch_size: int | None, world_size: int, command: str) -> int:
-    """The per-process batch: ``global_batch_size / world_size`` when the global one is given
-    (reference src/train.py:150-156 asserts divisibility), else ``batch_size``."""
-    if global_batch_size is None:
-        return batch_size
-    if global_batch_size % world_size:
-        raise UserError(
-            f"{command}: global_batch_size {global_batch_size} is not divisible by the {world_size} processes"
-        )
-    return global_batch_size // world_size
-
-
-def schedule_steps(per_epoch: int, sched: LRSchedule, command: str) -> int:
-    """``steps_per_epoch`` for the LR schedule; a schedule in epochs needs at least one step per epoch."""
-    if uses_epochs(sched) and per_epoch < 1:
-        raise UserError(f"{command}: lr_schedule is given in epochs but an epoch has no full batch")
-    return per_epoch
-
-
 class _Flipper:
     """The reference's random horizontal flip on latents (module docstring): a flipped sample's
     latent is the encoder's output for its cached image mirrored, normalised like the cache."""
@@ -252,36 +247,64 @@ def train_step(
 def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh: bool = False) -> dict:
     """Train; writes config.yaml, checkpoints/, train_log.jsonl (eval_log.jsonl), figures/, model/ and
     metrics.json. ``resume`` and ``fresh`` as in :func:`genrep.rae.train_decoder.train_decoder`."""
-    if cfg.rae is None:
-        raise UserError("train-dit: --rae DIR is required (a trained RAE or train-decoder --out)")
-    require_positive(cfg, ("max_steps", "batch_size", "log_every", "checkpoint_every"), "train-dit")
-    rae_dir = resolve_model_dir(cfg.rae)  # a wrong --rae or --latents fails before anything is written
-    latents_dir = cfg.latents or _latent_cache_of(rae_dir)
-    if not (Path(latents_dir) / LATENT_META).is_file():
-        raise UserError(f"{latents_dir}: not a latent cache (no {LATENT_META}; run 'genrep rae cache-latents')")
-    info = init_distributed()
-    batch = process_batch(cfg.batch_size, cfg.global_batch_size, info.world_size, "train-dit")
-    device = pick_device(cfg.device)
-    run = RunDir(out)
-    begin = start_run(
+    rae_dir, latents_dir = _check(cfg)
+    ts = start_trainer(
         "train-dit",
         cfg,
-        run.path,
+        out,
         resume=resume,
         fresh=fresh,
         may_differ=RESUME_MAY_DIFFER,
-        keep_last=cfg.keep_checkpoints,
         logs=("train_log.jsonl", "eval_log.jsonl"),
-        is_main=info.is_main,
-        lr_follows_steps=False,
     )
-    if info.is_main:
-        run.write_config(cfg)
-    seed_everything(cfg.seed + info.rank)
-    precision, precision_info = _agreed_precision(cfg.precision, device, info)
-    if info.is_main:
+    precision, precision_info = _agreed_precision(cfg.precision, ts.device, ts.info)
+    if ts.info.is_main:
         print(f"train-dit: precision {precision} ({precision_info['reason']})", file=sys.stderr, flush=True)
+    r = _build(cfg, ts, rae_dir, latents_dir)
+    restore_checkpoint(ts, r.state)
+    monitor = _Monitor(cfg, ts.run, r.rae, r.alpha, r.cache.meta, len(r.class_names), ts.device)
+    last = _train_loop(cfg, ts, r, monitor, precision)
+    return _finish(cfg, ts, r, monitor, last, precision_info)
 
+
+def _check(cfg: TrainDiTConfig) -> tuple[Path, Path]:
+    """The RAE directory and the latent cache to train on; a wrong --rae or --latents fails here,
+    before anything is written."""
+    if cfg.rae is None:
+        raise UserError("train-dit: --rae DIR is required (a trained RAE or train-decoder --out)")
+    require_positive(cfg, ("max_steps", "batch_size", "log_every", "checkpoint_every"), "train-dit")
+    rae_dir = resolve_model_dir(cfg.rae)
+    latents_dir = cfg.latents or _latent_cache_of(rae_dir)
+    if not (Path(latents_dir) / LATENT_META).is_file():
+        raise UserError(f"{latents_dir}: not a latent cache (no {LATENT_META}; run 'genrep rae cache-latents')")
+    return rae_dir, latents_dir
+
+
+@dataclass
+class _DiTRun:
+    """The data, model, optimiser and LR schedule of one train-dit run (:func:`_build`)."""
+
+    rae_dir: Path
+    rae: RAE
+    cache: CachedLatents
+    latents: torch.Tensor  # normalised with the RAE's statistics
+    labels: torch.Tensor
+    class_names: list[str]
+    model: DiT
+    batches: Optional[EpochBatches]
+    per_epoch: int
+    flipper: Optional[_Flipper]
+    alpha: float
+    ema: EMA
+    net: torch.nn.Module  # the model, in DDP under torchrun
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    state: dict  # what a checkpoint holds: model=, optimizer=, ema=, scheduler=
+
+
+def _build(cfg: TrainDiTConfig, ts: TrainerStart, rae_dir: Path, latents_dir: Path) -> _DiTRun:
+    """The RAE, the cache, the DiT (its EMA and DDP wrapper), the sampler, the flip, AdamW and the LR
+    schedule, built in the order that fixes the RNG draws."""
     rae = RAE.from_pretrained(rae_dir)
     cache = load_cache(latents_dir)
     if tuple(cache.meta["latent_shape"]) != tuple(rae.latent_shape):
@@ -298,91 +321,116 @@ def train_dit(cfg: TrainDiTConfig, out: str | Path, resume: bool = False, fresh:
         class_dropout=cfg.class_dropout,
         **cfg.model_args,
     )
-    model = DiT(model_cfg).to(device)
-    n = len(latents)
-    batches = EpochBatches(n, batch, cfg.seed, info.rank, info.world_size) if cfg.sampling == "epoch" else None
-    per_epoch = steps_per_epoch(n, batch, info.world_size)
-    flipper = _Flipper(rae, cache, device) if cfg.hflip > 0 else None
+    model = DiT(model_cfg).to(ts.device)
+    batches, per_epoch = epoch_batches(len(latents), ts.batch, cfg.sampling, cfg.seed, ts.info)
+    flipper = _Flipper(rae, cache, ts.device) if cfg.hflip > 0 else None
     alpha = shift_alpha(rae.latent_shape, cfg.shift_base) if cfg.shift else 1.0
     ema = EMA(model, cfg.ema_decay, warmup=cfg.ema_warmup)
-    net: torch.nn.Module = model
-    if info.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    net = wrap_ddp(model, ts.info, ts.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     lr_sched = schedule_of(cfg)
     sched = build_scheduler(opt, lr_sched, cfg.lr, schedule_steps(per_epoch, lr_sched, "train-dit"))
-    ckpt = begin.checkpointer
-    if begin.resumed:
-        begin.load(model=model, optimizer=opt, ema=ema, scheduler=sched)
-    start = begin.step
-    log_path = run / "train_log.jsonl"
+    return _DiTRun(
+        rae_dir=rae_dir,
+        rae=rae,
+        cache=cache,
+        latents=latents,
+        labels=labels,
+        class_names=class_names,
+        model=model,
+        batches=batches,
+        per_epoch=per_epoch,
+        flipper=flipper,
+        alpha=alpha,
+        ema=ema,
+        net=net,
+        opt=opt,
+        sched=sched,
+        state=dict(model=model, optimizer=opt, ema=ema, scheduler=sched),
+    )
 
-    monitor = _Monitor(cfg, run, rae, alpha, cache.meta, len(class_names), device)
-    t0, seen, last = time.perf_counter(), 0, {}
-    flops = 3 * model.flops_per_sample()
+
+def _train_loop(cfg: TrainDiTConfig, ts: TrainerStart, r: _DiTRun, monitor: _Monitor, precision: str) -> dict:
+    """Steps ``begin.step .. max_steps``, with log rows, checkpoints and the periodic sample grids and
+    evaluations; returns the last log row."""
+    start, info = ts.begin.step, ts.info
+    meter = Throughput(info.world_size, 3 * r.model.flops_per_sample())
+    last: dict = {}
     with progress_bar(cfg.max_steps - start, f"train {cfg.model}", disable=not info.is_main) as bar:
         for step in range(start, cfg.max_steps):
-            gen = step_generator(cfg.seed, info.rank, step)
-            idx = batches.batch(step) if batches is not None else torch.randint(0, n, (batch,), generator=gen)
-            x, y = latents[idx].to(device), labels[idx].to(device)
-            if flipper is not None:
-                x = flipper(x, idx, cfg.hflip, gen)
-            lr_now = opt.param_groups[0]["lr"]
-            try:
-                loss, grad_norm = train_step(net, model, opt, x, y, alpha, gen, cfg.grad_clip, precision)
-            except FloatingPointError as e:
-                raise UserError(
-                    f"train-dit: {e} at step {step} ({precision}); "
-                    f"stopped; last good checkpoint: {ckpt.latest() or 'none'}"
-                ) from None
-            sched.step()
-            ema.update(model)
-            seen += batch
+            loss, grad_norm, lr_now = _optimise_step(cfg, ts, r, step, precision)
+            meter.add(ts.batch)
             bar.advance()
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-                elapsed = time.perf_counter() - t0
+            if log_due(step, cfg):
                 last = {
                     "step": step + 1,
-                    "epoch": round((step + 1) / per_epoch, 4) if per_epoch else None,
+                    "epoch": round((step + 1) / r.per_epoch, 4) if r.per_epoch else None,
                     "loss": loss.item(),
                     "grad_norm": grad_norm,
                     "lr": lr_now,
-                    "samples_per_s": seen * info.world_size / elapsed,
-                    "gflops_per_s": seen * flops / elapsed / 1e9,
+                    **meter.rates("samples_per_s"),
                     "precision": precision,
                 }
-                bar.status(f"loss {last['loss']:.4f}")
-                if info.is_main:
-                    append_jsonl(log_path, last, fsync=False)
-            if (step + 1) % cfg.checkpoint_every == 0 and info.is_main:
-                begin.save(step + 1, model=model, optimizer=opt, ema=ema, scheduler=sched)
+                write_log_row(ts, bar, last)
+            maybe_checkpoint(ts, step, cfg, r.state)
             if info.is_main and step + 1 < cfg.max_steps:
-                if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
-                    monitor.grid(ema.module, step + 1)
-                if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-                    monitor.evaluate(ema.module, step + 1)
+                _periodic_monitor(cfg, monitor, r.ema.module, step + 1)
+    return last
 
-    if begin.nothing_to_train:  # model/ and metrics.json are re-made from the checkpoint and its log
-        last = begin.final_row() if info.is_main else {"step": start}
+
+def _optimise_step(
+    cfg: TrainDiTConfig, ts: TrainerStart, r: _DiTRun, step: int, precision: str
+) -> tuple[torch.Tensor, float, float]:
+    """Draw step ``step``'s batch (flipped with ``hflip``), :func:`train_step` on it, then the LR
+    schedule and the EMA. Returns (loss, grad norm, the LR the step used); a non-finite loss is a
+    UserError naming the last good checkpoint."""
+    gen = step_generator(cfg.seed, ts.info.rank, step)
+    idx = draw_indices(r.batches, step, len(r.latents), ts.batch, gen)
+    x, y = r.latents[idx].to(ts.device), r.labels[idx].to(ts.device)
+    if r.flipper is not None:
+        x = r.flipper(x, idx, cfg.hflip, gen)
+    lr_now = r.opt.param_groups[0]["lr"]
+    try:
+        loss, grad_norm = train_step(r.net, r.model, r.opt, x, y, r.alpha, gen, cfg.grad_clip, precision)
+    except FloatingPointError as e:
+        raise UserError(
+            f"train-dit: {e} at step {step} ({precision}); "
+            f"stopped; last good checkpoint: {ts.begin.checkpointer.latest() or 'none'}"
+        ) from None
+    r.sched.step()
+    r.ema.update(r.model)
+    return loss, grad_norm, lr_now
+
+
+def _periodic_monitor(cfg: TrainDiTConfig, monitor: _Monitor, ema_model: torch.nn.Module, step: int) -> None:
+    """A sample grid every ``sample_every`` and an evaluation every ``eval_every`` steps (rank 0, not
+    at the last step: :func:`_finish` does those)."""
+    if cfg.sample_every and step % cfg.sample_every == 0:
+        monitor.grid(ema_model, step)
+    if cfg.eval_every and step % cfg.eval_every == 0:
+        monitor.evaluate(ema_model, step)
+
+
+def _finish(
+    cfg: TrainDiTConfig, ts: TrainerStart, r: _DiTRun, monitor: _Monitor, last: dict, precision_info: dict
+) -> dict:
+    """The final checkpoint, model/ (the EMA DiT), the last sample grid and evaluation, metrics.json."""
     metrics = {
         "steps": cfg.max_steps,
         "model": cfg.model,
-        "params": sum(p.numel() for p in model.parameters()),
-        "latent_shape": list(rae.latent_shape),
-        "shift_alpha": alpha,
+        "params": sum(p.numel() for p in r.model.parameters()),
+        "latent_shape": list(r.rae.latent_shape),
+        "shift_alpha": r.alpha,
         "precision": precision_info,
-        "final": last,
+        "final": final_row(ts, last),
     }
-    if info.is_main:
-        if cfg.max_steps % cfg.checkpoint_every and not begin.nothing_to_train:
-            begin.save(cfg.max_steps, model=model, optimizer=opt, ema=ema, scheduler=sched)
-        save_dit(run / "model", model, ema.module.state_dict(), rae_dir, alpha, list(class_names))
-        monitor.grid(ema.module, cfg.max_steps)
+    if ts.info.is_main:
+        save_final_checkpoint(ts, cfg, r.state)
+        save_dit(ts.run / "model", r.model, r.ema.module.state_dict(), r.rae_dir, r.alpha, list(r.class_names))
+        monitor.grid(r.ema.module, cfg.max_steps)
         if cfg.eval_every:
-            done = [r for r in read_log(run / "eval_log.jsonl") if r.get("step") == cfg.max_steps]
-            metrics["eval"] = done[-1] if done else monitor.evaluate(ema.module, cfg.max_steps)
-        metrics.update(begin.metrics())
-        run.write_metrics(metrics)
+            done = [row for row in read_log(ts.run / "eval_log.jsonl") if row.get("step") == cfg.max_steps]
+            metrics["eval"] = done[-1] if done else monitor.evaluate(r.ema.module, cfg.max_steps)
+        metrics.update(ts.begin.metrics())
+        ts.run.write_metrics(metrics)
     return metrics
