@@ -159,6 +159,17 @@ def serve_cmd(backend_spec: str, host: str, port: int, allow_remote: bool) -> No
     serve(make_backend(backend_spec, cache=False), host=host, port=port, allow_remote=allow_remote)
 
 
+# an LLM judge's failed items (AgentEval failed_as_zero): meta-eval and leaderboard count them or drop them
+FAILED = click.option(
+    "--failed",
+    "failed_policy",
+    type=click.Choice(["include", "exclude"]),
+    default="include",
+    show_default=True,
+    help="LLM-judge items recorded as failed (0/0/0, failed: true): count them as 0 (the reference) or drop them.",
+)
+
+
 @diting.command("meta-eval")
 @click.option(
     "--official",
@@ -198,14 +209,7 @@ def serve_cmd(backend_spec: str, host: str, port: int, allow_remote: bool) -> No
     help="An LLM judge's scores.jsonl (e.g. from genrep diting agenteval) to meta-evaluate as a metric named by "
     "its rater; repeatable.",
 )
-@click.option(
-    "--failed",
-    "failed_policy",
-    type=click.Choice(["include", "exclude"]),
-    default="include",
-    show_default=True,
-    help="LLM-judge items recorded as failed (0/0/0, failed: true): count them as 0 (the reference) or drop them.",
-)
+@FAILED
 @click.argument("more_metrics", nargs=-1)
 @OUT
 def meta_eval_cmd(
@@ -381,14 +385,7 @@ def _meta_eval_inputs(official, judgments, translations, items_path):
     help=f"Bootstrap resamples of items (0: no intervals; at most {MAX_RESAMPLES}).",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option(
-    "--failed",
-    "failed_policy",
-    type=click.Choice(["include", "exclude"]),
-    default="include",
-    show_default=True,
-    help="LLM-judge items recorded as failed (0/0/0, failed: true): count them as 0 (the reference) or drop them.",
-)
+@FAILED
 @OUT
 def leaderboard_cmd(judgments, items_path, official, resamples: int, seed: int, failed_policy: str, out: Path) -> None:
     """Systems x dimensions table of mean 0-6 scores with bootstrap CIs (md, html, csv, png heatmap)."""
