@@ -26,12 +26,11 @@ REASONS = (
 
 
 class Counting:
-    """A backend that answers a fixed answer per role and records each request's token count."""
+    """A backend that answers a fixed answer per role and reports each request's token count as its prompt_tokens."""
 
     def __init__(self, tokenizer, role: str):
         self.tok, self.role = tokenizer, role
         self.name, self.model = f"count:{role}", "smollm2-135m"
-        self.counts: list[int] = []
 
     def _answer(self, messages) -> str:
         judge = any('"agree"' in m["content"] for m in messages[:2])
@@ -45,7 +44,6 @@ class Counting:
 
         prompt = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
-        self.counts.append(len(ids))
         text = self._answer(messages)
         return Completion(
             text=text,

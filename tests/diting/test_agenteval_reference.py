@@ -308,3 +308,10 @@ def test_the_papers_deepseek_r1_setting_is_served_as_a_reasoning_model(tmp_path)
     run_agenteval(cfg, tmp_path / "no-format", backends={"judge": backend})
     assert "response_format" not in bodies[0] and bodies[0]["messages"][0]["role"] == "system"
     assert bodies[0]["messages"][0]["content"] == REFERENCE_PROMPTS["zh"]["single_system"]
+
+
+def test_both_protocols_speak_the_same_languages():
+    from genrep.diting.agenteval_prompts import GENREP_PROMPTS
+
+    assert set(REFERENCE_PROMPTS) == set(GENREP_PROMPTS) == {"zh", "en"}
+    assert set(REFERENCE_PROMPTS["zh"]) == set(REFERENCE_PROMPTS["en"])

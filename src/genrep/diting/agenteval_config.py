@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 from genrep.core.config import Count, NonNeg, NonNegInt, Positive
 from genrep.core.errors import UserError
-from genrep.diting.agenteval_prompts import GENREP_PROMPTS, REFERENCE_PROMPTS
+from genrep.diting.agenteval_prompts import REFERENCE_PROMPTS
 from genrep.diting.llm.openai_client import STRUCTURED_DIALECTS
 from genrep.diting.llm.registry import parse_spec
 from genrep.diting.llm.usage import parse_prices
@@ -76,7 +76,6 @@ def check_config(cfg: AgentEvalConfig) -> None:
         ("json_mode", ("json_schema", "json_object", "none")),
         ("structured", ("", *STRUCTURED_DIALECTS)),
     )
-    assert set(REFERENCE_PROMPTS) == set(GENREP_PROMPTS)
     for name, allowed in closed:
         if getattr(cfg, name) not in allowed:
             raise UserError(f"agenteval: {name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")

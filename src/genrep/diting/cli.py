@@ -340,15 +340,15 @@ def _fmt_stat(stat: dict) -> str:
 def _judge_metric_scores(paths, failed_policy: str) -> dict[str, dict[tuple[str, str], float]]:
     """``{rater: {(item_id, system): mean 0-6 total}}`` from LLM-judge Judgment files; failed records
     (0/0/0, ``failed: true``) kept as 0 or dropped by ``failed_policy``."""
+    from genrep.diting import metaeval as me
     from genrep.diting.schema import Judgment, read_records
 
-    totals: dict[str, dict[tuple[str, str], list[float]]] = {}
+    by_rater: dict[str, list[Judgment]] = {}
     for path in paths:
         for j in read_records(path, Judgment, "judge scores file"):
-            if j.failed and failed_policy == "exclude":
-                continue
-            totals.setdefault(j.rater, {}).setdefault((j.item_id, j.system), []).append(float(j.total))
-    return {rater: {k: sum(v) / len(v) for k, v in by_key.items()} for rater, by_key in totals.items()}
+            if not (j.failed and failed_policy == "exclude"):
+                by_rater.setdefault(j.rater, []).append(j)
+    return {rater: me.ratings_from_judgments(js).means() for rater, js in by_rater.items()}
 
 
 def _meta_eval_inputs(official, judgments, translations, items_path):
