@@ -315,3 +315,49 @@ def test_both_protocols_speak_the_same_languages():
 
     assert set(REFERENCE_PROMPTS) == set(GENREP_PROMPTS) == {"zh", "en"}
     assert set(REFERENCE_PROMPTS["zh"]) == set(REFERENCE_PROMPTS["en"])
+
+
+def test_the_debate_matches_the_official_codes_own_requests(tmp_path):
+    """Golden: tests/fixtures/diting_reference/debate.json, written by make_diting_reference_fixtures.py from the
+    reference's debate_execute with scripted replies; genrep's requests, reduced to the same symbols, are equal."""
+    from pathlib import Path
+
+    golden = json.loads((Path(__file__).parents[1] / "fixtures" / "diting_reference" / "debate.json").read_text())
+    rounds = golden["rounds"]
+    path, _ = write_translations(tmp_path, ["idiom"])
+    replies = {expert(2, 1, 2, f"{w}-{r}"): f"{w}-{r}" for w in ("E1", "E2") for r in range(1, rounds + 1)}
+    by_name = {name: text for text, name in replies.items()}
+    backends = panel(
+        [by_name[f"E1-{r}"] for r in range(1, rounds + 1)],
+        [by_name[f"E2-{r}"] for r in range(1, rounds + 1)],
+        [verdict("no", 1, 1, 1, f"J-{r}") for r in range(1, rounds + 1)] + [verdict("no", 1, 1, 1, "J-final")],
+    )
+    order: list[str] = []  # the order of the calls across roles
+    for role, backend in backends.items():
+        original = backend.complete
+
+        async def complete(messages, sampling, _role=role, _original=original):
+            order.append(_role)
+            return await _original(messages, sampling)
+
+        backend.complete = complete
+    cfg = AgentEvalConfig(translations=str(path), cache=False, max_rounds=rounds, concurrency=1)
+    run_agenteval(cfg, tmp_path / "run", backends=backends)
+    p = REFERENCE_PROMPTS["zh"]
+
+    def symbol(message):
+        content = message["content"]
+        if message["role"] == "system":
+            return "system"
+        if message["role"] == "assistant":
+            return f"reply:{replies[content]}" if content in replies else f"reasons:{content}"
+        for label in ("pro", "con"):
+            if content.startswith(p[label]) and content[len(p[label]) :] in replies:
+                return f"{label}:{replies[content[len(p[label]) :]]}"
+        return "last_round" if content == p["last_round"] else "first"
+
+    calls = {role: iter(b.calls) for role, b in backends.items()}
+    ours = [{"role": role, "messages": [symbol(m) for m in next(calls[role])[0]]} for role in order]
+    assert ours == golden["requests"]
+    (judgment,) = read_log(tmp_path / "run" / "scores.jsonl", Judgment)
+    assert judgment.rationale == golden["final_reasons"]
