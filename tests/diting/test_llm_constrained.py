@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field
 
 from genrep.diting.agenteval import ExpertAnswer, JudgeAnswer, SingleAnswer
 from genrep.diting.llm import LLMError, LocalBackend, Sampling, complete_json
-from genrep.diting.llm.constrained import check_schema, generate_json
+from genrep.diting.llm.constrained import generate_json
+from genrep.diting.llm.json_schema import check_schema
 from genrep.diting.llm.structured import response_format
 from genrep.diting.llm.types import TruncatedError
 
