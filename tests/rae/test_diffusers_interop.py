@@ -19,15 +19,9 @@ from safetensors.torch import load_file, save_file
 from genrep.core.errors import UserError
 from genrep.rae.autoencoder import RAE
 from genrep.rae.decoder import DecoderConfig, ViTDecoder
-from genrep.rae.diffusers_interop import (
-    DIFFUSERS_CONFIG,
-    DIFFUSERS_WEIGHTS,
-    diffusers_positions,
-    rae_from_diffusers,
-    rae_to_diffusers,
-    std_for_scale,
-    var_for_scale,
-)
+from genrep.rae.diffusers_interop import rae_from_diffusers, rae_to_diffusers
+from genrep.rae.diffusers_layout import DIFFUSERS_CONFIG, DIFFUSERS_WEIGHTS
+from genrep.rae.diffusers_numerics import diffusers_positions, std_for_scale, var_for_scale
 from genrep.rae.encoders import EffNetEncoder, hf_encoder_from_model
 from genrep.rae.stats import LatentStats
 
