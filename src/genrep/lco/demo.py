@@ -4,6 +4,8 @@ the held-out HSK test pairs, the anisotropy per layer before and after, and a pl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from genrep.core.report import Report
 from genrep.core.rundir import RunDir
 
@@ -12,18 +14,32 @@ PROFILES = {"smoke": (2, 4, 40, 8), "fast": (6, 8, 60, 16), "full": (150, 16, 50
 
 
 def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
-    import numpy as np
+    steps, batch, n_test, rank = PROFILES[cfg.profile]
+    before, after, per_layer, tm = _train_and_measure(cfg, run.path / "lco")
+    fig = _retrieval_figure(before, after, per_layer)
+    final = tm.get("final", {})
+    _write_section(report, cfg, before, after, final, fig)
+    return {
+        "lco": {
+            "before": {k: before[k] for k in ("recall@1", "ndcg@10", "anisotropy")},
+            "after": {k: after[k] for k in ("recall@1", "ndcg@10", "anisotropy")},
+            "train_steps": steps,
+            "train_seconds": final.get("seconds"),
+            "anisotropy_per_layer": {k: v[1] for k, v in per_layer.items()},
+        }
+    }
 
-    from genrep.core.images import figure_png
+
+def _train_and_measure(cfg, base_dir: Path) -> tuple[dict, dict, dict, dict]:
+    """(metrics before, metrics after, anisotropy per layer by model, training result): the base model
+    evaluated, a short LoRA run, the tuned model evaluated, both on the same held-out test pairs."""
     from genrep.core.runtime import pick_device
     from genrep.lco.adapters import load_model
     from genrep.lco.data import hsk_pairs_split
     from genrep.lco.evaluate import EvalConfig, evaluate
-    from genrep.lco.geometry import anisotropy
     from genrep.lco.train import TrainConfig, train
 
     steps, batch, n_test, rank = PROFILES[cfg.profile]
-    base_dir = run.path / "lco"
     tcfg = TrainConfig(
         backbone="smollm2-135m",
         data="hsk",
@@ -40,27 +56,35 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     # anisotropy per layer, before and after, on the same test sentences
     test = hsk_pairs_split(ecfg.hsk_test_size).test[: min(n_test, 60)]
     texts = [p["zh"] for p in test] + [p["en"] for p in test]
-    per_layer = {}
-
-    def layer_anisotropy(name: str, emb) -> None:
-        layers = list(range(0, emb.num_hidden_layers() + 1, 3))
-        if layers[-1] != emb.num_hidden_layers():
-            layers.append(emb.num_hidden_layers())
-        e = emb.encode(texts, layers=layers, batch_size=16, description=f"layers {name}")
-        per_layer[name] = (layers, [anisotropy(e[i]) for i in range(len(layers))])
-
+    per_layer: dict = {}
     emb = load_model(ecfg.model, device=pick_device("cpu"))  # each model is loaded once, for both measurements
     before = evaluate(ecfg, base_dir / "eval_base", emb=emb)
-    layer_anisotropy("base", emb)
+    per_layer["base"] = _layer_anisotropy("base", emb, texts)
     del emb
     tm = train(tcfg, base_dir / "train", fresh=True)  # a demo re-run replaces the last one
     ecfg.model = str(base_dir / "train" / "model")
     emb = load_model(ecfg.model, device=pick_device("cpu"))
     after = evaluate(ecfg, base_dir / "eval_tuned", emb=emb)
-    layer_anisotropy("LoRA-tuned", emb)
+    per_layer["LoRA-tuned"] = _layer_anisotropy("LoRA-tuned", emb, texts)
     del emb
+    return before, after, per_layer, tm
 
+
+def _layer_anisotropy(name: str, emb, texts: list[str]) -> tuple[list[int], list[float]]:
+    """(layers, anisotropy of ``texts`` at each): every third layer and the last."""
+    from genrep.lco.geometry import anisotropy
+
+    layers = list(range(0, emb.num_hidden_layers() + 1, 3))
+    if layers[-1] != emb.num_hidden_layers():
+        layers.append(emb.num_hidden_layers())
+    e = emb.encode(texts, layers=layers, batch_size=16, description=f"layers {name}")
+    return layers, [anisotropy(e[i]) for i in range(len(layers))]
+
+
+def _retrieval_figure(before: dict, after: dict, per_layer: dict):
+    """Retrieval metrics before/after as bars, and the anisotropy per layer as lines."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -80,9 +104,15 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     axes[1].set_title("anisotropy per layer (zh + en test sentences)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
+    return fig
 
+
+def _write_section(report: Report, cfg, before: dict, after: dict, final: dict, fig) -> None:
+    """The report section: what was run, the before/after table, the verdict and the figure."""
+    from genrep.core.images import figure_png
+
+    steps, batch, n_test, rank = PROFILES[cfg.profile]
     sec = report.section("LCO-EMB: SmolLM2-135M becomes an embedding model")
-    final = tm.get("final", {})
     sec.text(
         f"The bundled SmolLM2-135M-Instruct embeds a text as the last token's hidden state after the chat "
         f'template and the suffix "Summarize the above text in one word:" (L2-normalised). A text-only LoRA '
@@ -101,21 +131,7 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
             else ""
         )
     )
-    rows = []
-    for name, m in (("base", before), ("LoRA-tuned", after)):
-        t = m["tasks"]["hsk-retrieval"]
-        rows.append(
-            {
-                "model": name,
-                "R@1": round(m["recall@1"], 3),
-                "R@10": round(m["recall@10"], 3),
-                "nDCG@10": round(m["ndcg@10"], 3),
-                "en->zh R@1": round(t["en2zh/recall@1"], 3),
-                "anisotropy": round(m["anisotropy"], 3),
-                "mutual kNN@10": round(t["mutual_knn@10"], 3),
-            }
-        )
-    sec.table(rows)
+    sec.table([_table_row(name, m) for name, m in (("base", before), ("LoRA-tuned", after))])
     n_q = before["tasks"]["hsk-retrieval"]["num_queries"]
     se = max(
         (after["recall@1"] * (1 - after["recall@1"]) / n_q) ** 0.5,
@@ -129,14 +145,18 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
         f"{after['anisotropy']:.3f})."
     )
     sec.image(figure_png(fig), "zh->en retrieval before/after, and anisotropy per layer", "lco_retrieval.png")
+
+
+def _table_row(name: str, m: dict) -> dict:
+    t = m["tasks"]["hsk-retrieval"]
     return {
-        "lco": {
-            "before": {k: before[k] for k in ("recall@1", "ndcg@10", "anisotropy")},
-            "after": {k: after[k] for k in ("recall@1", "ndcg@10", "anisotropy")},
-            "train_steps": steps,
-            "train_seconds": final.get("seconds"),
-            "anisotropy_per_layer": {k: v[1] for k, v in per_layer.items()},
-        }
+        "model": name,
+        "R@1": round(m["recall@1"], 3),
+        "R@10": round(m["recall@10"], 3),
+        "nDCG@10": round(m["ndcg@10"], 3),
+        "en->zh R@1": round(t["en2zh/recall@1"], 3),
+        "anisotropy": round(m["anisotropy"], 3),
+        "mutual kNN@10": round(t["mutual_knn@10"], 3),
     }
 
 

@@ -292,7 +292,6 @@ def export_sentence_transformers(
         raise UserError(f"--out {out}: inside the model directory {root}; export to a directory of its own")
     st_lib = _import_sentence_transformers()
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
     emb = load_model(str(root), merge=True)
     if emb.backbone.kind != "causal-lm":
@@ -302,50 +301,80 @@ def export_sentence_transformers(
         )
     out.mkdir(parents=True, exist_ok=True)
     lengths = {side: sum(_affix_lengths(emb, side)) + emb.max_length for side in SIDES}
+    _write_st_directory(emb, root, out, lengths)
+    info = _export_info(root, spec, emb, lengths, st_lib.__version__)
+    if check:
+        loaded = SentenceTransformer(str(out), device="cpu", local_files_only=True)
+        info["check"] = _check(loaded, emb, list(check_texts or _probe_texts(emb)), batch_size)
+    atomic_write_json(out / EXPORT_FILE, info)
+    if check:
+        _raise_on_mismatch(info["check"], out / EXPORT_FILE)
+    return info
+
+
+def _write_st_directory(emb: EmbeddingModel, root: Path, out: Path, lengths: dict[Side, int]) -> None:
+    """Save the sentence-transformers pipeline of ``emb`` to ``out`` (its transformer files written
+    first to a staging directory under ``out``, removed afterwards)."""
+    from sentence_transformers import SentenceTransformer
+
     template = lco_chat_template(emb)
     stage = out / ".export-staging"
     shutil.rmtree(stage, ignore_errors=True)
     try:
         _write_transformer_files(emb, stage, template, lengths)
-        output: Any = "last_hidden_state" if emb.layer == -1 else ["hidden_states", emb.layer]
-        modality_config: Any = {
-            "text": {"method": "forward", "method_output_name": output},
-            "message": {"method": "forward", "method_output_name": output, "format": "flat"},
-        }
-        transformer = Transformer(
-            str(stage),
-            modality_config=modality_config,
-            module_output_name="token_embeddings",
-            query_length=lengths["query"],
-            document_length=lengths["document"],
-        )
-        modules: list[Any] = [transformer, Pooling(emb.hidden_size(), pooling_mode="lasttoken")]
-        if emb.head is not None:
-            head = emb.head
-            if not isinstance(head, torch.nn.Linear):
-                raise UserError(f"{root}: the head is a {type(head).__name__}, only a linear head exports (as Dense)")
-            bias = None if head.bias is None else head.bias.detach().clone()
-            modules.append(
-                Dense(
-                    head.in_features,
-                    head.out_features,
-                    bias=bias is not None,
-                    activation_function=None,
-                    init_weight=head.weight.detach().clone(),
-                    init_bias=bias,
-                )
-            )
-        if emb.normalize:
-            modules.append(Normalize())
+        modules = _st_modules(emb, root, stage, lengths)
         st = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine")
         st.save(str(out), create_model_card=False)
-        del st, transformer
+        del st, modules
         _tidy_tokenizer_config(out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _st_modules(emb: EmbeddingModel, root: Path, stage: Path, lengths: dict[Side, int]) -> list[Any]:
+    """Transformer (the staged files), last-token Pooling, the linear head as Dense, Normalize."""
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+    output: Any = "last_hidden_state" if emb.layer == -1 else ["hidden_states", emb.layer]
+    modality_config: Any = {
+        "text": {"method": "forward", "method_output_name": output},
+        "message": {"method": "forward", "method_output_name": output, "format": "flat"},
+    }
+    transformer = Transformer(
+        str(stage),
+        modality_config=modality_config,
+        module_output_name="token_embeddings",
+        query_length=lengths["query"],
+        document_length=lengths["document"],
+    )
+    modules: list[Any] = [transformer, Pooling(emb.hidden_size(), pooling_mode="lasttoken")]
+    if emb.head is not None:
+        head = emb.head
+        if not isinstance(head, torch.nn.Linear):
+            raise UserError(f"{root}: the head is a {type(head).__name__}, only a linear head exports (as Dense)")
+        bias = None if head.bias is None else head.bias.detach().clone()
+        modules.append(
+            Dense(
+                head.in_features,
+                head.out_features,
+                bias=bias is not None,
+                activation_function=None,
+                init_weight=head.weight.detach().clone(),
+                init_bias=bias,
+            )
+        )
+    if emb.normalize:
+        modules.append(Normalize())
+    return modules
+
+
+def _export_info(
+    root: Path, spec: dict, emb: EmbeddingModel, lengths: dict[Side, int], st_version: str
+) -> dict[str, Any]:
+    """What ``export.json`` records (before the check): the source, what is carried, and what not."""
     import transformers
 
-    info: dict[str, Any] = {
+    return {
         "format": "sentence-transformers",
         "source": str(root.resolve()),
         "source_sha256": _digest(root),
@@ -373,20 +402,18 @@ def export_sentence_transformers(
             "sentence-transformers prompts: the suffix prompts live in the chat template; choose the side "
             "with encode_query / encode_document (encode uses the document side)",
         ],
-        "versions": {"sentence_transformers": st_lib.__version__, "transformers": transformers.__version__},
+        "versions": {"sentence_transformers": st_version, "transformers": transformers.__version__},
         "signature": signature(),
     }
-    if check:
-        loaded = SentenceTransformer(str(out), device="cpu", local_files_only=True)
-        info["check"] = _check(loaded, emb, list(check_texts or _probe_texts(emb)), batch_size)
-    atomic_write_json(out / EXPORT_FILE, info)
-    if check:
-        bad = {s: r for s, r in info["check"]["sides"].items() if r["max_abs_diff"] > CHECK_TOLERANCE}
-        if bad:
-            side, r = next(iter(bad.items()))
-            raise UserError(
-                f"{out / EXPORT_FILE}: the exported model does not reproduce genrep's {side} embeddings "
-                f"(max |diff| {r['max_abs_diff']:.2e} > {CHECK_TOLERANCE:g}; token ids "
-                f"{'identical' if r['token_ids_identical'] else 'differ in rows ' + str(r['rows_with_other_token_ids'])})"
-            )
-    return info
+
+
+def _raise_on_mismatch(check: dict, path: Path) -> None:
+    """UserError for the first side whose embeddings differ from genrep's beyond ``CHECK_TOLERANCE``."""
+    bad = {s: r for s, r in check["sides"].items() if r["max_abs_diff"] > CHECK_TOLERANCE}
+    if bad:
+        side, r = next(iter(bad.items()))
+        raise UserError(
+            f"{path}: the exported model does not reproduce genrep's {side} embeddings "
+            f"(max |diff| {r['max_abs_diff']:.2e} > {CHECK_TOLERANCE:g}; token ids "
+            f"{'identical' if r['token_ids_identical'] else 'differ in rows ' + str(r['rows_with_other_token_ids'])})"
+        )
