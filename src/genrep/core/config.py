@@ -74,77 +74,102 @@ def _type_name(tp: Any) -> str:
 
 def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
     """Convert ``value`` to the annotated type ``tp`` or raise a one-line ConfigError."""
-
-    def fail(expected: str | None = None) -> ConfigError:
-        want = expected or _type_name(tp)
-        return ConfigError(f"{_where(source, key)}: expected {want}, got {value!r}")
-
     if tp is Any:
         return value
     if typing.get_origin(tp) is Annotated:
-        base, *extras = typing.get_args(tp)
-        out = _convert(base, value, key, source)
-        for bound in extras:
-            if isinstance(bound, Bounds) and out is not None:
-                problem = bound.violation(out)
-                if problem:
-                    raise ConfigError(f"{_where(source, key)}: {problem}, got {value!r}")
-        return out
+        return _convert_annotated(tp, value, key, source)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise fail(f"a mapping for {tp.__name__}")
+            raise _mismatch(tp, value, key, source, f"a mapping for {tp.__name__}")
         return from_dict(tp, value, source=source, prefix=key)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        options = [a for a in args if a is not type(None)]
-        for arg in options:
-            try:
-                return _convert(arg, value, key, source)
-            except ConfigError as err:
-                errors.append(err)
-        if len(options) == 1:  # Optional[X]: X's own message (a bound, say) is the clearest
-            raise errors[0]
-        raise fail()
+        return _convert_union(tp, args, value, key, source)
     if origin is Literal:
         if value in args:
             return value
-        raise fail("one of " + ", ".join(repr(a) for a in args))
+        raise _mismatch(tp, value, key, source, "one of " + ", ".join(repr(a) for a in args))
+    if origin in (list, typing.List, tuple, typing.Tuple, dict, typing.Dict):
+        return _convert_collection(tp, origin, args, value, key, source)
+    if tp in (bool, int, float, str, Path):
+        return _convert_scalar(tp, value, key, source)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise _mismatch(tp, value, key, source)
+
+
+def _mismatch(tp: Any, value: Any, key: str, source: str, expected: str | None = None) -> ConfigError:
+    """The error for ``value`` that is not ``expected`` (default: the name of ``tp``)."""
+    want = expected or _type_name(tp)
+    return ConfigError(f"{_where(source, key)}: expected {want}, got {value!r}")
+
+
+def _convert_annotated(tp: Any, value: Any, key: str, source: str) -> Any:
+    """``Annotated[X, Bounds(...)]``: ``value`` as an X, then checked against the bounds."""
+    base, *extras = typing.get_args(tp)
+    out = _convert(base, value, key, source)
+    for bound in extras:
+        if isinstance(bound, Bounds) and out is not None:
+            problem = bound.violation(out)
+            if problem:
+                raise ConfigError(f"{_where(source, key)}: {problem}, got {value!r}")
+    return out
+
+
+def _convert_union(tp: Any, args: tuple, value: Any, key: str, source: str) -> Any:
+    """The first alternative of a union that ``value`` converts to (None for an Optional's None)."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    options = [a for a in args if a is not type(None)]
+    for arg in options:
+        try:
+            return _convert(arg, value, key, source)
+        except ConfigError as err:
+            errors.append(err)
+    if len(options) == 1:  # Optional[X]: X's own message (a bound, say) is the clearest
+        raise errors[0]
+    raise _mismatch(tp, value, key, source)
+
+
+def _convert_collection(tp: Any, origin: Any, args: tuple, value: Any, key: str, source: str) -> Any:
+    """A list, tuple (``tuple[X, ...]`` or fixed length) or dict, converted item by item."""
     if origin in (list, typing.List):
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise fail()
+            raise _mismatch(tp, value, key, source)
         (item,) = args or (Any,)
         return [_convert(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin in (tuple, typing.Tuple):
         if not isinstance(value, (list, tuple)):
-            raise fail()
+            raise _mismatch(tp, value, key, source)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value))
         if args and len(args) != len(value):
-            raise fail(f"{len(args)} items")
+            raise _mismatch(tp, value, key, source, f"{len(args)} items")
         return tuple(_convert(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
-    if origin in (dict, typing.Dict):
-        if not isinstance(value, dict):
-            raise fail()
-        kt, vt = args or (Any, Any)
-        return {_convert(kt, k, key, source): _convert(vt, v, f"{key}.{k}", source) for k, v in value.items()}
+    if not isinstance(value, dict):
+        raise _mismatch(tp, value, key, source)
+    kt, vt = args or (Any, Any)
+    return {_convert(kt, k, key, source): _convert(vt, v, f"{key}.{k}", source) for k, v in value.items()}
+
+
+def _convert_scalar(tp: type, value: Any, key: str, source: str) -> Any:
+    """bool, int (an integral float too), float (a numeric string too; finite), str (a number too), Path."""
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise fail("true or false")
+        raise _mismatch(tp, value, key, source, "true or false")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise fail("an integer")
+        raise _mismatch(tp, value, key, source, "an integer")
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -155,7 +180,7 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             except ValueError:
                 pass
         if number is None:
-            raise fail("a number")
+            raise _mismatch(tp, value, key, source, "a number")
         if not math.isfinite(number):
             raise ConfigError(f"{_where(source, key)}: must be a finite number, got {value!r}")
         return number
@@ -164,14 +189,10 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise fail("a string")
-    if tp is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
-        raise fail("a path")
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise fail()
+        raise _mismatch(tp, value, key, source, "a string")
+    if isinstance(value, (str, Path)):
+        return Path(value)
+    raise _mismatch(tp, value, key, source, "a path")
 
 
 def from_dict(
