@@ -5,11 +5,11 @@ import pytest
 from genrep.diting.rubric import (
     CRITERIA,
     GLOBAL_RULES,
-    RUBRIC,
     apply_global_rules,
     criteria,
     rubric_prompt,
 )
+from genrep.diting.rubric_criteria import RUBRIC
 from genrep.diting.rubric_examples import EXAMPLES
 from genrep.diting.schema import DIMENSIONS
 

@@ -1,6 +1,6 @@
 """Worked examples for DITING's rubric: one per score level of every criterion, written for genrep.
 
-For each of the 18 criteria of :data:`genrep.diting.rubric.RUBRIC` there is one short Chinese
+For each of the 18 criteria of :data:`genrep.diting.rubric_criteria.RUBRIC` there is one short Chinese
 web-novel-style source sentence (cultivation, urban romance, palace drama, ...) that shows the
 criterion's phenomenon, and three English translations of it that score 0, 1 and 2 on that
 criterion, each with a short reason in English and in Chinese. :func:`~genrep.diting.rubric.rubric_prompt`
