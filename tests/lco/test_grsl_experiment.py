@@ -144,8 +144,9 @@ def test_bad_settings_are_one_line_errors(tmp_path):
 
 
 def test_photos_can_be_mixed_into_captioning(tmp_path):
+    from genrep.lco.captioning import fashion_split
     from genrep.lco.captions import PHOTO_CAPTIONS
-    from genrep.lco.pretrain_vlm import fashion_split, training_rows
+    from genrep.lco.pretrain_vlm import training_rows
 
     cfg = PretrainConfig(photos_fraction=1.0)
     photos = {"chelsea": np.full((64, 80, 3), 120, np.uint8), "coffee": np.zeros((50, 50, 3), np.uint8)}

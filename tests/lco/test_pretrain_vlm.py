@@ -8,16 +8,8 @@ import pytest
 import torch
 
 from genrep.core.errors import UserError
-from genrep.lco.pretrain_vlm import (
-    PretrainConfig,
-    caption_loss,
-    captioning_batch,
-    fashion_split,
-    generative_score,
-    pretrain,
-    prompt_text,
-    reference_captions,
-)
+from genrep.lco.captioning import caption_loss, captioning_batch, fashion_split, prompt_text, reference_captions
+from genrep.lco.pretrain_vlm import PretrainConfig, generative_score, pretrain
 from genrep.lco.tinyvlm import TinyVLMConfig, build_tinyvlm, load_tinyvlm
 from tests.lco.tiny_vlms import tiny_causal_lm
 

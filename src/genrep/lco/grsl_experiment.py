@@ -38,13 +38,14 @@ from genrep.core.errors import UserError
 from genrep.core.images import figure_png
 from genrep.core.resume import check_same_config, refuse_earlier_run
 from genrep.core.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from genrep.lco.captioning import CaptionData, fashion_split
 from genrep.lco.captions import PATTERNS, SYNONYMS, TONES, Attributes, caption, caption_triplets, class_prompts
 from genrep.lco.data import read_triplets, write_triplets
 from genrep.lco.embedding import EmbeddingModel
 from genrep.lco.geometry import anisotropy
 from genrep.lco.grsl import GRSLPoint, fit_grsl, plot_grsl
 from genrep.lco.metrics import cosine_matrix, mcnemar_exact, retrieval_metrics, zero_shot_accuracy
-from genrep.lco.pretrain_vlm import SCORE_FILE, CaptionData, PretrainConfig, backbone_name, fashion_split, pretrain
+from genrep.lco.pretrain_vlm import SCORE_FILE, PretrainConfig, backbone_name, pretrain
 
 if TYPE_CHECKING:
     from genrep.lco.train import TrainConfig
