@@ -466,3 +466,24 @@ def test_local_backend_keeps_other_formats_unconstrained_and_rejects_bad_schemas
         asyncio.run(backend.complete(MESSAGES, Sampling(response_format=bad)))
     with pytest.raises(LLMError, match="no schema"):
         asyncio.run(backend.complete(MESSAGES, Sampling(response_format={"type": "json_schema", "json_schema": {}})))
+
+
+def test_local_backend_string_cap_shortens_free_text_and_keys_the_cache(local_dir):
+    from genrep.core.errors import UserError
+    from genrep.diting.llm.registry import make_backend
+
+    fmt = response_format(ExpertAnswer)
+    sampling = Sampling(max_tokens=300, response_format=fmt)
+    capped = LocalBackend(str(local_dir), max_string_tokens=3)
+    completion = asyncio.run(capped.complete(MESSAGES, sampling))
+    answer = ExpertAnswer.model_validate_json(completion.text)
+    tok = capped._load()[0]
+    strings = [v for v in answer.model_dump().values() if isinstance(v, str)]
+    assert strings and all("\ufffd" not in s for s in strings)  # no multibyte character cut in half
+    assert all(len(tok(s, add_special_tokens=False)["input_ids"]) <= 6 for s in strings)
+    default = LocalBackend(str(local_dir))
+    assert completion.completion_tokens < asyncio.run(default.complete(MESSAGES, sampling)).completion_tokens
+    assert capped.cache_name != default.cache_name == f"local:{local_dir}#json-guided"  # old cache entries stay valid
+    with pytest.raises(UserError, match="max_string_tokens"):
+        LocalBackend(str(local_dir), max_string_tokens=0)
+    assert make_backend(f"local:{local_dir}", cache=False, local_string_tokens=3).max_string_tokens == 3

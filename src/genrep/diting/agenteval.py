@@ -315,6 +315,7 @@ def _make_backends(cfg: AgentEvalConfig, cache: LLMCache | None) -> dict[str, Ba
             max_retries=cfg.max_retries,
             structured=cfg.structured or None,
             reasoning=cfg.reasoning,
+            local_string_tokens=cfg.local_string_tokens,
         )
     return {role: made[spec] for role, spec in cfg.role_specs().items()}
 

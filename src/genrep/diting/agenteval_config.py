@@ -45,6 +45,7 @@ class AgentEvalConfig:
     max_tokens_cap: Optional[Count] = None  # a reply cut at max_tokens is retried with up to this budget
     length_retries: NonNegInt = 1  # such retries per answer (only when max_tokens_cap > max_tokens)
     max_repairs: NonNegInt = 2  # per answer, after the first reply
+    local_string_tokens: Optional[Count] = None  # local backends: cap on one free-text string (None: 160)
     json_mode: Literal["json_schema", "json_object", "none"] = "json_schema"
     structured: str = ""  # the backends' structured-output dialect ("" = each backend kind's own)
     reasoning: Optional[bool] = None  # reasoning models (no sampling fields); None = from the model name

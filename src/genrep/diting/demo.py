@@ -108,7 +108,8 @@ def _agenteval_section(report: Report, base, profile: str) -> dict:
         backend="local:smollm2-135m",
         limit=limit,
         max_rounds=rounds,
-        max_tokens=256,  # the local decoder caps a free-text string at 160 tokens, so an answer ends within 256
+        max_tokens=256,  # with each free-text string capped (below), an answer ends within 256 tokens
+        local_string_tokens=48,  # a reason is cut after 48 tokens (the decoder's default is 160): ~3x faster on CPU
         concurrency=1,
     )
     m = run_agenteval(cfg, base / "agenteval")
@@ -122,7 +123,7 @@ def _agenteval_section(report: Report, base, profile: str) -> dict:
         "score level, Expert 2 and the judge shown Expert 1's reply, Expert 1 shown Expert 2's, the judge keeping "
         "only its own reasons and asked once more after a 'no' in the last round; its scores are recorded as given. "
         "The local backend decodes under the answer's JSON schema (structure forced, choices among the allowed "
-        "values), so every answer is valid JSON; what the model *says* is not a judgement worth using: a 135M model "
+        "values), so every answer is valid JSON; a reason is cut after 48 tokens to keep the demo short; what the model *says* is not a judgement worth using: a 135M model "
         "does not read Chinese web fiction. The point is the mechanics (rounds, agreement, the re-ask, calls and "
         "tokens per item), which run unchanged against a real server (`--backend vllm:MODEL@URL` or "
         "`llamacpp:MODEL@URL`, docs/diting.md)."

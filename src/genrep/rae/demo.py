@@ -19,11 +19,14 @@ from genrep.core.rundir import RunDir
 
 @dataclass(frozen=True)
 class RAEDemoProfile:
+    encoder_layer: str  # the effnet-lite0 layer whose tokens are the latent (genrep.rae.encoders.EFFNET_LAYERS)
+    encoder_size: int  # the encoder's input resolution (the 28-px images are resized to it)
     train_images: int  # Fashion-MNIST training images encoded once (the latent cache)
     decoder_steps: int
     decoder_batch: int
     decoder_lr: float
     test_images: int  # held-out images reconstructed
+    dit_model: str  # a DiT preset (genrep.rae.dit.DIT_PRESETS)
     dit_steps: int
     dit_batch: int
     dit_lr: float
@@ -33,10 +36,15 @@ class RAEDemoProfile:
     real_images: int  # real test images for fd_effnet / precision / recall (2x training images for the classifier)
 
 
+# fast: block11 at 64 px (112 x 4 x 4) rather than block16 at 128 px (320 x 4 x 4): encoding is 4x cheaper, the
+# tiny decoder's reconstructions are more recognisable at equal steps, and a DiT^DH wider than the 112-d token
+# learns to use the class label within ~25k samples (docs/rae.md, "The demo's stage 2")
 PROFILES = {
-    "smoke": RAEDemoProfile(256, 20, 16, 1e-3, 32, 6, 8, 5e-4, 20, 4, 2.0, 40),
-    "fast": RAEDemoProfile(1000, 350, 64, 2e-3, 100, 30, 64, 2e-3, 100, 20, 3.0, 150),
-    "full": RAEDemoProfile(20000, 4000, 64, 1e-3, 1000, 3000, 64, 5e-4, 500, 50, 3.0, 1000),
+    "smoke": RAEDemoProfile("block11", 64, 256, 20, 16, 1e-3, 32, "ditdh-micro", 6, 8, 5e-4, 20, 4, 2.0, 40),
+    "fast": RAEDemoProfile("block11", 64, 3000, 500, 64, 3e-3, 100, "ditdh-micro", 900, 32, 4e-3, 200, 20, 4.0, 150),
+    "full": RAEDemoProfile(
+        "block16", 128, 20000, 4000, 64, 1e-3, 1000, "ditdh-tiny", 3000, 64, 5e-4, 500, 50, 3.0, 1000
+    ),
 }
 
 
@@ -48,7 +56,7 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
 
     p = PROFILES[cfg.profile]
     base = run.path / "rae"
-    encoder = build_encoder("effnet-lite0")
+    encoder = build_encoder("effnet-lite0", input_size=p.encoder_size, layer=p.encoder_layer)
     cache_latents(encoder, "fashion-mnist", base / "latents", limit=p.train_images, batch_size=128)
     train_cfg = TrainDecoderConfig(
         latents=base / "latents",
@@ -73,7 +81,8 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
     m = reconstruct(ReconstructConfig(model=base / "decoder", limit=p.test_images, seed=cfg.seed), base / "reconstruct")
     sec = report.section("RAE stage 1: a representation autoencoder on Fashion-MNIST")
     sec.text(
-        f"The frozen bundled encoder (EfficientNet-Lite0, latent {tuple(encoder.latent_shape)} per image, "
+        f"The frozen bundled encoder (EfficientNet-Lite0 at {p.encoder_size} px, layer {p.encoder_layer}: latent "
+        f"{tuple(encoder.latent_shape)} per image, "
         f"tokens layer-normalised without affine) encoded {p.train_images} training images once; a ViT decoder "
         f"(size tiny, {tm['decoder_params'] / 1e6:.1f}M parameters) was trained for {p.decoder_steps} steps of batch "
         f"{p.decoder_batch} with L1 loss and noise-augmented latents (sigma ~ 0.8 U(0, 1), the reference code's draw). Reconstructions of "
@@ -128,6 +137,7 @@ def reconstruction_class_accuracy(rae_dir, n: int, eval_cfg, features, offset: i
 
 
 def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
+    from genrep.rae.dit import DIT_PRESETS
     from genrep.rae.evaluate import EvalConfig, evaluate
     from genrep.rae.metrics import EffNetFeatures
     from genrep.rae.sample import SampleConfig, sample
@@ -136,7 +146,7 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
     tm = train_dit(
         TrainDiTConfig(
             rae=base / "decoder",
-            model="ditdh-tiny",
+            model=p.dit_model,
             max_steps=p.dit_steps,
             batch_size=p.dit_batch,
             lr=p.dit_lr,
@@ -173,9 +183,11 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
     ecfg = EvalConfig(samples=base / "samples", real_limit=p.real_images, classifier_train=2 * p.real_images)
     em = evaluate(ecfg, base / "eval")
     ceiling = reconstruction_class_accuracy(base / "decoder", p.generated, ecfg, EffNetFeatures())
+    d = DIT_PRESETS[p.dit_model]
     sec = report.section("RAE stage 2: class-conditional generation in the encoder's latent")
     sec.text(
-        f"A DiT^DH (preset ditdh-tiny: backbone 256 wide x 4, DDT head 512 wide x 2; {tm['params'] / 1e6:.1f}M "
+        f"A DiT^DH (preset {p.dit_model}: backbone {d['width']} wide x {d['depth']}, DDT head {d['head_width']} wide "
+        f"x {d['head_depth']}; {tm['params'] / 1e6:.1f}M "
         f"parameters) was trained with flow matching in the normalised latent {tuple(tm['latent_shape'])} for "
         f"{p.dit_steps} steps of batch {p.dit_batch} (schedule shift alpha = sqrt(m / 4096) = {tm['shift_alpha']:.3f}; "
         f"precision {tm['precision']['chosen']}: {tm['precision']['reason']}). Samples: {p.sample_steps - 1} Euler steps on the reference grid ({p.sample_steps} points from t = 1 to shift(0.001)), "
@@ -201,22 +213,24 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
         ]
     )
     faithful = em["class_accuracy"] >= 0.5
+    seen = p.dit_steps * p.dit_batch
     sec.text(
         "class_accuracy: the share of generated images that a linear classifier on real EfficientNet features "
         f"assigns to the class they were generated for (chance 0.1; +- one binomial standard error). The same "
         f"classifier recognises {ceiling:.0%} of the decoder's reconstructions of real test images, the ceiling for "
-        "anything decoded by this decoder. fd_effnet is not FID. "
+        "anything decoded by this decoder (guided samples can pass it a little: they are the classes' typical "
+        "members). fd_effnet is not FID. "
         + (
-            ""
-            if faithful or cfg.profile == "full"
-            else f"At this budget ({p.dit_steps} DiT steps, {p.decoder_steps} decoder steps: about two CPU minutes) the "
-            f"generated rows are {'above chance but ' if em['class_accuracy'] - 2 * se > 0.1 else ''}not yet "
-            "class-faithful; what limits them is measured above: the decoder's blur (its reconstructions are only "
-            f"{ceiling:.0%} recognisable) and a DiT that has seen {p.dit_steps * p.dit_batch:,} samples. "
-            "docs/rae.md has the longer runs (S decoder, 1,500 DiT steps of batch 64: class_accuracy 0.45-0.55 "
-            "with CFG 2-4) and the paper's four stage-2 findings. "
+            f"The rows hold their classes: a DiT^DH that has seen {seen:,} latents uses the label, and guidance "
+            "makes each row its class's typical garment; the blur is the small decoder's (its reconstructions above). "
+            if faithful
+            else f"At this budget ({p.dit_steps} DiT steps, {p.decoder_steps} decoder steps) the generated rows are "
+            f"{'above chance but ' if em['class_accuracy'] - 2 * se > 0.1 else ''}not class-faithful; what limits "
+            f"them is measured above: the decoder's blur (its reconstructions are {ceiling:.0%} recognisable) and a "
+            f"DiT that has seen {seen:,} latents (a DiT^DH starts using the label after ~25k). "
         )
-        + "`genrep rae train-dit`, `sample` and `eval` run the same steps at any scale."
+        + "docs/rae.md has longer runs and the paper's four stage-2 findings; `genrep rae train-dit`, `sample` and "
+        "`eval` run the same steps at any scale."
     )
     return {
         "dit_steps": p.dit_steps,

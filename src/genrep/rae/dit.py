@@ -43,7 +43,8 @@ check them against outputs of the reference code):
   is on, ``num_classes`` rows when ``class_dropout == 0`` (``LabelEmbedder``).
 
 Sizes are data (``DIT_PRESETS``): S/B/L/XL backbones and DiT^DH-S/XL as in the paper,
-``dit-tiny`` (256/4/4) and ``ditdh-tiny`` (+ head 512/2/8) for laptops.
+``dit-tiny`` (256/4/4), ``ditdh-tiny`` (+ head 512/2/8) and ``ditdh-micro`` (128/2/2 + head
+192/1/3, the demo's) for laptops.
 """
 
 from __future__ import annotations
@@ -134,11 +135,13 @@ DIT_PRESETS: dict[str, dict] = {
     "dit-L": dict(width=1024, depth=24, heads=16),
     "dit-XL": dict(width=1152, depth=28, heads=16),
     "ditdh-tiny": dict(width=256, depth=4, heads=4, head_width=512, head_depth=2, head_heads=8),  # laptop size
+    # the demo's size for a 112-d latent (effnet-lite0 block11 at 64 px): backbone and head wider than a token
+    "ditdh-micro": dict(width=128, depth=2, heads=2, head_width=192, head_depth=1, head_heads=3),
     "ditdh-S": dict(width=384, depth=12, heads=6, head_width=2048, head_depth=2, head_heads=16),
     "ditdh-XL": dict(width=1152, depth=28, heads=16, head_width=2048, head_depth=2, head_heads=16),  # 839M (paper)
 }
 # the keys of DIT_PRESETS (a test keeps them equal)
-DiTPreset = Literal["dit-tiny", "dit-S", "dit-B", "dit-L", "dit-XL", "ditdh-tiny", "ditdh-S", "ditdh-XL"]
+DiTPreset = Literal["dit-tiny", "dit-S", "dit-B", "dit-L", "dit-XL", "ditdh-tiny", "ditdh-micro", "ditdh-S", "ditdh-XL"]
 
 
 def dit_config(name: str, in_channels: int, grid: int, num_classes: int, **overrides) -> DiTConfig:

@@ -389,9 +389,13 @@ class _Decoder:
                 self.take(token)
                 text = full
         except _Exhausted:  # the open string as far as it got, no closing quote
+            text = text.rstrip("\ufffd")
             if text:
                 self.pieces.append(_dump(text[:max_length] if max_length is not None else text)[1:-1])
             raise
+        # a cap (or the closing quote) that falls inside a multibyte character leaves its bytes undecodable
+        # ("\ufffd" from the byte-level tokenizer): the partial character is dropped, not written
+        text = text.rstrip("\ufffd")
         if max_length is not None:
             text = text[:max_length]
         self.write(_dump(text)[1:-1])

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any
 
+from genrep.core.errors import UserError
 from genrep.diting.llm.sampling import SeededSampler
 from genrep.diting.llm.types import Completion, LLMError, Sampling
 
@@ -49,12 +50,18 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 class LocalBackend:
     """A causal LM in this process, e.g. ``LocalBackend("smollm2-135m")``."""
 
-    def __init__(self, lm_name: str, max_new_tokens_cap: int | None = None):
+    def __init__(self, lm_name: str, max_new_tokens_cap: int | None = None, max_string_tokens: int | None = None):
+        """``max_string_tokens``: the schema-guided decoder's cap on one free-text JSON string (None: its
+        default, 160); a reply that hits it keeps the string written so far."""
+        if max_string_tokens is not None and max_string_tokens < 1:
+            raise UserError(f"local:{lm_name}: max_string_tokens must be >= 1, got {max_string_tokens}")
         self.model = lm_name
         self.name = f"local:{lm_name}"
         # Cache entries written before schema-guided JSON decoding hold unconstrained replies: not reused.
-        self.cache_name = f"{self.name}#json-guided"
+        # Another string cap gives other replies, so it is part of the cache key.
+        self.cache_name = f"{self.name}#json-guided" + (f"-s{max_string_tokens}" if max_string_tokens else "")
         self.max_new_tokens_cap = max_new_tokens_cap
+        self.max_string_tokens = max_string_tokens
         self._lock = threading.Lock()
         self._lm: tuple[Any, Any] | None = None
 
@@ -101,6 +108,7 @@ class LocalBackend:
                             temperature=sampling.temperature,
                             top_p=sampling.top_p,
                             seed=sampling.seed,
+                            **({"max_string_tokens": self.max_string_tokens} if self.max_string_tokens else {}),
                         )
                 except ValueError as err:
                     raise LLMError(f"response_format json_schema: {err}") from None

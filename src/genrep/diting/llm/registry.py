@@ -76,6 +76,7 @@ def make_backend(
     max_retries: int = 4,
     structured: str | None = None,
     reasoning: bool | None = None,
+    local_string_tokens: int | None = None,
 ) -> Backend:
     """The backend ``spec`` names, behind the completion cache unless ``cache`` is False.
 
@@ -83,7 +84,8 @@ def make_backend(
     :class:`LLMCache` -> that one, False -> no cache. ``structured`` (a structured-output dialect)
     and ``reasoning`` go to :class:`OpenAIBackend`; None leaves each to the environment, else to
     the kind's default (see :func:`~genrep.diting.llm.openai_client.wire_settings`). A ``local``
-    model takes neither: it decodes a JSON schema itself.
+    model takes neither: it decodes a JSON schema itself, with ``local_string_tokens`` capping one
+    free-text string (None: the decoder's default); an HTTP backend ignores that cap.
     """
     kind, model, base_url = parse_spec(spec)
     backend: Backend
@@ -95,7 +97,7 @@ def make_backend(
             raise UserError(
                 f"LLM backend '{spec}': a local model takes no structured/reasoning setting (got {', '.join(given)})"
             )
-        backend = LocalBackend(model)
+        backend = LocalBackend(model, max_string_tokens=local_string_tokens)
     else:
         base_url = base_url or os.environ.get(BASE_URL_ENV) or HTTP_KINDS[kind].base_url
         if base_url is None:
