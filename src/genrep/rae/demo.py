@@ -10,11 +10,15 @@ than its decoder makes real latents, so that is the ceiling a longer DiT run app
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from genrep.core.report import Report
 from genrep.core.rundir import RunDir
+
+if TYPE_CHECKING:
+    from genrep.rae.dit import DiTPreset
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class RAEDemoProfile:
     decoder_batch: int
     decoder_lr: float
     test_images: int  # held-out images reconstructed
-    dit_model: str  # a DiT preset (genrep.rae.dit.DIT_PRESETS)
+    dit_model: DiTPreset  # a DiT preset (genrep.rae.dit.DIT_PRESETS)
     dit_steps: int
     dit_batch: int
     dit_lr: float

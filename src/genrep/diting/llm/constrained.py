@@ -65,6 +65,9 @@ MAX_FRACTION_DIGITS = 6
 DIGITS = [str(d) for d in range(10)]
 
 
+DEFAULT_STRING_TOKENS = 160  # generate_json's cap on one free-text string, in tokens
+
+
 def generate_json(
     model: Any,
     tokenizer: Any,
@@ -75,7 +78,7 @@ def generate_json(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int | None = None,
-    max_string_tokens: int = 160,
+    max_string_tokens: int = DEFAULT_STRING_TOKENS,
     use_cache: bool = True,
 ) -> tuple[str, int, str]:
     """``(json_text, completion_tokens, finish_reason)`` for the prompt ``input_ids`` (shape ``(1, n)`` or ``(n,)``).

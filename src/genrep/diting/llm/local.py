@@ -95,7 +95,7 @@ class LocalBackend:
                 max_new = min(max_new, self.max_new_tokens_cap)
             schema = _json_schema(sampling.response_format)
             if schema is not None:
-                from genrep.diting.llm.constrained import generate_json
+                from genrep.diting.llm.constrained import DEFAULT_STRING_TOKENS, generate_json
 
                 try:
                     with torch.no_grad():
@@ -108,7 +108,7 @@ class LocalBackend:
                             temperature=sampling.temperature,
                             top_p=sampling.top_p,
                             seed=sampling.seed,
-                            **({"max_string_tokens": self.max_string_tokens} if self.max_string_tokens else {}),
+                            max_string_tokens=self.max_string_tokens or DEFAULT_STRING_TOKENS,
                         )
                 except ValueError as err:
                     raise LLMError(f"response_format json_schema: {err}") from None
