@@ -140,14 +140,11 @@ def reconstruction_class_accuracy(rae_dir, n: int, eval_cfg, features, offset: i
     return float(score_images(as_numpy_images(recon), ds.labels[idx], eval_cfg, features)["class_accuracy"])
 
 
-def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
-    from genrep.rae.dit import DIT_PRESETS
-    from genrep.rae.evaluate import EvalConfig, evaluate
-    from genrep.rae.metrics import EffNetFeatures
-    from genrep.rae.sample import SampleConfig, sample
+def _train_dit(cfg, p: RAEDemoProfile, base) -> dict:
+    """Stage 2's training run (``base / "dit"``); its metrics."""
     from genrep.rae.train_dit import TrainDiTConfig, train_dit
 
-    tm = train_dit(
+    return train_dit(
         TrainDiTConfig(
             rae=base / "decoder",
             model=p.dit_model,
@@ -171,6 +168,14 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
         base / "dit",
         fresh=True,
     )
+
+
+def _sample_and_score(cfg, p: RAEDemoProfile, base) -> tuple[dict, dict, float]:
+    """Class-balanced CFG samples of the trained DiT, their evaluation, and the reconstruction ceiling."""
+    from genrep.rae.evaluate import EvalConfig, evaluate
+    from genrep.rae.metrics import EffNetFeatures
+    from genrep.rae.sample import SampleConfig, sample
+
     sm = sample(
         SampleConfig(
             dit=base / "dit",
@@ -187,6 +192,14 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
     ecfg = EvalConfig(samples=base / "samples", real_limit=p.real_images, classifier_train=2 * p.real_images)
     em = evaluate(ecfg, base / "eval")
     ceiling = reconstruction_class_accuracy(base / "decoder", p.generated, ecfg, EffNetFeatures())
+    return sm, em, ceiling
+
+
+def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
+    from genrep.rae.dit import DIT_PRESETS
+
+    tm = _train_dit(cfg, p, base)
+    sm, em, ceiling = _sample_and_score(cfg, p, base)
     d = DIT_PRESETS[p.dit_model]
     sec = report.section("RAE stage 2: class-conditional generation in the encoder's latent")
     sec.text(
