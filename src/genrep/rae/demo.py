@@ -3,8 +3,9 @@ reconstructions (stage 1), then train a DiT^DH in its latent and show class-cond
 
 Every number the section prints is measured in the run; the text says what the budget can and cannot
 show. ``class_accuracy`` of the generated images is set beside the same classifier's accuracy on the
-decoder's *reconstructions* of real test images: generation in the latent cannot be more recognisable
-than its decoder makes real latents, so that is the ceiling a longer DiT run approaches.
+decoder's *reconstructions* of real test images: what the decoder's blur leaves recognisable of real
+latents. Guided samples are their classes' typical members, so they can score somewhat above it; far
+below it, the DiT is what limits them.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def add_demo_section(report: Report, cfg, run: RunDir) -> dict:
 def reconstruction_class_accuracy(rae_dir, n: int, eval_cfg, features, offset: int = 5000) -> float:
     """The class-accuracy classifier of :func:`genrep.rae.evaluate.score_images` on the RAE's
     reconstructions of ``n`` real test images (from index ``offset``, away from the images the
-    evaluation's real statistics use): the ceiling for images generated in that RAE's latent."""
+    evaluation's real statistics use): how recognisable the decoder leaves real latents."""
     import torch
 
     from genrep.core import assets
@@ -171,7 +172,7 @@ def _train_dit(cfg, p: RAEDemoProfile, base) -> dict:
 
 
 def _sample_and_score(cfg, p: RAEDemoProfile, base) -> tuple[dict, dict, float]:
-    """Class-balanced CFG samples of the trained DiT, their evaluation, and the reconstruction ceiling."""
+    """Class-balanced CFG samples of the trained DiT, their evaluation, and the reconstructions' class accuracy."""
     from genrep.rae.evaluate import EvalConfig, evaluate
     from genrep.rae.metrics import EffNetFeatures
     from genrep.rae.sample import SampleConfig, sample
@@ -191,15 +192,15 @@ def _sample_and_score(cfg, p: RAEDemoProfile, base) -> tuple[dict, dict, float]:
     )
     ecfg = EvalConfig(samples=base / "samples", real_limit=p.real_images, classifier_train=2 * p.real_images)
     em = evaluate(ecfg, base / "eval")
-    ceiling = reconstruction_class_accuracy(base / "decoder", p.generated, ecfg, EffNetFeatures())
-    return sm, em, ceiling
+    recon_acc = reconstruction_class_accuracy(base / "decoder", p.generated, ecfg, EffNetFeatures())
+    return sm, em, recon_acc
 
 
 def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
     from genrep.rae.dit import DIT_PRESETS
 
     tm = _train_dit(cfg, p, base)
-    sm, em, ceiling = _sample_and_score(cfg, p, base)
+    sm, em, recon_acc = _sample_and_score(cfg, p, base)
     d = DIT_PRESETS[p.dit_model]
     sec = report.section("RAE stage 2: class-conditional generation in the encoder's latent")
     sec.text(
@@ -224,7 +225,7 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
                 "precision": round(em["precision"], 3),
                 "recall": round(em["recall"], 3),
                 "class_accuracy": f"{em['class_accuracy']:.3f} +- {se:.3f}",
-                "same classifier on reconstructions": round(ceiling, 3),
+                "same classifier on reconstructions": round(recon_acc, 3),
                 "on real images": round(em["classifier_real_accuracy"], 3),
             }
         ]
@@ -234,16 +235,16 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
     sec.text(
         "class_accuracy: the share of generated images that a linear classifier on real EfficientNet features "
         f"assigns to the class they were generated for (chance 0.1; +- one binomial standard error). The same "
-        f"classifier recognises {ceiling:.0%} of the decoder's reconstructions of real test images, the ceiling for "
-        "anything decoded by this decoder (guided samples can pass it a little: they are the classes' typical "
-        "members). fd_effnet is not FID. "
+        f"classifier recognises {recon_acc:.0%} of the decoder's reconstructions of real test images: what the "
+        "decoder's blur leaves recognisable of real latents (guided samples, each its class's typical member, can "
+        "score above it). fd_effnet is not FID. "
         + (
             f"The rows hold their classes: a DiT^DH that has seen {seen:,} latents uses the label, and guidance "
             "makes each row its class's typical garment; the blur is the small decoder's (its reconstructions above). "
             if faithful
             else f"At this budget ({p.dit_steps} DiT steps, {p.decoder_steps} decoder steps) the generated rows are "
             f"{'above chance but ' if em['class_accuracy'] - 2 * se > 0.1 else ''}not class-faithful; what limits "
-            f"them is measured above: the decoder's blur (its reconstructions are {ceiling:.0%} recognisable) and a "
+            f"them is measured above: the decoder's blur (its reconstructions are {recon_acc:.0%} recognisable) and a "
             f"DiT that has seen {seen:,} latents (a DiT^DH starts using the label after ~25k). "
         )
         + "docs/rae.md has longer runs and the paper's four stage-2 findings; `genrep rae train-dit`, `sample` and "
@@ -254,6 +255,6 @@ def _stage2(report: Report, cfg, p: RAEDemoProfile, base) -> dict:
         "fd_effnet": em["fd_effnet"],
         "class_accuracy": em["class_accuracy"],
         "class_accuracy_se": se,
-        "reconstruction_class_accuracy": ceiling,
+        "reconstruction_class_accuracy": recon_acc,
         "dit_precision": tm["precision"],
     }
