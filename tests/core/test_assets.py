@@ -45,6 +45,41 @@ def test_effnet_is_frozen_and_has_the_documented_shapes(effnet):
     assert effnet.block_channels()[-1] == 320
 
 
+def test_effnet_inference_copy_folds_batchnorm_without_changing_the_function(effnet):
+    x = torch.rand(3, 3, 96, 96)
+    state = {k: v.clone() for k, v in effnet.state_dict().items()}
+    grad_x = x.clone().requires_grad_(True)
+    reference = effnet.features(grad_x, upto=11)  # a gradient is wanted: the original modules
+    reference.sum().backward()
+    assert grad_x.grad is not None and grad_x.grad.abs().sum() > 0
+    with torch.no_grad():
+        folded = effnet.features(x, upto=11)
+        pooled = effnet.pooled(x)
+    assert folded.is_contiguous()
+    torch.testing.assert_close(folded, reference.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(pooled, effnet.pooled(x.clone().requires_grad_(True)).detach(), rtol=1e-4, atol=1e-4)
+    twin = effnet.inference_net()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in twin.modules())
+    assert effnet.state_dict().keys() == state.keys()  # the module itself is untouched
+    assert all(torch.equal(v, state[k]) for k, v in effnet.state_dict().items())
+
+
+def test_effnet_inference_copy_follows_new_weights(effnet):
+    import copy
+
+    other = copy.deepcopy(effnet)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = other.features(x, upto=4)
+        state = other.state_dict()
+        state["net._conv_stem.weight"] = state["net._conv_stem.weight"] * 0.5
+        other.load_state_dict(state)
+        after = other.features(x, upto=4)
+    assert not torch.allclose(before, after)  # the folded copy was rebuilt from the loaded weights
+    unfolded = other.features(x.clone().requires_grad_(True), upto=4).detach()  # with grad: the original modules
+    torch.testing.assert_close(after, unfolded, rtol=1e-4, atol=1e-4)
+
+
 def test_effnet_puts_the_cat_photo_in_a_cat_class(effnet):
     with torch.no_grad():
         logits = effnet(_photo("chelsea"))

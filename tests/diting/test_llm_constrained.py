@@ -378,6 +378,43 @@ def test_the_kv_cache_path_matches_recomputing_without_it(lm):
     assert _gen(lm, SCHEMAS["array"], temperature=1.0, seed=2, use_cache=False) == cached
 
 
+def test_a_prefix_cache_feeds_only_the_new_part_and_decodes_the_same(lm):
+    from genrep.diting.llm.prefix_cache import MIN_SHARED_TOKENS, PrefixCache
+
+    tok, model = lm
+    schema = response_format(JudgeAnswer)["json_schema"]["schema"]
+    shared = "user: judge this translation; the quick brown fox jumps over the lazy dog, numbers: 0 1 2 3 4 5\n"
+    texts = [shared + "assistant: ", shared + "user: and a quoted word\nassistant: ", shared + "assistant: "]
+    n_shared = len(_prompt(tok, shared)[0])
+    assert n_shared >= MIN_SHARED_TOKENS
+    cache = PrefixCache()
+    reused = []
+    for text in texts:
+        ids = _prompt(tok, text)
+        for kwargs in ({}, {"temperature": 1.0, "seed": 4}):
+            plain = generate_json(model, tok, ids, schema, max_new_tokens=200, max_string_tokens=6, **kwargs)
+            again = generate_json(
+                model, tok, ids, schema, max_new_tokens=200, max_string_tokens=6, prefix_cache=cache, **kwargs
+            )
+            assert again == plain
+            reused.append(cache.reused)
+            tokens, states = cache.kept[-1]
+            assert states.get_seq_length() == len(tokens) > len(ids[0])  # the prompt and the reply
+            assert len(cache.kept) <= cache.entries
+    assert reused[0] == 0  # nothing cached yet
+    assert reused[1] == len(_prompt(tok, texts[0])[0]) - 1  # the same prompt: all but its last token
+    assert n_shared - 2 <= reused[2] < len(_prompt(tok, texts[1])[0]) - 1  # the shared part only
+    short = _prompt(tok, "user: hi\nassistant: ")
+    generate_json(model, tok, short, schema, max_new_tokens=50, max_string_tokens=6, prefix_cache=cache)
+    assert cache.reused == 0  # fewer shared tokens than MIN_SHARED_TOKENS: fed from scratch
+    first = _prompt(tok, texts[0])
+    other = _prompt(tok, "numbers: 9 8 7 6 5 4 3 2 1 0, and the lazy dog jumps over the quick brown fox\nassistant: ")
+    cache.clear()
+    for ids in (first, other, first):  # another prompt in between (AgentEval's judge between two experts)
+        generate_json(model, tok, ids, schema, max_new_tokens=50, max_string_tokens=6, prefix_cache=cache)
+    assert cache.reused == len(first[0]) - 1  # the older entry matched, not the last request's
+
+
 @pytest.mark.parametrize(
     "schema, construct",
     [
@@ -454,6 +491,19 @@ def test_local_backend_honours_json_schema(local_dir):
     assert all(c.finish_reason == "length" for c in cut.value.completions)
     answer, completions = asyncio.run(complete_json(backend, MESSAGES, SingleAnswer, Sampling(max_tokens=300)))
     assert isinstance(answer, SingleAnswer) and len(completions) == 1  # no repair needed
+
+
+def test_local_backend_prefix_cache_gives_the_same_replies(local_dir):
+    sampling = Sampling(max_tokens=200, response_format=response_format(ExpertAnswer))
+    follow_up = [*MESSAGES, {"role": "assistant", "content": "{}"}, {"role": "user", "content": "Once more."}]
+    cached, plain = LocalBackend(str(local_dir)), LocalBackend(str(local_dir), prefix_cache=False)
+    assert plain.prefix_cache is None
+    for messages in (MESSAGES, follow_up, MESSAGES):
+        a, b = (asyncio.run(backend.complete(messages, sampling)) for backend in (cached, plain))
+        assert a.text == b.text and a.prompt_tokens == b.prompt_tokens and a.completion_tokens == b.completion_tokens
+    assert cached.prefix_cache.reused > 10  # the third request shares the first's prompt
+    asyncio.run(cached.aclose())
+    assert cached.prefix_cache.kept == []
 
 
 def test_local_backend_keeps_other_formats_unconstrained_and_rejects_bad_schemas(local_dir):

@@ -140,3 +140,18 @@ def test_mteb_adapter_protocol(lm, tmp_path, monkeypatch):
         monkeypatch.setenv("MTEB_CACHE", str(tmp_path))  # importing mteb makes its default cache folder
         meta = enc.mteb_model_meta
         assert meta.embed_dim == 32 and meta.name == "genrep/lco" and len(meta.revision) == 12
+
+
+def test_hsk_layers_come_from_the_same_forward_pass_as_the_embeddings(lm, tmp_path):
+    plain = evaluate(EvalConfig(model=f"base:{lm}", tasks=["hsk-retrieval"], limit=12, device="cpu"), tmp_path / "a")
+    cfg = EvalConfig(model=f"base:{lm}", tasks=["hsk-retrieval"], limit=12, device="cpu", layers=[0, 1, 2])
+    with_layers = evaluate(cfg, tmp_path / "b")
+    a, b = plain["tasks"]["hsk-retrieval"], with_layers["tasks"]["hsk-retrieval"]
+    for key in ("recall@1", "recall@10", "ndcg@10", "en2zh/recall@1", "anisotropy", "cka"):
+        assert b[key] == pytest.approx(a[key], abs=1e-5), key
+    per_layer = b["anisotropy_per_layer"]
+    assert list(per_layer) == ["0", "1", "2"]
+    assert EmbeddingModel.from_pretrained(lm).num_hidden_layers() == 2  # so layer 2 is the embedding's own
+    assert per_layer["2"] == pytest.approx(a["anisotropy"], abs=1e-5)
+    assert per_layer["0"] != pytest.approx(per_layer["2"], abs=1e-3)
+    assert (tmp_path / "b" / "figures" / "anisotropy_per_layer.png").is_file()

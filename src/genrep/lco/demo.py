@@ -35,7 +35,6 @@ def _train_and_measure(cfg, base_dir: Path) -> tuple[dict, dict, dict, dict]:
     evaluated, a short LoRA run, the tuned model evaluated, both on the same held-out test pairs."""
     from genrep.core.runtime import pick_device
     from genrep.lco.adapters import load_model
-    from genrep.lco.data import hsk_pairs_split
     from genrep.lco.evaluate import EvalConfig, evaluate
     from genrep.lco.train import TrainConfig, train
 
@@ -52,33 +51,31 @@ def _train_and_measure(cfg, base_dir: Path) -> tuple[dict, dict, dict, dict]:
     )
     tcfg.lora.r = rank
     tcfg.lora.dropout = 0.0 if cfg.profile != "full" else tcfg.lora.dropout
+    # the anisotropy per layer (every third and the last) of the same test sentences, in the same forward pass
     ecfg = EvalConfig(model="base:smollm2-135m", tasks=["hsk-retrieval"], limit=n_test, device="cpu")
-    # anisotropy per layer, before and after, on the same test sentences
-    test = hsk_pairs_split(ecfg.hsk_test_size).test[: min(n_test, 60)]
-    texts = [p["zh"] for p in test] + [p["en"] for p in test]
     per_layer: dict = {}
-    emb = load_model(ecfg.model, device=pick_device("cpu"))  # each model is loaded once, for both measurements
+    emb = load_model(ecfg.model, device=pick_device("cpu"))
+    ecfg.layers = _analysed_layers(emb.num_hidden_layers())
     before = evaluate(ecfg, base_dir / "eval_base", emb=emb)
-    per_layer["base"] = _layer_anisotropy("base", emb, texts)
+    per_layer["base"] = _layer_anisotropy(ecfg.layers, before)
     del emb
     tm = train(tcfg, base_dir / "train", fresh=True)  # a demo re-run replaces the last one
     ecfg.model = str(base_dir / "train" / "model")
-    emb = load_model(ecfg.model, device=pick_device("cpu"))
-    after = evaluate(ecfg, base_dir / "eval_tuned", emb=emb)
-    per_layer["LoRA-tuned"] = _layer_anisotropy("LoRA-tuned", emb, texts)
-    del emb
+    after = evaluate(ecfg, base_dir / "eval_tuned")
+    per_layer["LoRA-tuned"] = _layer_anisotropy(ecfg.layers, after)
     return before, after, per_layer, tm
 
 
-def _layer_anisotropy(name: str, emb, texts: list[str]) -> tuple[list[int], list[float]]:
-    """(layers, anisotropy of ``texts`` at each): every third layer and the last."""
-    from genrep.lco.geometry import anisotropy
+def _analysed_layers(num_layers: int) -> list[int]:
+    """Every third hidden-state layer and the last."""
+    layers = list(range(0, num_layers + 1, 3))
+    return layers if layers[-1] == num_layers else [*layers, num_layers]
 
-    layers = list(range(0, emb.num_hidden_layers() + 1, 3))
-    if layers[-1] != emb.num_hidden_layers():
-        layers.append(emb.num_hidden_layers())
-    e = emb.encode(texts, layers=layers, batch_size=16, description=f"layers {name}")
-    return layers, [anisotropy(e[i]) for i in range(len(layers))]
+
+def _layer_anisotropy(layers: list[int], metrics: dict) -> tuple[list[int], list[float]]:
+    """(layers, the test sentences' anisotropy at each), from an evaluation run with ``layers``."""
+    by_layer = metrics["tasks"]["hsk-retrieval"]["anisotropy_per_layer"]
+    return layers, [by_layer[str(layer)] for layer in layers]
 
 
 def _retrieval_figure(before: dict, after: dict, per_layer: dict):

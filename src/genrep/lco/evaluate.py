@@ -76,8 +76,15 @@ def hsk_retrieval(emb: EmbeddingModel, cfg: EvalConfig) -> dict:
     test = hsk_pairs_split(cfg.hsk_test_size, cfg.hsk_seed).test
     if cfg.limit:
         test = test[: cfg.limit]
-    zh_q = emb.encode([p["zh"] for p in test], batch_size=cfg.batch_size, side="query", description="hsk zh")
-    en_d = emb.encode([p["en"] for p in test], batch_size=cfg.batch_size, side="document", description="hsk en")
+    zh, en = [p["zh"] for p in test], [p["en"] for p in test]
+    per_layer = None
+    if cfg.layers and emb.prompts.query == emb.prompts.document and emb.head is None:
+        # one forward pass gives both the embeddings (the model's own layer, last) and the analysed layers
+        per_layer = emb.encode(zh + en, batch_size=cfg.batch_size, layers=[*cfg.layers, emb.layer], description="hsk")
+        zh_q, en_d = per_layer[-1][: len(test)], per_layer[-1][len(test) :]
+    else:
+        zh_q = emb.encode(zh, batch_size=cfg.batch_size, side="query", description="hsk zh")
+        en_d = emb.encode(en, batch_size=cfg.batch_size, side="document", description="hsk en")
     gold = [{i: 1} for i in range(len(test))]
     out: dict = retrieval_metrics(zh_q @ en_d.T, gold)
     if emb.prompts.query == emb.prompts.document:
@@ -98,12 +105,8 @@ def hsk_retrieval(emb: EmbeddingModel, cfg: EvalConfig) -> dict:
         }
     )
     if cfg.layers:
-        per_layer = emb.encode(
-            [p["zh"] for p in test] + [p["en"] for p in test],
-            batch_size=cfg.batch_size,
-            layers=cfg.layers,
-            description="hsk layers",
-        )
+        if per_layer is None:
+            per_layer = emb.encode(zh + en, batch_size=cfg.batch_size, layers=cfg.layers, description="hsk layers")
         out["anisotropy_per_layer"] = {str(layer): anisotropy(per_layer[i]) for i, layer in enumerate(cfg.layers)}
     return out
 

@@ -32,7 +32,9 @@ the schema and writes the JSON itself, asking the model only where the schema le
 Decoding is greedy at temperature 0, else temperature / top-p sampling among the allowed tokens
 from a generator seeded with ``seed`` (:class:`~genrep.diting.llm.sampling.SeededSampler`, the
 local backend's sampler). The model runs with its KV cache, fed only the new tokens (consecutive
-forced pieces in one forward pass).
+forced pieces in one forward pass); with a ``prefix_cache``
+(:class:`~genrep.diting.llm.prefix_cache.PrefixCache`) the prompt's prefix shared with the last
+request is not processed again.
 
 ``max_new_tokens`` bounds the tokens the model processes after the prompt, forced and chosen
 alike. When it runs out, decoding stops where it is and the text written so far comes back as
@@ -57,6 +59,7 @@ from typing import Any
 import torch
 
 from genrep.diting.llm.json_schema import MAX_DEPTH, alternatives, branch, check_schema, int_bounds, kind_of, resolve
+from genrep.diting.llm.prefix_cache import PrefixCache
 from genrep.diting.llm.sampling import SeededSampler
 
 MAX_RANGE_CHOICES = 50  # an integer range up to this many values is a choice; a wider one is digits
@@ -80,13 +83,15 @@ def generate_json(
     seed: int | None = None,
     max_string_tokens: int = DEFAULT_STRING_TOKENS,
     use_cache: bool = True,
+    prefix_cache: PrefixCache | None = None,
 ) -> tuple[str, int, str]:
     """``(json_text, completion_tokens, finish_reason)`` for the prompt ``input_ids`` (shape ``(1, n)`` or ``(n,)``).
 
     With ``finish_reason`` ``"stop"``, ``json_text`` parses and validates against ``schema``. With
     ``"length"``, ``max_new_tokens`` ran out first and ``json_text`` is the partial JSON written up
     to that point (a prefix of a valid answer, nothing filled in); ``completion_tokens`` counts the
-    tokens processed after the prompt, at most ``max_new_tokens``. ``use_cache=False`` recomputes the whole sequence every step (slow; for tests). Call it
+    tokens processed after the prompt, at most ``max_new_tokens``. ``use_cache=False`` recomputes the whole sequence every step (slow; for tests);
+    ``prefix_cache`` starts from the last request's states where the prompts agree and keeps this one's. Call it
     under ``torch.no_grad()`` or not: it disables gradients itself. Raises :class:`ValueError` for
     a schema construct it cannot guarantee.
     """
@@ -106,8 +111,13 @@ def generate_json(
         max_string_tokens=max_string_tokens,
         use_cache=use_cache,
     )
+    if prefix_cache is not None and use_cache:
+        decoder.resume_from(prefix_cache)
     with torch.no_grad():
-        return decoder.run()
+        result = decoder.run()
+    if prefix_cache is not None and use_cache and decoder.cache is not None:
+        prefix_cache.keep(decoder.fed, decoder.cache)
+    return result
 
 
 # --- the decoder ---------------------------------------------------------------------------------------------------
@@ -160,6 +170,12 @@ class _Decoder:
         self.stop_ids = stop
         self.tries: dict[tuple[str, ...], _Trie] = {}
         self.first_tokens: dict[str, int] = {}
+
+    def resume_from(self, prefix: PrefixCache) -> None:
+        """Start from the states of the prompt's prefix that ``prefix`` holds (the rest is fed as usual)."""
+        prompt = self.unfed
+        self.cache, n = prefix.take(prompt)
+        self.fed, self.unfed = prompt[:n], prompt[n:]
 
     def run(self) -> tuple[str, int, str]:
         try:

@@ -18,7 +18,9 @@ and validates against the schema, even from a tiny model. The structure is force
 chooses the values; ``stop`` does not apply, ``max_tokens`` does: when it runs out the reply is
 the partial JSON decoded so far (nothing filled in), with ``finish_reason`` ``"length"`` and the
 tokens actually used, which :func:`~genrep.diting.llm.structured.complete_json` never accepts. A schema the decoder
-cannot guarantee fails the request with :class:`LLMError`. ``json_object`` (no schema) is not
+cannot guarantee fails the request with :class:`LLMError`. Schema-guided requests reuse the key/value
+states of the prompt prefix they share with the previous one (``prefix_cache``, on by default, as on
+vLLM; :mod:`genrep.diting.llm.prefix_cache`): AgentEval's turns on one item differ only at the end. ``json_object`` (no schema) is not
 constrained: the model writes freely and the caller extracts and repairs the object.
 """
 
@@ -30,6 +32,7 @@ import time
 from typing import Any
 
 from genrep.core.errors import UserError
+from genrep.diting.llm.prefix_cache import PrefixCache
 from genrep.diting.llm.sampling import SeededSampler
 from genrep.diting.llm.types import Completion, LLMError, Sampling
 
@@ -50,9 +53,16 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 class LocalBackend:
     """A causal LM in this process, e.g. ``LocalBackend("smollm2-135m")``."""
 
-    def __init__(self, lm_name: str, max_new_tokens_cap: int | None = None, max_string_tokens: int | None = None):
+    def __init__(
+        self,
+        lm_name: str,
+        max_new_tokens_cap: int | None = None,
+        max_string_tokens: int | None = None,
+        prefix_cache: bool = True,
+    ):
         """``max_string_tokens``: the schema-guided decoder's cap on one free-text JSON string (None: its
-        default, 160); a reply that hits it keeps the string written so far."""
+        default, 160); a reply that hits it keeps the string written so far. ``prefix_cache``: reuse the
+        last schema-guided request's states for the prompt prefix the next one shares."""
         if max_string_tokens is not None and max_string_tokens < 1:
             raise UserError(f"local:{lm_name}: max_string_tokens must be >= 1, got {max_string_tokens}")
         self.model = lm_name
@@ -64,6 +74,7 @@ class LocalBackend:
         self.max_string_tokens = max_string_tokens
         self._lock = threading.Lock()
         self._lm: tuple[Any, Any] | None = None
+        self.prefix_cache = PrefixCache() if prefix_cache else None
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.model!r})"
@@ -109,6 +120,7 @@ class LocalBackend:
                             top_p=sampling.top_p,
                             seed=sampling.seed,
                             max_string_tokens=self.max_string_tokens or DEFAULT_STRING_TOKENS,
+                            prefix_cache=self.prefix_cache,
                         )
                 except ValueError as err:
                     raise LLMError(f"response_format json_schema: {err}") from None
@@ -150,6 +162,8 @@ class LocalBackend:
     async def aclose(self) -> None:
         """Drop the model (the next request loads it again; a running generation keeps its own reference)."""
         self._lm = None
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
 
 
 def _json_schema(response_format: dict[str, Any] | None) -> dict | None:
