@@ -109,7 +109,8 @@ class EfficientNetLite0(nn.Module):
 
 def fold_batchnorms(net: Any) -> Any:
     """A copy of an efficientnet-lite network with every eval-mode BatchNorm folded into the convolution
-    that feeds it (``w' = w * g / sqrt(v + eps)``, ``b' = (b - m) * g / sqrt(v + eps) + beta``), in
+    that feeds it (``w' = w * g / sqrt(v + eps)``, ``b' = (b - m) * g / sqrt(v + eps) + beta``), the
+    symmetric "same" padding of the stride-1 convolutions done by the convolution itself, ReLU6 in place,
     channels-last layout, frozen."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -126,6 +127,14 @@ def fold_batchnorms(net: Any) -> Any:
             fold(block, "_expand_conv", "_bn0")
         fold(block, "_depthwise_conv", "_bn1")
         fold(block, "_project_conv", "_bn2")
+    for module in twin.modules():
+        pad = getattr(module, "static_padding", None)
+        if isinstance(pad, nn.ZeroPad2d):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom:  # symmetric (stride 1): the convolution pads, no padded copy
+                module.padding, module.static_padding = (top, left), nn.Identity()
+        if isinstance(module, nn.Hardtanh):  # ReLU6 on a fresh convolution output: in place
+            module.inplace = True
     return twin.to(memory_format=torch.channels_last).requires_grad_(False)
 
 
