@@ -43,8 +43,13 @@ def effnet_rows() -> list[dict]:
             with torch.no_grad():
                 return net.features(x, upto=upto)
 
-        def original():  # an input that wants a gradient takes the original modules
-            return net.features(x.clone().requires_grad_(True), upto=upto).detach()
+        def original():  # the original modules, also without gradients (what features() ran before)
+            with torch.no_grad():
+                n = net.net
+                h = n._swish(n._bn0(n._conv_stem(net.normalize(x))))
+                for block in n._blocks if upto is None else n._blocks[:upto]:
+                    h = block(h)
+                return h if upto is not None else n._swish(n._bn1(n._conv_head(h)))
 
         a, b = folded(), original()
         rel = float((a - b).abs().max() / b.abs().max())

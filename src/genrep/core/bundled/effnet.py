@@ -7,7 +7,7 @@ TF-Lite preprocessing ``(x * 255 - 127) / 128``, i.e. mean 127/255 and std 128/2
 
 Where no gradient is wanted (the frozen encoder, the feature metrics, the tiny VLM's vision tower), the
 forward pass runs on an inference copy with every BatchNorm folded into the convolution before it and
-the tensors in channels-last layout: the same function (outputs agree to ~1e-6 relative), about 2x faster
+the tensors in channels-last layout: the same function (outputs agree to ~1e-5 relative), 2-3x faster
 on CPU (docs/benchmarks.md). The module's own parameters and state dict are untouched; a gradient
 through the network (perceptual and GAN losses) takes the original modules.
 """
