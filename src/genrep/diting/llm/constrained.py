@@ -33,7 +33,7 @@ Decoding is greedy at temperature 0, else temperature / top-p sampling among the
 from a generator seeded with ``seed`` (:class:`~genrep.diting.llm.sampling.SeededSampler`, the
 local backend's sampler). The model runs with its KV cache, fed only the new tokens (consecutive
 forced pieces in one forward pass); with a ``prefix_cache``
-(:class:`~genrep.diting.llm.prefix_cache.PrefixCache`) the prompt's prefix shared with the last
+(:class:`~genrep.diting.llm.prefix_cache.PrefixCache`) the prompt's prefix shared with a recent
 request is not processed again.
 
 ``max_new_tokens`` bounds the tokens the model processes after the prompt, forced and chosen
@@ -90,10 +90,11 @@ def generate_json(
     With ``finish_reason`` ``"stop"``, ``json_text`` parses and validates against ``schema``. With
     ``"length"``, ``max_new_tokens`` ran out first and ``json_text`` is the partial JSON written up
     to that point (a prefix of a valid answer, nothing filled in); ``completion_tokens`` counts the
-    tokens processed after the prompt, at most ``max_new_tokens``. ``use_cache=False`` recomputes the whole sequence every step (slow; for tests);
-    ``prefix_cache`` starts from the last request's states where the prompts agree and keeps this one's. Call it
-    under ``torch.no_grad()`` or not: it disables gradients itself. Raises :class:`ValueError` for
-    a schema construct it cannot guarantee.
+    tokens processed after the prompt, at most ``max_new_tokens``. ``use_cache=False`` recomputes the
+    whole sequence every step (slow; for tests); ``prefix_cache`` starts from the kept states that share
+    the longest prefix with this prompt and keeps this request's. Call it under ``torch.no_grad()`` or
+    not: it disables gradients itself. Raises :class:`ValueError` for a schema construct it cannot
+    guarantee.
     """
     check_schema(schema)
     ids = input_ids.reshape(-1).tolist()

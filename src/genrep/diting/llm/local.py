@@ -18,10 +18,12 @@ and validates against the schema, even from a tiny model. The structure is force
 chooses the values; ``stop`` does not apply, ``max_tokens`` does: when it runs out the reply is
 the partial JSON decoded so far (nothing filled in), with ``finish_reason`` ``"length"`` and the
 tokens actually used, which :func:`~genrep.diting.llm.structured.complete_json` never accepts. A schema the decoder
-cannot guarantee fails the request with :class:`LLMError`. Schema-guided requests reuse the key/value
-states of the prompt prefix they share with the previous one (``prefix_cache``, on by default, as on
-vLLM; :mod:`genrep.diting.llm.prefix_cache`): AgentEval's turns on one item differ only at the end. ``json_object`` (no schema) is not
+cannot guarantee fails the request with :class:`LLMError`. ``json_object`` (no schema) is not
 constrained: the model writes freely and the caller extracts and repairs the object.
+
+Schema-guided requests reuse the key/value states of the longest prompt prefix they share with one of
+the last two requests (``prefix_cache``, on by default, as vLLM's prefix caching;
+:mod:`genrep.diting.llm.prefix_cache`): AgentEval's turns on one item differ only at the end.
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ class LocalBackend:
         prefix_cache: bool = True,
     ):
         """``max_string_tokens``: the schema-guided decoder's cap on one free-text JSON string (None: its
-        default, 160); a reply that hits it keeps the string written so far. ``prefix_cache``: reuse the
-        last schema-guided request's states for the prompt prefix the next one shares."""
+        default, 160); a reply that hits it keeps the string written so far. ``prefix_cache``: reuse recent
+        schema-guided requests' states for the prompt prefix the next one shares."""
         if max_string_tokens is not None and max_string_tokens < 1:
             raise UserError(f"local:{lm_name}: max_string_tokens must be >= 1, got {max_string_tokens}")
         self.model = lm_name

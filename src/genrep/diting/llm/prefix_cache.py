@@ -1,9 +1,9 @@
-"""Prefix caching for the in-process backend: the KV cache of one request kept for the next.
+"""Prefix caching for the in-process backend: the KV caches of recent requests kept for the next.
 
 AgentEval's calls on one item share almost all of their prompt (the rules, the rubric, the worked
 examples, the source and the translation; only the last turn differs), as do a server's requests,
 which is why vLLM and llama.cpp cache prompt prefixes. :class:`PrefixCache` holds the tokens the
-model processed in the last request and their key/value states; the next request whose prompt starts
+model processed in recent requests and their key/value states; the next request whose prompt starts
 with some of those tokens gets the states cut back to the shared prefix and feeds only the rest.
 What the model computes is the same as a full prompt pass, up to floating-point rounding. A few
 entries are kept (the longest match is used), since the judge's prompt starts differently from the experts'.
