@@ -518,6 +518,26 @@ def test_local_backend_keeps_other_formats_unconstrained_and_rejects_bad_schemas
         asyncio.run(backend.complete(MESSAGES, Sampling(response_format={"type": "json_schema", "json_schema": {}})))
 
 
+def test_local_backend_drops_a_partial_character_at_the_token_limit(lm):
+    from types import SimpleNamespace
+
+    tok, _ = lm
+    char = tok.encode("你", add_special_tokens=False)
+    assert len(char) >= 2 and tok.decode(char[:-1]).endswith("\ufffd")  # byte-level: one character, several tokens
+
+    class CutModel:  # "generates" the character's first bytes, then hits max_tokens
+        generation_config = SimpleNamespace(eos_token_id=tok.eos_token_id)
+
+        def generate(self, input_ids, **kwargs):
+            return torch.cat([input_ids, torch.tensor([tok.encode("ok ", add_special_tokens=False) + char[:-1]])], 1)
+
+    backend = LocalBackend("cut-model")
+    backend._lm = (tok, CutModel())
+    n = len(tok.encode("ok ", add_special_tokens=False)) + len(char) - 1
+    completion = asyncio.run(backend.complete(MESSAGES, Sampling(max_tokens=n)))
+    assert completion.finish_reason == "length" and completion.text == "ok "
+
+
 def test_local_backend_string_cap_shortens_free_text_and_keys_the_cache(local_dir):
     from genrep.core.errors import UserError
     from genrep.diting.llm.registry import make_backend

@@ -147,6 +147,8 @@ class LocalBackend:
             new = out[0, ids["input_ids"].shape[1] :]
             text, stopped = cut_at_stop(tok.decode(new, skip_special_tokens=True), sampling.stop)
             ended = stopped or len(new) < max_new or (len(new) and int(new[-1]) in _eos_ids(model, tok))
+            if not ended:  # cut by max_tokens inside a multibyte character: drop its partial bytes, as servers do
+                text = text.rstrip("\ufffd")
             return Completion(
                 text=text,
                 model=self.model,
